@@ -1,0 +1,162 @@
+"""Reading shading images from files into float grayscale, with clear refusals.
+
+Accepted: PNG and JPEG (8 or 16 bit, grey or colour), TIFF (integer or float) and NPY.
+Colour images are converted to luminance (Rec. 601 weights) and a note says so; an alpha
+channel is dropped with a note.  Integer images are scaled by their type's maximum.
+Refused with :class:`ImageError`, before any other work: missing or unreadable files,
+NaN/inf values, empty images, constant images and images smaller than 16 pixels on a side.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ImageError", "read_image", "validate_image", "load_input", "MIN_SIZE"]
+
+MIN_SIZE = 16
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+class ImageError(ValueError):
+    """An input image that cannot be used; the message says what is wrong."""
+
+
+def validate_image(img: np.ndarray, name: str = "image") -> np.ndarray:
+    """Check a grayscale array and return it as float64 ``(H, W)``.
+
+    Raises :class:`ImageError` naming ``name`` and the problem.
+    """
+    img = np.asarray(img)
+    if img.size == 0:
+        raise ImageError(f"{name}: the image is empty (shape {img.shape})")
+    if img.ndim != 2:
+        raise ImageError(f"{name}: expected a grayscale image of shape (H, W), got shape {img.shape}")
+    if not np.issubdtype(img.dtype, np.number) or np.issubdtype(img.dtype, np.complexfloating):
+        raise ImageError(f"{name}: pixel type {img.dtype} is not a real number type")
+    img = img.astype(np.float64)
+    bad = ~np.isfinite(img)
+    if bad.any():
+        raise ImageError(f"{name}: {int(bad.sum())} pixel(s) are NaN or infinite; fix or mask them first")
+    h, w = img.shape
+    if h < MIN_SIZE or w < MIN_SIZE:
+        raise ImageError(f"{name}: {h}x{w} pixels is smaller than the {MIN_SIZE}x{MIN_SIZE} patch size")
+    if img.max() == img.min():
+        raise ImageError(f"{name}: the image is constant (every pixel is {img.flat[0]:g}); there is no shading to read")
+    return img
+
+
+def _to_gray(arr: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
+    if arr.ndim == 3:
+        channels = arr.shape[-1]
+        if channels in (2, 4):
+            notes.append(f"{name}: alpha channel dropped")
+            arr = arr[..., :-1]
+            channels -= 1
+        if channels == 3:
+            notes.append(f"{name}: colour image converted to grayscale (luminance 0.299 R + 0.587 G + 0.114 B)")
+            arr = arr.astype(np.float64) @ _LUMA
+        elif channels == 1:
+            arr = arr[..., 0]
+    return arr
+
+
+def _scale_integer(arr: np.ndarray) -> np.ndarray:
+    if np.issubdtype(arr.dtype, np.integer):
+        return arr.astype(np.float64) / float(np.iinfo(arr.dtype).max)
+    if arr.dtype == bool:
+        return arr.astype(np.float64)
+    return arr
+
+
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
+    """Read ``path`` as a float64 ``(H, W)`` image.
+
+    Returns:
+        ``(image, notes)``: notes are human-readable remarks on conversions made.
+    """
+    path = Path(path)
+    name = str(path)
+    notes: list[str] = []
+    if not path.exists():
+        raise ImageError(f"{name}: no such file")
+    if path.is_dir():
+        raise ImageError(f"{name}: is a folder, not an image file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        elif suffix in (".tif", ".tiff"):
+            import tifffile
+
+            arr = tifffile.imread(path)
+        elif suffix in (".png", ".jpg", ".jpeg"):
+            arr = _read_pil(path)
+        else:
+            raise ImageError(f"{name}: unsupported format {suffix or '(no extension)'}; use PNG, JPEG, TIFF or NPY")
+    except ImageError:
+        raise
+    except Exception as exc:  # unreadable or corrupt file
+        raise ImageError(f"{name}: could not be read ({type(exc).__name__}: {exc})") from exc
+    arr = np.asarray(arr)
+    arr = _to_gray(arr, name, notes)
+    arr = _scale_integer(arr)
+    return validate_image(arr, name), notes
+
+
+def _read_pil(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    if path.suffix.lower() == ".png":
+        arr16 = _maybe_png16(path)
+        if arr16 is not None:
+            return arr16
+    with Image.open(path) as im:
+        im.load()
+        if im.mode in ("I;16", "I;16B", "I;16L"):
+            return np.asarray(im, dtype=np.uint16)
+        if im.mode == "I":
+            return np.asarray(im, dtype=np.int64).clip(0, 65535).astype(np.uint16)
+        if im.mode == "F":
+            return np.asarray(im, dtype=np.float64)
+        if im.mode in ("L", "RGB", "RGBA", "LA"):
+            return np.asarray(im)
+        return np.asarray(im.convert("RGB"))
+
+
+def _maybe_png16(path: Path) -> np.ndarray | None:
+    """Full-precision read of a 16-bit colour PNG (Pillow truncates those to 8 bit)."""
+    import png
+
+    reader = png.Reader(filename=str(path))
+    w, h, rows, info = reader.asDirect()
+    if info["bitdepth"] != 16:
+        return None
+    planes = info["planes"]
+    arr = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(h, w, planes)
+    return arr[..., 0] if planes == 1 else arr
+
+
+def load_input(spec: str | os.PathLike | np.ndarray) -> tuple[np.ndarray, str, list[str]]:
+    """Resolve a user input: an array, ``stimulus:NAME`` or an image file.
+
+    Returns:
+        ``(image, stem, notes)``: float64 ``(H, W)`` image, a short name for output
+        folders (``circles`` for ``stimulus:circles``, the file stem otherwise), notes.
+    """
+    if isinstance(spec, np.ndarray):
+        return validate_image(spec, "array input"), "array", []
+    text = str(spec)
+    if text.startswith("stimulus:"):
+        from . import stimuli
+
+        name = text.split(":", 1)[1]
+        try:
+            img = stimuli.load(name)
+        except ValueError as exc:
+            raise ImageError(str(exc)) from exc
+        return validate_image(img, text), name, []
+    img, notes = read_image(text)
+    return img, Path(text).stem, notes
