@@ -101,8 +101,7 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     except Exception as exc:  # unreadable or corrupt file
         raise ImageError(f"{name}: could not be read ({type(exc).__name__}: {exc})") from exc
     arr = np.asarray(arr)
-    arr = _to_gray(arr, name, notes)
-    arr = _scale_integer(arr)
+    arr = _to_gray(_scale_integer(arr), name, notes)
     return validate_image(arr, name), notes
 
 
