@@ -1,0 +1,133 @@
+"""``mssfs analyze DIR``: modes, spread, lights and embedding of sampled normal maps."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from . import UsageError
+
+HELP = "cluster samples into interpretations and report shares, spread, lights (report.png/json)"
+
+DESCRIPTION = """\
+Analyse the samples written by 'mssfs sample'. DIR is one sample folder (it holds
+normals.npy) or a folder of such folders (each is analysed).
+
+Samples are grouped into interpretations by their convexity readings (mean curvature
+pooled over a 16x16 grid; see docs/analysis.md). For each folder this writes
+report.json (modes with shares, members, representative sample and mean light; spread
+statistics; per-sample lights; embedding coordinates), report.png (input, mode
+representatives, per-pixel angular spread, t-SNE/PCA embedding, lights on a disc) and
+spread.npy (per-pixel spread in degrees). Existing reports are replaced.
+
+examples:
+  mssfs analyze samples/circles
+  mssfs analyze samples --modes 2
+  mssfs analyze samples/circles --compare other_run/circles
+"""
+
+
+def _modes(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"the number of modes must be at least 1, got {k}")
+    return k
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "analyze", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("dir", metavar="DIR", help="a sample folder, or a folder of sample folders")
+    p.add_argument(
+        "--modes", type=_modes, default="auto", metavar="K|auto",
+        help="number of interpretations, or 'auto' to cut the clustering at --threshold (default: auto)",
+    )
+    p.add_argument(
+        "--threshold", type=float, default=None,
+        help="distance cut for --modes auto (default 0.2 for readings, 15 degrees for normals)",
+    )
+    p.add_argument(
+        "--features", choices=("auto", "readings", "normals"), default="auto",
+        help="what samples are compared by: convexity readings, downsampled normal maps, or "
+        "readings unless the samples are flat (default: auto)",
+    )
+    p.add_argument(
+        "--compare", metavar="DIR2",
+        help="another sample folder (or folder of them, matched by name): add the Wasserstein distance",
+    )
+    p.add_argument("--no-plot", action="store_true", help="write report.json only")
+    p.set_defaults(func=run)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _pairs(folders: list[Path], others: list[Path]) -> dict[Path, Path]:
+    if len(folders) == 1 and len(others) == 1:
+        return {folders[0]: others[0]}
+    by_name = {p.name: p for p in others}
+    pairs = {f: by_name[f.name] for f in folders if f.name in by_name}
+    if not pairs:
+        raise UsageError("--compare: no sample folder names in common with DIR")
+    return pairs
+
+
+def run(args) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from .. import analysis
+
+    if args.threshold is not None and args.threshold <= 0:
+        raise UsageError(f"--threshold must be positive, got {args.threshold}")
+    try:
+        folders = analysis.find_sample_folders(args.dir)
+        pairs = {}
+        if args.compare:
+            pairs = _pairs(folders, analysis.find_sample_folders(args.compare))
+    except analysis.SampleSetError as exc:
+        raise UsageError(str(exc)) from None
+
+    for folder in tqdm(folders, desc="analyze", unit="set", disable=len(folders) < 2):
+        try:
+            samples = analysis.load_sample_set(folder)
+        except analysis.SampleSetError as exc:
+            raise UsageError(str(exc)) from None
+        result = analysis.analyze(samples, modes=args.modes, features=args.features, threshold=args.threshold)
+        report = result.to_json(samples)
+        if folder in pairs:
+            try:
+                other = analysis.load_sample_set(pairs[folder])
+            except analysis.SampleSetError as exc:
+                raise UsageError(str(exc)) from None
+            w = analysis.wasserstein(samples.normals, other.normals, samples.mask, other.mask)
+            report["compare"] = {"folder": str(other.path), "n_samples": int(other.normals.shape[0]), "wasserstein": w}
+            print(f"{folder}: Wasserstein distance to {other.path} = {w:.4f}")
+        elif pairs:
+            print(f"{folder}: no folder of the same name under --compare; no distance computed")
+        tmp = folder / "spread.npy.part"
+        with open(tmp, "wb") as f:
+            np.save(f, result.spread.astype(np.float32))
+        os.replace(tmp, folder / "spread.npy")
+        _write_json(folder / "report.json", report)
+        if not args.no_plot:
+            from ..plots import report_figure
+
+            report_figure(folder / "report.png", samples, result)
+        shares = ", ".join(f"{100 * s:.0f}%" for s in result.clustering.shares)
+        print(
+            f"{folder}: {samples.normals.shape[0]} samples, {result.clustering.n_modes} mode(s) ({shares}), "
+            f"mean spread {report['spread_deg']['mean']:.1f} deg -> {folder / 'report.json'}"
+        )
+    return 0

@@ -1,0 +1,244 @@
+import json
+
+import numpy as np
+import pytest
+
+from mssfs import analysis as A
+from mssfs.cli import main
+from mssfs.geometry import normalize, normals_from_depth
+from mssfs.render import render
+
+
+def flip_regions(normals, regions, labels):
+    """Read the given regions the other way round: (nx, ny, nz) -> (-nx, -ny, nz)."""
+    out = normals.copy()
+    for k in labels:
+        m = regions == k
+        out[m, :2] *= -1
+    return out
+
+
+def mode_samples(layout, counts, seed=0, noise=0.05):
+    """Samples in len(counts) known interpretations (true, region 1 flipped, all flipped),
+    each with a random relief strength (x0.8..1.2) and per-pixel noise; shuffled."""
+    rng = np.random.default_rng(seed)
+    flips = [[], [1], list(range(1, layout.layout.size + 1))]
+    samples, truth = [], []
+    for k, count in enumerate(counts):
+        for _ in range(count):
+            n = normals_from_depth(layout.height * rng.uniform(0.8, 1.2), layout.mask)
+            n = flip_regions(n, layout.regions, flips[k])
+            samples.append(normalize(n + rng.normal(0, noise, n.shape)))
+            truth.append(k)
+    order = rng.permutation(len(samples))
+    return np.stack(samples).astype(np.float32)[order], np.array(truth)[order]
+
+
+@pytest.fixture(scope="module")
+def layout():
+    return A.generated_bump_dent_layout(3, 64)
+
+
+def write_set(folder, normals, image=None, mask=None, lights=None, stem="x"):
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "normals.npy", normals.astype(np.float32))
+    if image is not None:
+        np.save(folder / "image.npy", image.astype(np.float32))
+    if mask is not None:
+        np.save(folder / "mask.npy", mask)
+    if lights is not None:
+        np.save(folder / "lights.npy", lights.astype(np.float32))
+    (folder / "meta.json").write_text(json.dumps({"stem": stem, "n_samples": len(normals)}))
+    return folder
+
+
+def test_cluster_recovers_three_modes_and_shares(layout):
+    samples, truth = mode_samples(layout, [10, 6, 4])
+    c = A.cluster_samples(samples, layout.mask)
+    assert c.features == "readings"
+    assert c.n_modes == 3
+    assert c.shares.tolist() == [0.5, 0.3, 0.2]
+    # Same partition as the truth (mode k is the k-th largest).
+    assert np.array_equal(c.labels, truth)
+    for k in range(3):
+        assert c.labels[c.representatives[k]] == k
+
+
+def test_cluster_fixed_number_of_modes(layout):
+    samples, truth = mode_samples(layout, [10, 6, 4], seed=1)
+    c = A.cluster_samples(samples, layout.mask, modes=2)
+    assert c.n_modes == 2 and c.threshold is None
+    # The two closest interpretations (true and one region flipped) merge.
+    assert c.shares.tolist() == [0.8, 0.2]
+    assert set(c.labels[truth == 2]) == {1}
+
+
+def test_cluster_single_mode_for_one_interpretation(layout):
+    samples, _ = mode_samples(layout, [8], seed=2)
+    c = A.cluster_samples(samples, layout.mask)
+    assert c.n_modes == 1 and c.shares.tolist() == [1.0]
+
+
+def test_flat_samples_fall_back_to_normal_maps():
+    rng = np.random.default_rng(0)
+    flat = np.zeros((6, 32, 32, 3), np.float32)
+    flat[..., 2] = 1
+    tilted = normalize(flat + np.array([0.7, 0, 0], np.float32))
+    samples = np.concatenate([flat, tilted])
+    samples = normalize(samples + rng.normal(0, 0.01, samples.shape)).astype(np.float32)
+    c = A.cluster_samples(samples, np.ones((32, 32), bool))
+    assert c.features == "normals"
+    assert c.n_modes == 2 and c.shares.tolist() == [0.5, 0.5]
+
+
+def test_reading_distance_range(layout):
+    n = layout.normals[None]
+    inverted = flip_regions(layout.normals, layout.regions, range(1, layout.layout.size + 1))[None]
+    r = A.convexity_readings(np.concatenate([n, 2 * n / 2, inverted]), layout.mask)
+    d = A.reading_distances(r)
+    assert d[0, 1] == pytest.approx(0, abs=1e-9)
+    assert d[0, 2] == pytest.approx(1, abs=1e-3)  # rim pixels just outside the regions stay unflipped
+    assert np.allclose(d, d.T)
+
+
+def test_mean_curvature_sign_bump_positive():
+    size = 48
+    rows, cols = np.mgrid[0:size, 0:size]
+    z = np.clip(400 - (rows - 24.0) ** 2 - (cols - 24.0) ** 2, 0, None) ** 0.5
+    mask = np.ones((size, size), bool)
+    n = normals_from_depth(z, mask)
+    curv = A.mean_curvature(n, mask, sigma=1.0)
+    assert curv[24, 24] > 0
+    assert A.mean_curvature(normals_from_depth(-z, mask), mask)[24, 24] < 0
+
+
+def test_spread_zero_for_identical_and_larger_where_samples_disagree(layout):
+    same = np.repeat(layout.normals[None], 5, 0)
+    assert np.nanmax(A.angular_spread(same, layout.mask)) == pytest.approx(0, abs=1e-3)
+    flipped = flip_regions(layout.normals, layout.regions, [1])
+    mixed = np.stack([layout.normals] * 3 + [flipped] * 3)
+    spread = A.angular_spread(mixed, layout.mask)
+    assert np.nanmean(spread[layout.regions == 1]) > 10
+    assert np.nanmax(spread[layout.regions == 0]) < 1e-3
+
+
+def test_wasserstein_zero_positive_symmetric(layout):
+    a, _ = mode_samples(layout, [4, 2], seed=3)
+    b, _ = mode_samples(layout, [1, 1, 4], seed=4)
+    assert A.wasserstein(a, a) == pytest.approx(0, abs=1e-4)
+    ab, ba = A.wasserstein(a, b), A.wasserstein(b, a)
+    assert ab > 1
+    assert ab == pytest.approx(ba, rel=1e-6)
+    # Different sizes are resized to the smaller one.
+    big = np.stack([normals_from_depth(np.kron(layout.height, np.ones((2, 2))) * 2, None)] * 2)
+    assert A.wasserstein(big, layout.normals[None]) < A.wasserstein(big, b)
+
+
+def test_implied_lights_recover_rendering_light_and_its_flip(layout):
+    light = normalize(np.array([0.4, -0.3, 0.8]))
+    image = render(layout.normals, light, 0.7)
+    est = A.implied_lights(np.stack([layout.normals, -layout.normals * [1, 1, -1]]), image, layout.mask)
+    assert np.degrees(np.arccos(est[0] @ light)) < 0.5
+    flipped = light * [-1, -1, 1]  # the convex/concave flip implies the mirrored light
+    assert np.degrees(np.arccos(np.clip(est[1] @ flipped, -1, 1))) < 0.5
+
+
+def test_generated_layouts_are_valid_and_vary():
+    counts = set()
+    for seed in range(8):
+        L = A.generated_bump_dent_layout(seed, 64)
+        k = L.layout.size
+        counts.add(k)
+        assert 2 <= k <= 6
+        assert set(np.unique(L.regions)) == set(range(k + 1))  # no region swallowed by an overlap
+        assert set(L.layout.tolist()) == {-1, 1}
+        assert L.image.min() >= 0 and L.image.max() <= 1
+        for k, sign in enumerate(L.layout, start=1):
+            assert np.all(np.sign(L.height[L.regions == k]) == sign)
+    assert len(counts) > 1
+    a, b = A.generated_bump_dent_layout(5, 64), A.generated_bump_dent_layout(5, 64)
+    assert np.array_equal(a.image, b.image)
+    assert not np.array_equal(a.image, A.generated_bump_dent_layout(6, 64).image)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_region_readings_and_consistency(seed):
+    L = A.generated_bump_dent_layout(seed, 64)
+    everything = range(1, L.layout.size + 1)
+    stack = np.stack(
+        [L.normals, flip_regions(L.normals, L.regions, everything), flip_regions(L.normals, L.regions, [2])]
+    )
+    r = A.region_readings(stack, L.regions, L.mask)
+    assert r.shape == (3, L.layout.size)
+    assert np.array_equal(r[0], L.layout)
+    assert np.array_equal(r[1], -L.layout)
+    assert A.consistency(r[0], L.layout) == 0
+    assert A.consistency(r[1], L.layout) == 1
+    assert A.consistency(r[2], L.layout) is None
+    # A single map and a list of masks give the same answer.
+    masks = [L.regions == k for k in everything]
+    assert np.array_equal(A.region_readings(L.normals, masks), r[0])
+
+
+def test_consistency_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="readings"):
+        A.consistency([1, -1], [1, -1, 1])
+    assert A.consistency([1, 0], [1, -1]) is None
+
+
+# ---------------------------------------------------------------- files and CLI
+
+
+def test_load_sample_set_checks_files(tmp_path, layout):
+    with pytest.raises(A.SampleSetError, match="no such folder"):
+        A.find_sample_folders(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(A.SampleSetError, match="no samples found"):
+        A.find_sample_folders(tmp_path / "empty")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    np.save(bad / "normals.npy", np.zeros((2, 8, 8)))
+    with pytest.raises(A.SampleSetError, match=r"\(N, H, W, 3\)"):
+        A.load_sample_set(bad)
+    ok = write_set(tmp_path / "ok", layout.normals[None], mask=np.ones((10, 10), bool))
+    with pytest.raises(A.SampleSetError, match="mask.npy"):
+        A.load_sample_set(ok)
+
+
+def test_cli_analyze_writes_reports(tmp_path, layout, capsys):
+    samples, truth = mode_samples(layout, [6, 3, 1], seed=5)
+    lights = np.tile(layout.light, (len(samples), 1))
+    root = tmp_path / "run"
+    write_set(root / "a", samples, layout.image, layout.mask, lights, stem="a")
+    write_set(root / "b", samples[:4], layout.image, layout.mask, None, stem="b")
+    other = write_set(tmp_path / "other" / "a", samples[::-1], layout.image, layout.mask, lights)
+    assert main(["analyze", str(root), "--compare", str(other.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "Wasserstein distance" in out
+    for name in ("a", "b"):
+        assert (root / name / "report.png").stat().st_size > 1000
+        assert (root / name / "spread.npy").exists()
+    rep = json.loads((root / "a" / "report.json").read_text())
+    assert rep["n_samples"] == 10 and rep["n_modes"] == 3
+    assert [m["share"] for m in rep["modes"]] == [0.6, 0.3, 0.1]
+    assert rep["compare"]["wasserstein"] == pytest.approx(0, abs=1e-4)  # same set, reordered
+    assert rep["lights"]["source"] == "lights.npy"
+    assert len(rep["embedding"]["coords"]) == 10 and rep["embedding"]["method"].startswith("t-SNE")
+    rep_b = json.loads((root / "b" / "report.json").read_text())
+    assert rep_b["lights"]["source"].startswith("estimated")
+    assert rep_b["embedding"]["method"] == "PCA"
+    assert "compare" not in rep_b
+
+
+def test_cli_analyze_errors(tmp_path, capsys):
+    assert main(["analyze", str(tmp_path / "nope")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path)]) == 2
+    assert "no samples found" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "normals.npy").write_bytes(b"not an npy file")
+    assert main(["analyze", str(bad)]) == 2
+    assert "could not be read" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["analyze", str(bad), "--modes", "zero"])
