@@ -1,0 +1,130 @@
+"""``mssfs train``: train the patch denoiser (or the regression baseline).
+
+Every field of :class:`mssfs.train.TrainConfig` (and of the model's
+:class:`mssfs.model.UNetConfig`) is an option; options given on the command line override
+the ``--config`` file, which overrides the defaults.  Run the same command under
+``torchrun --nproc-per-node K`` for data-parallel training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+from . import UsageError
+
+#: Model fields not offered on the command line (fixed by the sampler's contract).
+_HIDDEN_MODEL_FIELDS = {"shading_channels", "normal_channels", "patch"}
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _tuple_of(kind):
+    def parse(text: str):
+        try:
+            return tuple(kind(v) for v in text.replace(" ", "").split(",") if v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+    return parse
+
+
+def _field_type(cls, f: dataclasses.Field):
+    hint = typing.get_type_hints(cls)[f.name]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        return _tuple_of(args[0]), "A,B,..."
+    if hint is bool:
+        return _parse_bool, "BOOL"
+    if type(None) in args:  # Optional[str]
+        return str, "VALUE"
+    return hint, None
+
+
+def _add_dataclass_options(group, cls, helps: dict, skip=()):
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        if f.name in skip or f.name == "model":
+            continue
+        kind, metavar = _field_type(cls, f)
+        default = getattr(defaults, f.name)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        group.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f"opt_{f.name}",
+            type=kind,
+            metavar=metavar or f.name.upper(),
+            default=argparse.SUPPRESS,
+            help=helps.get(f.name, "") + ("" if default is None else f" (default: {shown})"),
+        )
+
+
+def register(subparsers) -> None:
+    from .. import model, train
+
+    p = subparsers.add_parser(
+        "train",
+        help="train the patch diffusion model (or the regression baseline)",
+        description="Train the patch denoiser (or the regression baseline). Options given here override "
+        "--config, which overrides the defaults. Run the same command under `torchrun --nproc-per-node K` "
+        "for data-parallel training. See docs/training.md.",
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML/JSON config, e.g. configs/default.yaml (options below override it)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/train; with --resume: the resumed run)")
+    p.add_argument("--resume", metavar="PATH", help="continue from a run directory (its latest checkpoint) or a checkpoint file")
+    p.add_argument("--overwrite", action="store_true", help="start over when --out already holds a run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_dataclass_options(p.add_argument_group("training options"), train.TrainConfig, train.FIELD_HELP)
+    _add_dataclass_options(p.add_argument_group("model options"), model.UNetConfig, model.FIELD_HELP,
+                           skip=_HIDDEN_MODEL_FIELDS)
+    p.set_defaults(func=run)
+
+
+def collect_overrides(args) -> dict:
+    """Options given on the command line, as a nested config dict."""
+    from ..model import UNetConfig
+
+    model_fields = {f.name for f in dataclasses.fields(UNetConfig)}
+    out: dict = {}
+    for key, value in vars(args).items():
+        if not key.startswith("opt_"):
+            continue
+        name = key[4:]
+        if name in model_fields:
+            out.setdefault("model", {})[name] = value
+        else:
+            out[name] = value
+    return out
+
+
+def run(args) -> int:
+    from ..checkpoint import CheckpointError
+    from ..train import TrainConfig, TrainingError, load_config_file, train
+
+    overrides = collect_overrides(args)
+    try:
+        if args.resume:
+            if args.config:
+                raise UsageError("--resume takes the config from the checkpoint; drop --config")
+            if "model" in overrides:
+                raise UsageError("model options cannot change when resuming")
+            train(None, args.out, resume=args.resume, overrides=overrides, progress=not args.no_progress)
+            return 0
+        d = load_config_file(args.config) if args.config else {}
+        model = dict(d.get("model") or {})
+        model.update(overrides.pop("model", {}))
+        d.update(overrides)
+        d["model"] = model
+        cfg = TrainConfig.from_dict(d)
+        train(cfg, args.out or "runs/train", overwrite=args.overwrite, progress=not args.no_progress)
+    except (TrainingError, CheckpointError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    return 0

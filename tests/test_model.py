@@ -1,0 +1,103 @@
+"""The patch U-Net: contract, size, conditioning, config round trip, regression helper."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mssfs.model import UNet, UNetConfig, count_parameters, flops_per_patch, predict_regression, sinusoidal_embedding
+
+TINY = UNetConfig(base_width=8, mults=(1, 2), res_blocks=1, attn_heads=2, attn_head_dim=8, time_sin_dim=8, time_dim=16)
+
+
+def _inputs(b, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, 3, 16, 16, generator=g), torch.randint(0, 300, (b,), generator=g),
+            torch.rand(b, 1, 16, 16, generator=g))
+
+
+def test_default_matches_published_size():
+    model = UNet()
+    n = count_parameters(model)
+    assert abs(n - 2.57e6) / 2.57e6 < 0.01, n  # DESIGN §4: about 2.57 M parameters
+    flops = flops_per_patch(model)
+    assert abs(flops - 78.5e6) / 78.5e6 < 0.05, flops  # about 78.5 MFLOP per patch
+
+
+def test_call_contract_shapes_and_dtype():
+    torch.manual_seed(0)
+    model = UNet(TINY)
+    x, t, s = _inputs(5)
+    eps = model(x, t, s)
+    assert eps.shape == (5, 3, 16, 16) and eps.dtype == torch.float32
+    assert torch.isfinite(eps).all()
+
+
+def test_output_depends_on_t_and_shading_but_not_on_other_patches():
+    torch.manual_seed(0)
+    model = UNet(TINY).eval()
+    x, t, s = _inputs(4)
+    with torch.no_grad():
+        base = model(x, t, s)
+        assert not torch.allclose(model(x, (t + 100) % 300, s), base, atol=1e-4)
+        assert not torch.allclose(model(x, t, 1 - s), base, atol=1e-4)
+        alone = model(x[:1], t[:1], s[:1])
+    torch.testing.assert_close(alone, base[:1], atol=1e-5, rtol=1e-4)
+
+
+def test_weight_standardised_conv_ignores_kernel_scale():
+    from mssfs.model import WSConv2d
+
+    conv = WSConv2d(4, 8, 3, padding=1, bias=False)
+    x = torch.randn(2, 4, 8, 8)
+    y = conv(x)
+    with torch.no_grad():
+        conv.weight.mul_(7.0).add_(0.3)  # standardisation removes per-filter scale and offset
+    torch.testing.assert_close(conv(x), y, atol=1e-2, rtol=1e-2)  # up to the eps in the variance
+
+
+def test_bf16_autocast_close_to_fp32():
+    torch.manual_seed(0)
+    model = UNet(TINY).eval()
+    x, t, s = _inputs(3)
+    with torch.no_grad():
+        ref = model(x, t, s)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x, t, s)
+    assert low.dtype == torch.bfloat16
+    assert (low.float() - ref).abs().max() < 0.1 * ref.abs().max()
+
+
+def test_config_json_round_trip_and_validation():
+    cfg = UNetConfig(base_width=12, mults=(1, 3), groups=3)
+    again = UNetConfig.from_dict(json.loads(cfg.to_json()))
+    assert again == cfg and again.mults == (1, 3)
+    with pytest.raises(ValueError, match="divisible"):
+        UNetConfig(base_width=10, groups=4)
+    with pytest.raises(ValueError, match="unknown"):
+        UNetConfig.from_dict({"width": 3})
+    with pytest.raises(ValueError, match="halved"):
+        UNetConfig(mults=(1, 2, 2, 2, 2, 2))
+
+
+def test_sinusoidal_embedding():
+    e = sinusoidal_embedding(torch.arange(300), 16)
+    assert e.shape == (300, 16)
+    assert torch.allclose(e.norm(dim=1), torch.full((300,), 8**0.5), atol=1e-5)  # sin^2 + cos^2 per pair
+    assert torch.cdist(e, e).add(torch.eye(300)).min() > 1e-3  # every timestep distinct
+
+
+def test_predict_regression_pads_with_background_and_crops():
+    torch.manual_seed(0)
+    model = UNet(TINY).eval()
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0.1, 1.0, (20, 24)).astype(np.float32)
+    n = predict_regression(model, img)
+    assert n.shape == (20, 24, 3) and n.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(n, axis=-1), 1.0, atol=1e-5)  # image > 0 everywhere
+    padded = np.zeros((32, 32), np.float32)
+    padded[:20, :24] = img
+    np.testing.assert_allclose(predict_regression(model, padded)[:20, :24], n, atol=1e-5)
+    with pytest.raises(ValueError, match="H, W"):
+        predict_regression(model, img[None])

@@ -1,0 +1,362 @@
+"""Training: data batches, objectives, the loop, resume, run directories, CLI, export, DDP."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mssfs.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
+from mssfs.diffusion import NoiseSchedule, cosine_betas
+from mssfs.model import UNet, UNetConfig, predict_regression
+from mssfs.train import (
+    PatchBatch,
+    StepBatches,
+    TrainConfig,
+    TrainingError,
+    derive_seed,
+    regression_loss,
+    sample_patches,
+    train,
+)
+
+MICRO = UNetConfig(base_width=4, mults=(1,), groups=2, res_blocks=1, attn_heads=1, attn_head_dim=4,
+                   time_sin_dim=4, time_dim=8, init_kernel=3)
+TINY = UNetConfig(base_width=8, mults=(1, 2), res_blocks=1, attn_heads=1, attn_head_dim=8, time_sin_dim=8, time_dim=16)
+
+
+class SphereImages:
+    """Test data source: one shaded sphere per image on a black background."""
+
+    def __init__(self, size=16, radius=(0.25, 0.45)):
+        self.size, self.radius = size, radius
+
+    def __call__(self, seed, rank, world_size):
+        rng = np.random.default_rng([seed, rank])
+        s = self.size
+        yy, xx = np.mgrid[0:s, 0:s] + 0.5
+        while True:
+            cx, cy = rng.uniform(0.3 * s, 0.7 * s, 2)
+            r = rng.uniform(*self.radius) * s
+            x, y = (xx - cx) / r, -(yy - cy) / r
+            d = 1 - x**2 - y**2
+            m = d > 0
+            n = np.stack([x, y, np.sqrt(np.clip(d, 0, None))]) * m
+            light = rng.normal(size=3)
+            light[2] = abs(light[2])
+            light /= np.linalg.norm(light)
+            img = np.clip(np.einsum("chw,c->hw", n, light), 0, None) * m
+            yield {"image": img[None].astype(np.float32), "normals": n.astype(np.float32),
+                   "mask": m[None].astype(np.float32), "light": light.astype(np.float32), "albedo": 1.0}
+
+
+def micro_config(**kw):
+    base = dict(model=MICRO, steps=40, patches_per_step=2, image_size=16, val_patches=8, val_every=20,
+                log_every=10, checkpoint_every=20, warmup_steps=10, precision="fp32", keep_checkpoints=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _params(module):
+    return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+
+# -- schedule and data -------------------------------------------------------------------
+
+
+def test_diffusers_scheduler_matches_noise_schedule():
+    sched = NoiseSchedule()
+    ddpm = sched.diffusers_ddpm()
+    np.testing.assert_allclose(ddpm.betas.numpy(), cosine_betas(), rtol=1e-6, atol=1e-9)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(6, 3, 16, 16, generator=g) * 2 - 1
+    noise = torch.randn(6, 3, 16, 16, generator=g)
+    t = torch.tensor([0, 1, 50, 150, 298, 299])
+    torch.testing.assert_close(ddpm.add_noise(x0, noise, t), sched.add_noise(x0, noise, t), atol=1e-5, rtol=1e-5)
+
+
+def test_derive_seed_is_deterministic_and_spread():
+    assert derive_seed(0, 1, 2) == derive_seed(0, 1, 2)
+    seeds = {derive_seed(0, r, s) for r in range(4) for s in range(100)}
+    assert len(seeds) == 400 and all(0 <= v < 2**63 for v in seeds)
+
+
+def test_background_share_is_capped():
+    src = SphereImages(size=64, radius=(0.1, 0.15))  # mostly background: 16 patches, ~1-4 touch the sphere
+    for frac in (0.0, 0.25):
+        shading, normals, mask = sample_patches(iter(src(1, 0, 1)), 40, frac, torch.Generator().manual_seed(0))
+        assert shading.shape == (40, 1, 16, 16) and normals.shape == (40, 3, 16, 16) and mask.shape == (40, 1, 16, 16)
+        n_bg = int((mask.flatten(1).amax(1) == 0).sum())
+        assert n_bg <= int(frac * 40)
+        assert n_bg == int(frac * 40)  # plenty of background available: the cap is reached
+        bg = mask.flatten(1).amax(1) == 0
+        assert shading[bg].abs().sum() == 0 and normals[bg].abs().sum() == 0
+        assert (mask[~bg].flatten(1).amax(1) == 1).all()
+
+
+def test_data_that_runs_out_is_an_error():
+    with pytest.raises(TrainingError, match="ran out"):
+        sample_patches(iter([]), 4, 0.1, torch.Generator())
+
+
+def test_step_batches_are_a_function_of_seed_rank_and_step():
+    cfg = micro_config(patches_per_step=8, image_size=32)
+    a = StepBatches(SphereImages(32), cfg, rank=0, world_size=2)
+    b = StepBatches(SphereImages(32), cfg, rank=1, world_size=2)
+    x, y = a[5], a[5]
+    assert x.t.shape == (4,)  # global batch split over 2 ranks
+    for f in dataclasses.fields(PatchBatch):
+        assert torch.equal(getattr(x, f.name), getattr(y, f.name))
+    assert not torch.equal(a[6].noise, x.noise)
+    assert not torch.equal(b[5].noise, x.noise)
+
+
+def test_regression_loss_ignores_background():
+    g = torch.Generator().manual_seed(0)
+    normals = torch.randn(2, 3, 16, 16, generator=g)
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[:, :, 4:12, 4:12] = 1
+    batch = PatchBatch(torch.rand(2, 1, 16, 16, generator=g), normals, mask, torch.zeros(2, dtype=torch.long),
+                       torch.zeros_like(normals))
+    target_inside = normals * mask
+
+    def model_a(x, t, s):
+        return target_inside + (1 - mask) * 5.0  # exact inside, wild outside
+
+    assert float(regression_loss(model_a, batch)) == 0.0
+    assert float(regression_loss(lambda x, t, s: normals + 1.0, batch)) > 0.4
+
+
+# -- the training loop -------------------------------------------------------------------
+
+
+def test_training_writes_run_and_learns(tmp_path):
+    cfg = micro_config(model=TINY, steps=120, patches_per_step=8, image_size=32, val_every=40, val_patches=32,
+                       checkpoint_every=60, keep_checkpoints=1, lr=3e-3, ema_decay=0.9)
+    tr = train(cfg, tmp_path / "run", source=SphereImages(32), progress=False)
+    run = tmp_path / "run"
+    assert tr.step == 120 and tr.patches_seen == 120 * 8
+    assert json.loads((run / "config.json").read_text())["patches_per_step"] == 8
+    assert [s for s, _ in list_checkpoints(run)] == [120]  # keep_checkpoints=1 pruned step 60
+    assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    rows = (run / "log.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,val_loss,patches_per_s,lr,time"
+    vals = [float(r.split(",")[2]) for r in rows[1:] if r.split(",")[2]]
+    assert len(vals) == 3 and vals[-1] < vals[0]  # validation loss (EMA weights) goes down
+
+
+def test_validation_is_deterministic(tmp_path):
+    cfg = micro_config(steps=20)
+    a = train(cfg, tmp_path / "a", source=SphereImages(), progress=False)
+    b = train(cfg, tmp_path / "b", source=SphereImages(), progress=False)
+    assert a.last_val == b.last_val
+    assert torch.equal(_params(a.model), _params(b.model))
+
+
+def _resume_matches_straight(tmp_path, steps, ckpt_step, precision="fp32"):
+    cfg = micro_config(steps=steps, checkpoint_every=ckpt_step, val_every=ckpt_step // 2, log_every=50,
+                       precision=precision)
+    straight = train(cfg, tmp_path / "straight", source=SphereImages(), progress=False)
+    ckpt = tmp_path / "straight" / "checkpoints" / f"step_{ckpt_step:08d}.safetensors"
+    resumed = train(None, tmp_path / "resumed", source=SphereImages(), resume=ckpt, progress=False)
+    assert resumed.step == straight.step == steps
+    torch.testing.assert_close(_params(resumed.model), _params(straight.model), atol=1e-6, rtol=0)
+    torch.testing.assert_close(_params(resumed.ema.model), _params(straight.ema.model), atol=1e-6, rtol=0)
+    assert resumed.last_val == pytest.approx(straight.last_val, abs=1e-6)
+
+
+def test_resume_continues_exactly(tmp_path):
+    _resume_matches_straight(tmp_path, steps=100, ckpt_step=50)
+
+
+def test_resume_continues_exactly_bf16(tmp_path):
+    _resume_matches_straight(tmp_path, steps=40, ckpt_step=20, precision="bf16")
+
+
+@pytest.mark.slow
+def test_resume_2k_steps_matches_straight_run(tmp_path):
+    """2,000 steps straight vs 1,000 + resume from the step-1,000 checkpoint + 1,000."""
+    _resume_matches_straight(tmp_path, steps=2000, ckpt_step=1000)
+
+
+def test_run_directory_rules(tmp_path):
+    cfg = micro_config(steps=10, checkpoint_every=5)
+    run = tmp_path / "run"
+    train(cfg, run, source=SphereImages(), progress=False)
+    with pytest.raises(TrainingError, match="--resume"):
+        train(cfg, run, source=SphereImages(), progress=False)
+    with pytest.raises(TrainingError, match="cannot change"):
+        train(None, source=SphereImages(), resume=run, overrides={"lr": 1.0}, progress=False)
+    tr = train(None, source=SphereImages(), resume=run, overrides={"steps": 15}, progress=False)
+    assert tr.step == 15 and latest_checkpoint(run).name == "step_00000015.safetensors"
+    steps_logged = [int(r.split(",")[0]) for r in (run / "log.csv").read_text().splitlines()[1:]]
+    assert steps_logged == sorted(set(steps_logged)) and steps_logged[-1] == 15
+    tr = train(cfg, run, source=SphereImages(), overwrite=True, progress=False)
+    assert tr.step == 10 and latest_checkpoint(run).name == "step_00000010.safetensors"
+
+
+def test_corrupt_checkpoint_refuses_to_resume(tmp_path):
+    run = tmp_path / "run"
+    train(micro_config(steps=10, checkpoint_every=10), run, source=SphereImages(), progress=False)
+    ckpt = latest_checkpoint(run)
+    ckpt.write_bytes(ckpt.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match=ckpt.name):
+        train(None, source=SphereImages(), resume=run, overrides={"steps": 20}, progress=False)
+    with pytest.raises(TrainingError, match="no checkpoints"):
+        train(None, source=SphereImages(), resume=tmp_path, progress=False)
+
+
+def test_regression_objective(tmp_path):
+    cfg = micro_config(model=TINY, objective="regression", steps=30, patches_per_step=8, image_size=32, lr=3e-3)
+    tr = train(cfg, tmp_path / "run", source=SphereImages(32), progress=False)
+    assert tr.last_val is not None and np.isfinite(tr.last_val)
+    img = next(iter(SphereImages(48)(0, 0, 1)))["image"][0]
+    n = predict_regression(tr.ema.model, img)
+    assert n.shape == (48, 48, 3)
+    inside = img > 0
+    np.testing.assert_allclose(np.linalg.norm(n[inside], axis=-1), 1.0, atol=1e-5)
+
+
+def test_config_validation():
+    with pytest.raises(TrainingError, match="objective"):
+        TrainConfig(objective="gan")
+    with pytest.raises(TrainingError, match="unknown config keys"):
+        TrainConfig.from_dict({"learning_rate": 1})
+    with pytest.raises(TrainingError, match="multiple"):
+        TrainConfig(image_size=100)
+    d = TrainConfig(model=TINY).to_dict()
+    assert TrainConfig.from_dict(json.loads(json.dumps(d))) == TrainConfig(model=TINY)
+
+
+# -- command line, export, load_model ----------------------------------------------------
+
+
+def test_cli_train_config_overrides_and_export(tmp_path, capsys):
+    from mssfs.cli import main
+
+    cfg = {"model": TINY.to_dict(), "steps": 5, "patches_per_step": 4, "image_size": 32, "val_patches": 8,
+           "val_every": 3, "checkpoint_every": 100, "precision": "fp32"}
+    (tmp_path / "c.yaml").write_text(json.dumps(cfg))
+    run = tmp_path / "run"
+    argv = ["train", "--config", str(tmp_path / "c.yaml"), "--out", str(run), "--steps", "3", "--no-progress"]
+    assert main(argv) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["steps"] == 3 and saved["patches_per_step"] == 4 and saved["model"]["base_width"] == 8
+    assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--steps", "4", "--no-progress"]) == 0
+    assert latest_checkpoint(run).name == "step_00000004.safetensors"
+    assert main(["train", "--resume", str(run), "--base-width", "16"]) == 2
+
+    out = tmp_path / "export"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    import mssfs
+
+    model = mssfs.load_model(out)
+    info = json.loads((out / "config.json").read_text())
+    assert info["training"]["steps"] == 4 and info["objective"] == "diffusion" and info["schedule"]["T"] == 300
+    assert "steps: 4" in (out / "MODEL_CARD.md").read_text()
+    from mssfs.checkpoint import load_checkpoint
+
+    ema = load_checkpoint(latest_checkpoint(run)).tensors["ema"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ema[k])
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+
+
+@pytest.fixture()
+def export_dir(tmp_path):
+    from mssfs.weights import export_checkpoint
+
+    run = tmp_path / "run"
+    train(micro_config(steps=2, checkpoint_every=2), run, source=SphereImages(), progress=False)
+    return export_checkpoint(run, tmp_path / "exp")
+
+
+def test_load_model_refuses_bad_exports(export_dir):
+    import mssfs
+    from safetensors.torch import load_file, save_file
+
+    cfg_path, w_path = export_dir / "config.json", export_dir / "model.safetensors"
+    good_cfg, good_w = cfg_path.read_text(), w_path.read_bytes()
+
+    cfg_path.write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json.*JSON"):
+        mssfs.load_model(export_dir)
+    cfg_path.write_text(good_cfg)
+
+    w_path.write_bytes(good_w[:-50])
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        mssfs.load_model(export_dir)
+
+    # consistent files (checksum updated) whose tensors do not fit the declared model
+    from mssfs.weights import _sha256
+
+    w_path.write_bytes(good_w)
+    state = load_file(str(w_path))
+    for mutate, message in ((lambda s: s.pop("head.bias"), "missing keys"),
+                            (lambda s: s.__setitem__("head.bias", torch.zeros(5)), "shape")):
+        s = dict(state)
+        mutate(s)
+        save_file(s, str(w_path))
+        c = json.loads(good_cfg)
+        c["weights"]["sha256"] = _sha256(w_path)
+        cfg_path.write_text(json.dumps(c))
+        with pytest.raises(CheckpointError, match=message):
+            mssfs.load_model(export_dir)
+    with pytest.raises(CheckpointError, match="no such"):
+        mssfs.load_model(export_dir / "nope")
+
+
+def test_package_default_weights_load():
+    import mssfs
+    from mssfs.weights import DEFAULT_DIR
+
+    if not (DEFAULT_DIR / "config.json").is_file():
+        pytest.skip("no default weights exported yet")
+    model = mssfs.load_model()
+    x = torch.zeros(2, 3, 16, 16)
+    eps = model(x, torch.tensor([0, 299]), torch.zeros(2, 1, 16, 16))
+    assert eps.shape == (2, 3, 16, 16) and torch.isfinite(eps).all()
+    assert model.info["schedule"]["T"] == 300
+
+
+# -- distributed -------------------------------------------------------------------------
+
+DDP_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from test_train import SphereImages, micro_config
+from mssfs.train import train
+from safetensors.torch import save_file
+cfg = micro_config(steps=6, patches_per_step=4, checkpoint_every=3, val_every=3, device="cpu")
+tr = train(cfg, {run!r}, source=SphereImages(), progress=False)
+rank = tr.dist.rank
+save_file({{k: v.contiguous() for k, v in tr.model.state_dict().items()}}, {out!r} + f"/rank{{rank}}.safetensors")
+"""
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_keep_replicas_identical(tmp_path):
+    from safetensors.torch import load_file
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), run=str(tmp_path / "run"), out=str(tmp_path)))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k
+    init = UNet(MICRO).state_dict()
+    assert any(not torch.equal(r0[k], init[k]) for k in r0)  # they did train
+    assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [3, 6]  # rank 0 alone writes
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["patches_per_step"] == 4
