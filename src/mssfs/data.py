@@ -20,6 +20,7 @@ Item layout (both datasets): ``image`` (1, h, w) float32, ``normals`` (3, h, w) 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -181,6 +182,13 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="map")
 
 
+@functools.lru_cache(maxsize=4)
+def _read_shard(path: str, mtime_ns: int) -> dict:
+    """Arrays of one shard file; ``mtime_ns`` is part of the cache key so a rewritten file is re-read."""
+    with np.load(path, allow_pickle=False) as z:
+        return {key: z[key] for key in ("normals_xy", "mask_bits", "family", "seed")}
+
+
 class ShardSet:
     """Read access to a folder written by :func:`make_shards`."""
 
@@ -206,9 +214,13 @@ class ShardSet:
         return int(self.manifest["count"])
 
     def load(self, k: int) -> dict:
-        """Shard ``k`` as its raw arrays (``normals_xy``, ``mask_bits``, ``family``, ``seed``)."""
-        with np.load(self.folder / self.shards[k], allow_pickle=False) as z:
-            return {key: z[key] for key in ("normals_xy", "mask_bits", "family", "seed")}
+        """Shard ``k`` as its raw arrays (``normals_xy``, ``mask_bits``, ``family``, ``seed``).
+
+        The last few shards read are kept in memory (shared by every ``ShardSet`` of the
+        process), so a trainer that opens a fresh stream per step does not re-read them.
+        """
+        path = (self.folder / self.shards[k]).resolve()
+        return _read_shard(str(path), path.stat().st_mtime_ns)
 
     def decode(self, shard: dict, i: int):
         """Item ``i`` of a loaded shard: ``(normals (S,S,3) float32, mask (S,S) bool, family, seed)``."""
