@@ -4,3 +4,24 @@ Conventions (normal frame, image layout, slopes) are documented in :mod:`mssfs.g
 """
 
 __version__ = "0.1.0"
+
+# Heavy modules load on first use: ``mssfs.sample`` imports torch only when called for.
+_LAZY = {"sample": "pipeline", "sample_many": "pipeline", "SampleResult": "pipeline"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load_model(path=None, device="cpu"):
+    """Load an exported denoiser (default: the package weights); see :func:`mssfs.weights.load_model`.
+
+    Returns a model in eval mode: ``eps = model(x_t (B,3,16,16), t (B,) int64, shading (B,1,16,16))``.
+    """
+    from .weights import load_model as _load_model
+
+    return _load_model(path, device=device)

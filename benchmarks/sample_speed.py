@@ -1,0 +1,221 @@
+"""Sampling speed: batched seeds against the publication's one-seed-at-a-time loop.
+
+A full ``paper`` sample takes minutes on a small CPU, so the default run *measures* the
+cost of one denoiser call of each kind (plain DDIM call; guidance iteration = forward,
+losses, backward) at every resolution of the schedule and every batch size, each in a
+fresh process (for honest peak memory), and *extrapolates* the per-sample time from the
+schedule's exact call counts::
+
+    time/sample = sum over stage runs (steps * t_plain(r, N) + guided_iters * t_guided(r, N)) / N
+
+The baseline is the same code with one seed per batch (batch = the patches of one image,
+fp32, eager), which is what the published code does; it is timed in the same run.
+``--end-to-end`` also runs the real pipeline for a preset to check the extrapolation.
+
+    python benchmarks/sample_speed.py --preset paper --samples-list 1,4,16
+    python benchmarks/sample_speed.py --device cuda --bf16 --samples-list 1,16,64
+    python benchmarks/sample_speed.py --preset fast --samples-list 1,4 --end-to-end
+
+Weights do not change speed: without ``--model`` the published-size U-Net is used with
+random weights (the package weights when ``--weights default`` is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+from mssfs.diffusion import NoiseSchedule
+from mssfs.patches import PATCH, to_patches
+from mssfs.sampling import CountingDenoiser, guided_ddim
+from mssfs.schedules import Stage, resolve_schedule
+
+
+def load_net(weights: str | None, device):
+    if weights:
+        from mssfs.pipeline import resolve_model
+
+        return resolve_model(None if weights == "default" else weights, device)[0]
+    from mssfs.model import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    return UNet(UNetConfig()).to(device).eval()
+
+
+def _status_mb(key: str) -> float:
+    """A ``/proc/self/status`` memory field in MiB (VmHWM is reset by exec, unlike ru_maxrss)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _inputs(n: int, r: int, device):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((n * (r // PATCH) ** 2, 3, PATCH, PATCH), generator=g).to(device)
+    return x, to_patches(torch.rand((n, 1, r, r), generator=g)).to(device)
+
+
+def _time_call(net, x, shading, r: int, iters: int, device) -> float:
+    """Seconds for one DDIM step with ``iters`` guidance iterations (0 = plain call)."""
+    stage = Stage(r, 10.0, inner_iters_high=iters, inner_iters_low=iters, late_t=299)
+    sync(device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        guided_ddim(net, x.clone(), shading, NoiseSchedule(), [40], stage, 299, (r, r))
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def measure(args, configs) -> dict:
+    """Best-of-``reps`` per-call times for every (config, resolution), interleaved in one process.
+
+    Interleaving keeps the baseline and the batched runs under the same machine load.
+    """
+    device = torch.device(args.device)
+    base = load_net(args.weights, device)
+    nets = {(c[1], c[2]): CountingDenoiser(base, bf16=c[1], chunk=c[2]) for c in configs}
+    sched = resolve_schedule(args.schedule, args.preset)
+    out = {c: {} for c in configs}
+    wanted = sorted({s.resolution for s in sched.stages})
+    measured = sorted({int(v) for v in args.measure_res.split(",")}) if args.measure_res else wanted
+    for r in measured:
+        data = {c: _inputs(c[0], r, device) for c in configs}
+        for c in configs:  # warm-up (allocator, kernel selection) per shape
+            _time_call(nets[(c[1], c[2])], *data[c], r, 0, device)
+        best = {c: [float("inf"), float("inf")] for c in configs}
+        for _ in range(args.reps):
+            for c in configs:
+                plain = _time_call(nets[(c[1], c[2])], *data[c], r, 0, device)
+                guided = _time_call(nets[(c[1], c[2])], *data[c], r, args.iters, device)
+                best[c][0] = min(best[c][0], plain)
+                best[c][1] = min(best[c][1], (guided - plain) / args.iters)
+        for c in configs:
+            out[c][r] = {"plain": best[c][0], "guided": max(best[c][1], 0.0)}
+        print(f"  measured {r}px: " + ", ".join(f"N={c[0]}{' bf16' if c[1] else ''}{f' chunk {c[2]}' if c[2] else ''}: "
+              f"{out[c][r]['plain']:.2f}/{out[c][r]['guided']:.2f} s" for c in configs), file=sys.stderr)
+    # Resolutions not measured: per-call time interpolated linearly in the number of patches.
+    for c in configs:
+        xs = [(r // PATCH) ** 2 for r in measured]
+        for r in wanted:
+            if r not in out[c]:
+                n = (r // PATCH) ** 2
+                out[c][r] = {k: float(np.interp(n, xs, [out[c][m][k] for m in measured])) for k in ("plain", "guided")}
+    return out
+
+
+def peak_memory_worker(args) -> float:
+    """MiB above the loaded model for one guided call of ``--worker`` samples at the finest size."""
+    device = torch.device(args.device)
+    net = CountingDenoiser(load_net(args.weights, device), bf16=args.bf16, chunk=args.chunk or None)
+    r = max(s.resolution for s in resolve_schedule(args.schedule, args.preset).stages)
+    x, shading = _inputs(args.worker, r, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        _time_call(net, x, shading, r, 1, device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    before = _status_mb("VmRSS")
+    _time_call(net, x, shading, r, 1, device)
+    return _status_mb("VmHWM") - before
+
+
+def extrapolate(sched, per_call: dict, n: int) -> float:
+    total = 0.0
+    for run in sched.runs():
+        r = run.stage.resolution
+        guided = sum(run.stage.inner_iters(t) for t in run.timesteps if t <= run.guidance_start_t)
+        total += len(run.timesteps) * per_call[r]["plain"] + guided * per_call[r]["guided"]
+    return total / n
+
+
+def end_to_end(args, n: int, bf16: bool, chunk) -> float:
+    from mssfs.pipeline import sample
+
+    device = torch.device(args.device)
+    net = load_net(args.weights, device)
+    img = np.load(os.path.join(os.path.dirname(__file__), "..", "src", "mssfs", "stimuli", "star.npy"))
+    t0 = time.perf_counter()
+    sample(img, n=n, seed=0, preset=args.preset, schedule=args.schedule, model=net, device=device, bf16=bf16,
+           chunk_patches=chunk)
+    return (time.perf_counter() - t0) / n
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="paper")
+    p.add_argument("--schedule", help="schedule file instead of --preset")
+    p.add_argument("--samples-list", default="1,4,16", help="batch sizes (samples per batch)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--bf16", action="store_true", help="also measure every batch size under bf16 autocast")
+    p.add_argument("--weights", help="'default' for the package weights or a path (default: random weights)")
+    p.add_argument("--iters", type=int, default=1, help="guidance iterations timed per measurement")
+    p.add_argument("--reps", type=int, default=2, help="timed repetitions (best is kept)")
+    p.add_argument("--measure-res", help="measure only these resolutions (e.g. 64,112,160) and interpolate "
+                   "the others linearly in the patch count (default: measure all)")
+    p.add_argument("--end-to-end", action="store_true", help="also run the real pipeline at each batch size")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--chunk", type=int, default=128, help="patch slice size for the chunked rows (0: none)")
+    p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps({"peak_mb": peak_memory_worker(args)}))
+        return 0
+    sched = resolve_schedule(args.schedule, args.preset)
+    calls, patches = sched.total_cost()
+    sizes = sorted({1} | {int(v) for v in args.samples_list.split(",")})
+    chunk = args.chunk or None
+    configs = [(n, False, None) for n in sizes]
+    configs += [(n, False, chunk) for n in sizes if chunk and n > 1]
+    configs += [(n, True, chunk) for n in sizes] if args.bf16 else []
+    per_call = measure(args, configs)
+    rows = {}
+    for c in configs:
+        n, bf16, ch = c
+        rows[c] = {"s": extrapolate(sched, per_call[c], n)}
+        if not args.no_memory:
+            cmd = [sys.executable, __file__, "--worker", str(n), "--preset", args.preset, "--device", args.device]
+            cmd += (["--schedule", args.schedule] if args.schedule else []) + (["--bf16"] if bf16 else [])
+            cmd += ["--chunk", str(ch or 0)]
+            cmd += ["--weights", args.weights] if args.weights else []
+            res = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            rows[c]["mem"] = json.loads(res.stdout.strip().splitlines()[-1])["peak_mb"] / n
+        if args.end_to_end:
+            rows[c]["measured"] = end_to_end(args, n, bf16, ch)
+    base = rows[(1, False, None)]["s"]
+    print(f"\npreset {sched.name}: {calls} denoiser calls and {patches:,} patch forwards per sample; "
+          f"device {args.device}, {torch.get_num_threads()} threads, {'package' if args.weights else 'random'} weights; "
+          f"measured resolutions: {args.measure_res or 'all'}\n")
+    head = ("| samples per batch | precision | patches per forward | s / sample (extrapolated) | samples / hour | vs publication loop | "
+            "denoiser calls per sample | peak memory per sample (MiB) |")
+    if args.end_to_end:
+        head += " s / sample (measured end to end) |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for c in configs:
+        n, bf16, ch = c
+        r = rows[c]
+        label = f"{n}" + (" (publication loop: one seed at a time)" if c == (1, False, None) else "")
+        line = (f"| {label} | {'bf16' if bf16 else 'fp32'} | {f'<= {ch}' if ch else 'all'} | {r['s']:.1f} | {3600 / r['s']:.1f} | "
+                f"{base / r['s']:.2f}x | {calls / n:.0f} | {r.get('mem', float('nan')):.0f} |")
+        if args.end_to_end:
+            line += f" {r['measured']:.1f} |"
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Seam and integrability losses (DESIGN.md §6): zeros, plants, gradients, dtypes."""
+
+import numpy as np
+import pytest
+import torch
+
+from mssfs.geometry import integrability_residual, normals_from_depth, normals_to_slopes
+from mssfs.guidance import integrability_loss, safe_angle, seam_loss
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def height_normals(size=48, dtype=torch.float64):
+    """(1, 3, size, size) normals of a smooth height field, y-up frame."""
+    r = np.arange(size)[:, None]
+    c = np.arange(size)[None, :]
+    z = 6 * np.sin(r / 8.0) * np.cos(c / 6.0) + 0.01 * (r - 20) * (c - 10)
+    n = normals_from_depth(z)
+    return torch.tensor(n, dtype=dtype).permute(2, 0, 1)[None], n
+
+
+def linear_field(size=48, dtype=torch.float64):
+    """Unnormalised normals linear in pixel position: linear extrapolation is exact."""
+    r = torch.arange(size, dtype=dtype)[:, None].expand(size, size)
+    c = torch.arange(size, dtype=dtype)[None, :].expand(size, size)
+    return torch.stack([0.01 * c - 0.2, 0.005 * r + 0.1, torch.ones_like(r)])[None]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_seam_loss_zero_on_constant_and_linear_fields(dtype, device):
+    const = torch.tensor([0.3, -0.2, 0.9], dtype=dtype, device=device)[None, :, None, None].expand(2, 3, 32, 48)
+    out = seam_loss(const)
+    assert out.shape == (2,) and out.dtype == dtype and out.device.type == device
+    assert torch.all(out.abs() < 1e-6)
+    lin = linear_field(dtype=dtype).to(device)
+    assert float(seam_loss(lin)) < (1e-6 if dtype == torch.float64 else 3e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_seam_loss_positive_across_planted_seam_and_mask_excludes_it(dtype):
+    x = torch.tensor([0.0, 0.0, 1.0], dtype=dtype)[None, :, None, None].repeat(1, 1, 48, 48)
+    planted = x.clone()
+    planted[:, :, 16:32, 16:32] = torch.tensor([0.5, 0.5, 0.7], dtype=dtype)[None, :, None, None]
+    clean, bad = float(seam_loss(x)), float(seam_loss(planted))
+    assert clean < 1e-6 and bad > 0.05
+    mask = torch.ones(48, 48, dtype=torch.bool)
+    mask[16:32, 16:32] = False
+    assert float(seam_loss(planted, mask=mask)) < 1e-6
+
+
+def test_integrability_zero_on_height_field_and_sign_choice():
+    x, n = height_normals()
+    loss = float(integrability_loss(x))
+    p, q = normals_to_slopes(n)
+    expected = float(np.mean((2 * integrability_residual(p, q)) ** 2))  # bracket = 2 x geometry's curl
+    assert loss == pytest.approx(expected, rel=1e-6, abs=1e-12)
+    assert loss < 1e-4
+    # The DESIGN frame's q = -ny/nz used in the published bracket would not vanish:
+    flipped = x.clone()
+    flipped[:, 1] *= -1
+    assert float(integrability_loss(flipped)) > 100 * max(loss, 1e-8)
+
+
+def test_integrability_positive_on_non_integrable_field():
+    r = torch.arange(32, dtype=torch.float64)[:, None].expand(32, 32)
+    c = torch.arange(32, dtype=torch.float64)[None, :].expand(32, 32)
+    # Slopes p = 0.02 y, q = -0.02 x (y up): a rotation, the gradient of no height field.
+    x = torch.stack([0.02 * r, 0.02 * c, torch.ones_like(r)])[None]
+    assert float(integrability_loss(x)) > 1e-3
+
+
+@pytest.mark.parametrize("loss_fn", [seam_loss, integrability_loss])
+def test_gradcheck_float64(loss_fn):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, 32, 32, generator=g, dtype=torch.float64) * 0.3
+    x[:, 2] = x[:, 2].abs() + 0.5  # keep nz away from the clamps so the function is smooth
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v: loss_fn(v).sum(), (x,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss_fn", [seam_loss, integrability_loss])
+def test_gradients_finite_on_degenerate_fields(loss_fn):
+    x = torch.zeros(1, 3, 32, 32, dtype=torch.float32)
+    x[:, 2] = 1.0
+    x[:, :, :, 20:] *= -1  # antiparallel region and exact agreement
+    x[:, 2, 5, 5] = 0.0  # nz = 0 somewhere
+    x.requires_grad_(True)
+    (g,) = torch.autograd.grad(loss_fn(x).sum(), x)
+    assert torch.isfinite(g).all()
+
+
+def test_losses_are_per_image():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 3, 32, 32, generator=g)
+    for fn in (seam_loss, integrability_loss):
+        batch = fn(x)
+        single = torch.stack([fn(x[i : i + 1])[0] for i in range(3)])
+        assert torch.allclose(batch, single, rtol=1e-5, atol=1e-6)
+
+
+def test_safe_angle_values():
+    a = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    b = torch.tensor([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [-1.0, 0.0, 0.0]])
+    ang = safe_angle(a, b, dim=1)
+    assert torch.allclose(ang, torch.tensor([0.0, np.pi / 2, np.pi]), atol=3e-3)

@@ -1,0 +1,280 @@
+"""Guided DDIM, schedules, the V-cycle pipeline, batching of seeds and input policy."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import mssfs
+from mssfs.diffusion import NoiseSchedule
+from mssfs.guidance import seam_loss
+from mssfs.images import ImageError
+from mssfs.patches import from_patches, to_patches
+from mssfs.pipeline import prepare_input, sample, sample_many, sample_seed
+from mssfs.sampling import CountingDenoiser, guided_ddim
+from mssfs.schedules import Schedule, Stage, get_preset, load_schedule
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+
+
+def tiny_model(seed: int = 0) -> nn.Module:
+    """A few-thousand-parameter denoiser with the package's call signature."""
+    torch.manual_seed(seed)
+    try:
+        from mssfs.model import UNet, UNetConfig
+
+        return UNet(UNetConfig(base_width=8, mults=(1, 2), attn_heads=1, attn_head_dim=8, time_dim=32)).eval()
+    except ImportError:  # the model module is not built yet
+        return _TinyConv().eval()
+
+
+class _TinyConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(5, 16, 3, padding=1), nn.SiLU(), nn.Conv2d(16, 3, 3, padding=1))
+
+    def forward(self, x_t, t, shading):
+        tt = (t.float() / 300)[:, None, None, None].expand_as(shading)
+        return self.net(torch.cat([x_t, shading, tt], 1))
+
+
+def tiny_schedule(**kw) -> Schedule:
+    it = dict(inner_iters_high=2, inner_iters_low=1)
+    return Schedule(
+        "tiny",
+        (
+            Stage(48, 10, restart_t=299, guidance_start_t=250, lighting=True, **it),
+            Stage(32, 10, **it),
+            Stage(48, 10, **it),
+        ),
+        num_steps=kw.pop("num_steps", 6),
+        fuse_last=2,
+        **kw,
+    )
+
+
+def sphere_image(h=40, w=56):
+    r, c = np.mgrid[0:h, 0:w].astype(float)
+    x, y = (c - w / 2) / (0.45 * min(h, w)), -(r - h / 2) / (0.45 * min(h, w))
+    inside = x**2 + y**2 < 1
+    nz = np.sqrt(np.clip(1 - x**2 - y**2, 0, 1))
+    light = np.array([0.3, 0.4, 0.866])
+    return np.where(inside, np.clip(x * light[0] + y * light[1] + nz * light[2], 0, 1), 0.0)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+# ---------------------------------------------------------------- schedules
+def test_paper_cost_matches_design_and_fast_is_a_tenth():
+    paper, fast = get_preset("paper"), get_preset("fast")
+    assert paper.total_cost() == (2142, 137609)  # DESIGN.md §11
+    (pc, pp), (fc, fp) = paper.total_cost(), fast.total_cost()
+    assert fc <= pc / 10 and fp <= pp / 10
+    assert [s.resolution for s in paper.stages] == [160, 128, 64, 80, 96, 112, 128, 144, 160]
+    assert [s.lr for s in paper.stages] == [20, 15, 10, 10, 10, 15, 15, 20, 20]
+
+
+def test_restart_timesteps():
+    sched = get_preset("paper")
+    g = NoiseSchedule().ddim_grid(50)
+    runs = sched.runs()
+    assert runs[0].timesteps == g and runs[0].guidance_start_t == g[8]
+    assert runs[1].rerun and runs[1].timesteps == [t for t in g if t <= 232] and len(runs[1].timesteps) == 39
+    assert all(t <= r.guidance_start_t for r in runs[1:] for t in r.timesteps)  # guided from the first step
+
+
+def test_schedule_files_round_trip(tmp_path):
+    import yaml
+
+    sched = tiny_schedule()
+    (tmp_path / "s.json").write_text(json.dumps(sched.to_dict()))
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(sched.to_dict()))
+    assert load_schedule(tmp_path / "s.json") == sched
+    assert load_schedule(tmp_path / "s.yaml") == sched
+    (tmp_path / "bad.yaml").write_text("stages:\n  - {resolution: 40, lr: 1}\n")
+    with pytest.raises(ValueError, match="multiple of 16"):
+        load_schedule(tmp_path / "bad.yaml")
+    (tmp_path / "bad2.json").write_text('{"stages": [{"resolution": 32, "lr": 1, "speed": 3}]}')
+    with pytest.raises(ValueError, match="speed"):
+        load_schedule(tmp_path / "bad2.json")
+
+
+# ---------------------------------------------------------------- guided DDIM
+def _single_stage_run(model, lr, seed=0, r=48):
+    noise = NoiseSchedule()
+    stage = Stage(r, lr, restart_t=299, guidance_start_t=299, inner_iters_high=2, inner_iters_low=2)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(((r // 16) ** 2, 3, 16, 16), generator=g)
+    img = torch.from_numpy(sphere_image(r, r)).float()[None, None]
+    steps = noise.ddim_grid(8)
+    infos = []
+    with torch.no_grad():
+        out = guided_ddim(model, x, to_patches(img), noise, steps, stage, 299, (r, r), callback=infos.append)
+    return out, infos, stage
+
+
+class Squash(nn.Module):
+    """Denoiser whose clean estimate is ``tanh(x_t) / 2``: smooth, never clipped."""
+
+    def __init__(self):
+        super().__init__()
+        self.abar = NoiseSchedule().alphas_cumprod.float()
+
+    def forward(self, x_t, t, shading):
+        a = self.abar[t][:, None, None, None]
+        return (x_t - a.sqrt() * 0.5 * torch.tanh(x_t)) / (1 - a).sqrt()
+
+
+def test_guidance_lowers_seam_loss():
+    loss = lambda x: float(seam_loss(from_patches(x, 48, 48)))  # noqa: E731
+    plain = loss(_single_stage_run(Squash(), 0.0)[0])
+    guided = loss(_single_stage_run(Squash(), 20.0)[0])
+    assert guided < 0.5 * plain
+
+
+def test_lr_decays_cumulatively_after_late_t(model):
+    _, infos, stage = _single_stage_run(model, 10.0)
+    late_iters = 0
+    for info in infos:
+        if info.t <= stage.late_t:
+            late_iters += info.guided_iters
+        assert info.lr == pytest.approx(10.0 / 1.5**late_iters)
+    assert late_iters > 0
+
+
+def test_denoiser_counts_equal_schedule_cost(model):
+    sched = tiny_schedule()
+    counter = CountingDenoiser(model)
+    sample(sphere_image(), n=2, model=counter, schedule=sched)
+    calls, patches = sched.total_cost()
+    assert counter.calls == calls and counter.patch_forwards == 2 * patches
+
+
+@pytest.mark.slow
+def test_paper_preset_counts_by_running_it():
+    """Run the real paper and fast presets with a trivial denoiser and count its calls."""
+
+    class Zero(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(()))
+
+        def forward(self, x_t, t, shading):
+            return self.w * x_t
+
+    got = {}
+    for name in ("paper", "fast"):
+        counter = CountingDenoiser(Zero())
+        sample(sphere_image(64, 64), n=1, model=counter, preset=name)
+        got[name] = (counter.calls, counter.patch_forwards)
+    assert got["paper"] == (2142, 137609)
+    assert got["fast"][0] <= got["paper"][0] / 10 and got["fast"][1] <= got["paper"][1] / 10
+
+
+# ---------------------------------------------------------------- pipeline
+def test_sample_result_shapes_and_background(model):
+    img = sphere_image(40, 56)
+    res = sample(img, n=2, seed=3, model=model, schedule=tiny_schedule())
+    assert res.normals.shape == (2, 40, 56, 3) and res.normals.dtype == np.float32
+    fg = res.mask
+    assert fg.shape == (40, 56) and 0 < fg.mean() < 1
+    assert np.allclose(np.linalg.norm(res.normals[:, fg], axis=-1), 1, atol=1e-4)
+    assert np.all(res.normals[:, ~fg] == 0)
+    assert res.lights.shape == (2, 3)
+    assert [s.shape for s in res.stages] == [(2, 48, 48, 3), (2, 32, 32, 3), (2, 48, 48, 3)]
+    assert any("padded" in n for n in res.notes)
+
+
+#: Float tolerance for results computed in batches of different composition: batched
+#: convolutions reduce in a different order (~1e-7 relative), which guidance amplifies
+#: at a few pixels (the untrained test model saturates x0 at the clip, where seam angles
+#: are near the acos clamp).  Stated tolerance: 99.9 % of stage-output components within
+#: 1e-3 and all within 2e-2; fused normals within 1 degree.
+def assert_same_samples(a, b):
+    for sa, sb in zip(a.stages, b.stages):
+        d = np.abs(sa - sb)
+        assert np.mean(d <= 1e-3) >= 0.999 and d.max() <= 2e-2
+    cos = np.clip((a.normals * b.normals).sum(-1)[:, a.mask], -1, 1)
+    assert np.degrees(np.arccos(cos)).max() < 1.0
+
+
+def _first(res, k):
+    import dataclasses
+
+    return dataclasses.replace(res, normals=res.normals[:k], stages=[s[:k] for s in res.stages])
+
+
+def test_first_samples_do_not_depend_on_n(model):
+    """Sample i is seeded from (seed, i); batch composition only changes float rounding."""
+    sched = tiny_schedule()
+    one = sample(sphere_image(), n=1, seed=7, model=model, schedule=sched)
+    three = sample(sphere_image(), n=3, seed=7, model=model, schedule=sched)
+    assert_same_samples(_first(three, 1), one)
+    assert not np.allclose(three.normals[0], three.normals[1], atol=1e-2)  # seeds differ
+    assert three.seeds[0] == one.seeds[0] == sample_seed(7, 0)
+    chunked = sample(sphere_image(), n=3, seed=7, model=model, schedule=sched, batch_samples=2)
+    assert_same_samples(chunked, three)
+
+
+def test_inputs_batched_together_match_separate_runs(model):
+    sched = tiny_schedule()
+    a, b = sphere_image(40, 56), sphere_image(48, 48)
+    both = sample_many([a, b], n=2, seed=1, model=model, schedule=sched)
+    alone = sample(b, n=2, seed=1, model=model, schedule=sched)
+    assert_same_samples(both[1], alone)
+
+
+def test_bf16_runs(model):
+    res = sample(sphere_image(), n=1, seed=0, model=model, schedule=tiny_schedule(), bf16=True)
+    assert np.isfinite(res.normals).all() and res.bf16
+
+
+@CUDA
+def test_cuda_matches_cpu_loosely(model):
+    sched = tiny_schedule()
+    cpu = sample(sphere_image(), n=2, seed=0, model=tiny_model(), schedule=sched)
+    gpu = sample(sphere_image(), n=2, seed=0, model=tiny_model(), schedule=sched, device="cuda")
+    assert gpu.device.startswith("cuda")
+    err = np.degrees(np.arccos(np.clip((cpu.normals * gpu.normals).sum(-1)[cpu.mask], -1, 1)))
+    assert np.median(err) < 5.0
+
+
+# ---------------------------------------------------------------- input policy
+def test_input_policy():
+    img = sphere_image(40, 56) * 255.0
+    item = prepare_input(img)
+    assert item.image.max() == pytest.approx(1.0) and any("divided" in n for n in item.notes)
+    assert item.square.shape == (56, 56) and item.offset == (8, 0)
+    assert not item.square_mask[:8].any()
+    neg = prepare_input(sphere_image() - 0.5)
+    assert neg.image.min() >= 0 and any("rescaled" in n for n in neg.notes)
+    m = np.zeros((40, 56), bool)
+    m[5:30, 5:40] = True
+    assert np.array_equal(prepare_input(sphere_image(), mask=m).mask, m)
+    with pytest.raises(ImageError, match="does not match"):
+        prepare_input(sphere_image(), mask=np.ones((10, 10), bool))
+
+
+def test_bad_input_refused_before_any_work():
+    class Exploding(nn.Module):
+        def forward(self, *a):
+            raise AssertionError("the model must not run")
+
+    bad = sphere_image()
+    bad[3, 3] = np.nan
+    with pytest.raises(ImageError, match="NaN"):
+        sample(bad, n=1, model=Exploding(), schedule=tiny_schedule())
+    with pytest.raises(ValueError, match="samples"):
+        sample(sphere_image(), n=0, model=Exploding(), schedule=tiny_schedule())
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            sample(sphere_image(), n=1, model=Exploding(), schedule=tiny_schedule(), device="cuda")
+
+
+def test_api_is_exported():
+    assert mssfs.sample is sample and mssfs.SampleResult.__name__ == "SampleResult"
