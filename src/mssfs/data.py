@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from . import shapes
+from .fileio import atomic_path, save_json
 from .patches import PATCH
 from .render import MAX_LIGHT_ANGLE_DEG, render, sample_lights
 
@@ -74,17 +74,6 @@ def _decode(xy: np.ndarray, bits: np.ndarray, size: int):
     n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
     n[~mask] = 0.0
     return n, mask
-
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".part")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def make_shards(
@@ -143,7 +132,8 @@ def make_shards(
                 bar.update(1)
             name = f"shard-{k:05d}.npz"
             arrays = dict(normals_xy=xy, mask_bits=bits, family=fam_idx[start:stop], seed=seeds[start:stop])
-            _write_atomic(out / name, lambda f: np.savez(f, **arrays))
+            with atomic_path(out / name) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **arrays)
             entries.append({"file": name, "count": stop - start, "seeds": [int(s) for s in seeds[start:stop]]})
     finally:
         bar.close()
@@ -162,7 +152,7 @@ def make_shards(
         "shards": entries,
     }
     path = out / "manifest.json"
-    _write_atomic(path, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    save_json(path, manifest)
     return path
 
 

@@ -25,6 +25,8 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from .fileio import atomic_path
+
 __all__ = [
     "normalize",
     "foreground_mask",
@@ -259,31 +261,26 @@ def save_normals(path: str | os.PathLike, n: np.ndarray, bits: int = 16) -> Path
     The file is written to a temporary name and renamed, so a crash leaves no partial file.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".part")
     n = np.asarray(n, np.float32)
     suffix = path.suffix.lower()
-    try:
+    if suffix not in (".npy", ".png"):
+        raise ValueError(f"unsupported normal-map format {suffix!r}; use .png or .npy")
+    if suffix == ".png" and (n.ndim != 3 or n.shape[-1] != 3):
+        raise ValueError(f"a normal-map PNG needs shape (H, W, 3), got {n.shape}")
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits}")
+    with atomic_path(path) as tmp:
         if suffix == ".npy":
             with open(tmp, "wb") as f:
                 np.save(f, n)
-        elif suffix == ".png":
-            from PIL import Image
-
-            if n.ndim != 3 or n.shape[-1] != 3:
-                raise ValueError(f"a normal-map PNG needs shape (H, W, 3), got {n.shape}")
+        else:
             rgb = np.clip((n + 1.0) / 2.0, 0.0, 1.0)
             if bits == 8:
+                from PIL import Image
+
                 Image.fromarray(np.round(rgb * 255).astype(np.uint8), "RGB").save(tmp, format="PNG")
-            elif bits == 16:
-                _write_png16_rgb(tmp, np.round(rgb * 65535).astype(np.uint16))
             else:
-                raise ValueError(f"bits must be 8 or 16, got {bits}")
-        else:
-            raise ValueError(f"unsupported normal-map format {suffix!r}; use .png or .npy")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+                _write_png16_rgb(tmp, np.round(rgb * 65535).astype(np.uint16))
     return path
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .fileio import atomic_path
+
 __all__ = ["normal_rgb", "save_figure", "report_figure"]
 
 
@@ -26,14 +28,11 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    tmp = path.with_name(path.name + ".part")
     try:
-        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

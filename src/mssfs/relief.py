@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .fileio import atomic_path
 from .geometry import depth_from_normals, foreground_mask, normalize
 
 __all__ = [
@@ -102,17 +103,10 @@ def mesh_from_depth(z: np.ndarray, mask: np.ndarray) -> Mesh:
     return Mesh(verts.astype(np.float32), faces.astype(np.int32), normalize(vn).astype(np.float32))
 
 
-def _atomic(path: Path, write) -> Path:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+def _atomic(path, write) -> Path:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+    return Path(path)
 
 
 def write_ply(path: str | os.PathLike, mesh: Mesh, binary: bool = True) -> Path:

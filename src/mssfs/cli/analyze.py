@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 
+from ..fileio import save_json, save_npy
 from . import UsageError
 
 HELP = "cluster samples into interpretations and report shares, spread, lights (report.png/json)"
@@ -67,12 +66,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _pairs(folders: list[Path], others: list[Path]) -> dict[Path, Path]:
     if len(folders) == 1 and len(others) == 1:
         return {folders[0]: others[0]}
@@ -116,11 +109,8 @@ def run(args) -> int:
             print(f"{folder}: Wasserstein distance to {other.path} = {w:.4f}")
         elif pairs:
             print(f"{folder}: no folder of the same name under --compare; no distance computed")
-        tmp = folder / "spread.npy.part"
-        with open(tmp, "wb") as f:
-            np.save(f, result.spread.astype(np.float32))
-        os.replace(tmp, folder / "spread.npy")
-        _write_json(folder / "report.json", report)
+        save_npy(folder / "spread.npy", result.spread.astype(np.float32))
+        save_json(folder / "report.json", report)
         if not args.no_plot:
             from ..plots import report_figure
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from . import UsageError
@@ -138,6 +137,7 @@ def contact_sheet(items: list[dict], path, cols: int = 6) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from ..plots import save_figure
 
     rows = -(-len(items) // cols)
     fig, axes = plt.subplots(2 * rows, cols, figsize=(2.0 * cols, 4.1 * rows), squeeze=False)
@@ -152,11 +152,4 @@ def contact_sheet(items: list[dict], path, cols: int = 6) -> None:
         axes[2 * r, c].set_title(item["family"], fontsize=9)
         axes[2 * r + 1, c].imshow(np.where(m, (n + 1) / 2, 0.0), interpolation="nearest")
     fig.tight_layout(pad=0.3)
-    tmp = Path(str(path) + ".part.png")
-    try:
-        fig.savefig(tmp, dpi=80)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
+    save_figure(fig, path, dpi=80)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 
+from ..fileio import save_json, save_npy, save_png
 from . import UsageError
 
 HELP = "integrate samples to height maps, meshes (PLY/OBJ) and relit renderings"
@@ -63,44 +62,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _save_png(path: Path, array, mode: str) -> None:
-    from PIL import Image
-
-    tmp = path.with_name(path.name + ".part")
-    try:
-        Image.fromarray(array, mode).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _save_npy(path: Path, array) -> None:
-    import numpy as np
-
-    tmp = path.with_name(path.name + ".part")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _save_png16(path: Path, v) -> None:
-    import png
-
-    tmp = path.with_name(path.name + ".part")
-    try:
-        with open(tmp, "wb") as f:
-            png.Writer(width=v.shape[1], height=v.shape[0], bitdepth=16, greyscale=True).write(f, v.tolist())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _outputs(folder: Path, n: int, mesh: str) -> list[Path]:
     kind = _MESH[mesh][0]
     names = ["depth.json", "relit.png"]
@@ -137,10 +98,10 @@ def process(folder: Path, method: str, light, mesh: str, overwrite: bool) -> dic
     entries = []
     for i in range(n):
         z = depths[i]
-        _save_npy(folder / f"depth_{i:02d}.npy", z)
+        save_npy(folder / f"depth_{i:02d}.npy", z)
         v, scale = relief.depth_png16(z, samples.mask)
-        _save_png16(folder / f"depth_{i:02d}.png", v)
-        _save_png(folder / f"relit_{i:02d}.png", np.round(relit[i] * 255).astype(np.uint8), "L")
+        save_png(folder / f"depth_{i:02d}.png", v)
+        save_png(folder / f"relit_{i:02d}.png", np.round(relit[i] * 255).astype(np.uint8))
         entry = {
             "sample": i, "depth_npy": f"depth_{i:02d}.npy", "depth_png": f"depth_{i:02d}.png",
             "min": scale["min"], "max": scale["max"], "relit": f"relit_{i:02d}.png",
@@ -151,7 +112,7 @@ def process(folder: Path, method: str, light, mesh: str, overwrite: bool) -> dic
             relief.write_ply(path, m, binary=binary) if kind == "ply" else relief.write_obj(path, m)
             entry.update(mesh=path.name, vertices=int(len(m.vertices)), faces=int(len(m.faces)))
         entries.append(entry)
-    _save_png(folder / "relit.png", np.round(relief.tile(relit) * 255).astype(np.uint8), "L")
+    save_png(folder / "relit.png", np.round(relief.tile(relit) * 255).astype(np.uint8))
     info = {
         "method": method,
         "units": "pixels (z toward the viewer; zero mean inside each part of the mask)",
@@ -160,9 +121,7 @@ def process(folder: Path, method: str, light, mesh: str, overwrite: bool) -> dic
         "mesh": mesh,
         "samples": entries,
     }
-    tmp = folder / "depth.json.part"
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, folder / "depth.json")
+    save_json(folder / "depth.json", info)
     return info
 
 

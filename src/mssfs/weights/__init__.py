@@ -210,7 +210,7 @@ def model_card(cfg: dict, note: str = "") -> str:
         f"- steps: {tr['steps']:,}; patches seen: {tr['patches_seen']:,} "
         f"({tc.get('patches_per_step', '?')} per step)",
         f"- wall time: {tr['wall_time_s']:,.0f} s ({hours:.2f} h)",
-        f"- validation loss (Huber, EMA weights, fixed held-out patches and t): "
+        "- validation loss (Huber, EMA weights, fixed held-out patches and t): "
         + (f"{val:.4f}" if isinstance(val, (int, float)) else "not measured"),
         f"- optimiser: AdamW lr {tc.get('lr')}, weight decay {tc.get('weight_decay')}, EMA decay {tc.get('ema_decay')}, "
         f"precision {tr.get('autocast') or tc.get('precision')}",
