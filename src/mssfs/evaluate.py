@@ -546,11 +546,11 @@ def _bar(total: int, enabled: bool, unit: str):
     return tqdm(total=total, disable=not enabled, unit=unit, dynamic_ncols=True)
 
 
-def run_objects(items: list[ObjectItem], methods: list[Method], settings: RunSettings, progress: bool = True) -> dict:
-    """Run and score every method on every item; returns the JSON-ready results.
+def _run_methods(items, methods: list[Method], settings: RunSettings, progress: bool, score) -> tuple[dict, dict]:
+    """Run every method on every item (image ``i`` with seed ``settings.seed + i``).
 
-    Image ``i`` is sampled with seed ``settings.seed + i`` by every sampler method, so the
-    methods are compared on the same noise.
+    ``score(item, normals)`` turns one item's samples into a JSON-ready row.  Returns
+    ``(rows per method, seconds per method)``.
     """
     per_item = {m.name: [] for m in methods}
     seconds = {m.name: 0.0 for m in methods}
@@ -562,10 +562,22 @@ def run_objects(items: list[ObjectItem], methods: list[Method], settings: RunSet
                 normals = m.run(it.image, it.mask, settings.samples, settings.seed + i, settings.model,
                                 settings.device, settings.bf16)
                 seconds[m.name] += time.perf_counter() - t0
-                sc = score_samples(normals, it.normals, it.mask)
-                per_item[m.name].append({"item": it.name, "kind": it.kind, "family": it.family, "seed": it.seed,
-                                         "n": int(normals.shape[0]), **sc.to_dict()})
+                per_item[m.name].append(score(it, normals))
                 bar.update(1)
+    return per_item, seconds
+
+
+def run_objects(items: list[ObjectItem], methods: list[Method], settings: RunSettings, progress: bool = True) -> dict:
+    """Run and score every method on every item; returns the JSON-ready results.
+
+    Image ``i`` is sampled with seed ``settings.seed + i`` by every sampler method, so the
+    methods are compared on the same noise.
+    """
+    per_item, seconds = _run_methods(
+        items, methods, settings, progress,
+        lambda it, normals: {"item": it.name, "kind": it.kind, "family": it.family, "seed": it.seed,
+                             "n": int(normals.shape[0]), **score_samples(normals, it.normals, it.mask).to_dict()},
+    )
     summary = {}
     for m in methods:
         rows = per_item[m.name]
@@ -581,19 +593,11 @@ def run_objects(items: list[ObjectItem], methods: list[Method], settings: RunSet
 
 def run_stimuli(items: list[StimulusItem], methods: list[Method], settings: RunSettings, progress: bool = True) -> dict:
     """Run and score every method on every stimulus item; returns the JSON-ready results."""
-    per_item = {m.name: [] for m in methods}
-    seconds = {m.name: 0.0 for m in methods}
-    with _bar(len(items) * len(methods), progress, "image") as bar:
-        for m in methods:
-            for i, it in enumerate(items):
-                bar.set_description(f"{m.name} {it.name}")
-                t0 = time.perf_counter()
-                normals = m.run(it.image, it.mask, settings.samples, settings.seed + i, settings.model,
-                                settings.device, settings.bf16)
-                seconds[m.name] += time.perf_counter() - t0
-                sc = score_stimulus(normals, it.mask, it.regions, it.layout)
-                per_item[m.name].append({"item": it.name, "kind": it.kind, **sc.to_dict()})
-                bar.update(1)
+    per_item, seconds = _run_methods(
+        items, methods, settings, progress,
+        lambda it, normals: {"item": it.name, "kind": it.kind,
+                             **score_stimulus(normals, it.mask, it.regions, it.layout).to_dict()},
+    )
     summary = {}
     for m in methods:
         rows = per_item[m.name]
