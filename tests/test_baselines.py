@@ -6,16 +6,7 @@ from mssfs.analysis import generated_bump_dent_layout
 from mssfs.geometry import error_metrics, normalize
 from mssfs.render import render
 
-
-def sphere(size=64, radius=0.8):
-    """Analytic sphere normals (y up) on a size x size grid and its disc mask."""
-    c = (np.arange(size) + 0.5) / size * 2 - 1
-    x, yrow = np.meshgrid(c, c)
-    y = -yrow
-    r2 = (x**2 + y**2) / radius**2
-    mask = r2 < 1
-    nz = np.sqrt(np.clip(1 - r2, 0, None))
-    return np.stack([x / radius, y / radius, nz], -1) * mask[..., None], mask
+from test_geometry import sphere
 
 
 def angle(a, b):
