@@ -110,6 +110,16 @@ def test_shards_round_trip(tmp_path):
         assert np.nanmax(angular_error(n, ref_n)) < 1.0
 
 
+def test_parallel_shard_rendering_gives_the_same_files(tmp_path):
+    make_shards(tmp_path / "one", 5, size=32, seed=4, shard_size=2, progress=False)
+    make_shards(tmp_path / "many", 5, size=32, seed=4, shard_size=2, progress=False, workers=3)
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "many").iterdir())
+    assert len(names) == 4  # three shards and the manifest
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "many" / name).read_bytes(), name
+
+
 def test_shard_streams_split_across_ranks(tmp_path):
     make_shards(tmp_path / "s", 8, size=32, shard_size=2, progress=False)
     a = [it["seed"] for it in _take(TrainingImages(tmp_path / "s", size=32, rank=0, world_size=2), 4)]

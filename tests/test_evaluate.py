@@ -218,6 +218,22 @@ def test_cli_objects_end_to_end(cli_env, tmp_path, capsys):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
+def test_batched_images_match_image_by_image(cli_env):
+    """All images in one sampler call give the samples of one call per image (seed S + i)."""
+    items = ev.heldout_items(2, 1, 32)
+    methods, _ = ev.build_methods(["ours", "flat"])
+    model, _ = pipeline.resolve_model(None, "cpu")
+    rows = {}
+    for batch in (0, 1):
+        settings = ev.RunSettings(samples=2, seed=5, model=model, batch_images=batch)
+        rows[batch], _ = ev._run_methods(items, methods, settings, False, lambda it, n: n)
+    for a, b in zip(rows[0]["ours"], rows[1]["ours"]):
+        assert a.shape == (2, 32, 32, 3)
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    assert not np.allclose(rows[0]["ours"][0], rows[0]["ours"][1])  # images differ (other seed, other image)
+    np.testing.assert_array_equal(rows[0]["flat"][2], rows[1]["flat"][2])
+
+
 def test_cli_stimuli_end_to_end(cli_env, tmp_path):
     out = tmp_path / "st"
     argv = ["evaluate", "--suite", "stimuli", "--n-layouts", "1", "--size", "48", "--samples", "2",
@@ -250,6 +266,7 @@ def test_cli_ablation_figure(cli_env, tmp_path, capsys):
         (["--suite", "bogus"], "unknown suite"),
         (["--suite", "objects", "--methods", "ours,magic"], "unknown method"),
         (["--suite", "objects", "--samples", "0"], "--samples must be >= 1"),
+        (["--suite", "objects", "--batch-images", "-2"], "--batch-images must be >= 0"),
         (["--suite", "objects", "--n-objects", "0", "--n-reliefs", "0"], "nothing to evaluate"),
         (["--suite", "objects", "--n-objects", "-1"], "--n-objects must be >= 0"),
         (["--suite", "objects", "--size", "40"], "--size must be a multiple of 16"),

@@ -227,6 +227,14 @@ def test_inputs_batched_together_match_separate_runs(model):
     both = sample_many([a, b], n=2, seed=1, model=model, schedule=sched)
     alone = sample(b, n=2, seed=1, model=model, schedule=sched)
     assert_same_samples(both[1], alone)
+    # one seed per input: input k gets the samples of a run with seed[k]
+    own = sample_many([a, b], n=2, seed=[5, 1], model=model, schedule=sched)
+    assert_same_samples(own[1], alone)
+    assert own[0].seed == 5 and own[0].seeds == [sample_seed(5, i) for i in range(2)]
+    with pytest.raises(ValueError, match="2 seeds for 1 inputs"):
+        sample_many([a], n=1, seed=[1, 2], model=model, schedule=sched)
+    with pytest.raises(ValueError, match="seeds must be >= 0"):
+        sample_many([a], n=1, seed=[-1], model=model, schedule=sched)
 
 
 def test_bf16_runs(model):

@@ -360,3 +360,56 @@ def test_ddp_two_cpu_processes_keep_replicas_identical(tmp_path):
     assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [3, 6]  # rank 0 alone writes
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["patches_per_step"] == 4
+
+
+def test_init_from_export_starts_model_and_ema_from_its_weights(tmp_path, export_dir):
+    import mssfs
+
+    src = mssfs.load_model(export_dir)
+    cfg = micro_config(steps=1, init=str(export_dir), checkpoint_every=1, val_every=0)
+    tr = train(cfg, tmp_path / "fine", source=SphereImages(), progress=False)
+    assert tr.init_info["path"] == str(export_dir) and tr.init_info["steps"] == 2
+    # after one step with EMA warm-up decay 1/10 the EMA is still close to the init weights,
+    # and far closer than a fresh initialisation is
+    fresh = UNet(MICRO)
+    d_init = (_params(tr.ema.model) - _params(src)).norm()
+    d_fresh = (_params(fresh) - _params(src)).norm()
+    assert d_init < 0.1 * d_fresh
+    from mssfs.weights import export_checkpoint
+
+    card = (export_checkpoint(tmp_path / "fine", tmp_path / "exp2") / "MODEL_CARD.md").read_text()
+    assert "started from the weights in" in card and "2 steps" in card
+    # resuming never re-reads the init weights (they may be gone)
+    (export_dir / "model.safetensors").unlink()
+    train(None, resume=tmp_path / "fine", overrides={"steps": 2}, progress=False, source=SphereImages())
+
+
+def test_init_refuses_other_objective_or_shape(tmp_path, export_dir):
+    with pytest.raises(TrainingError, match="regression"):
+        train(micro_config(objective="regression", init=str(export_dir)), tmp_path / "a", source=SphereImages(), progress=False)
+    with pytest.raises(TrainingError, match="model shape"):
+        train(micro_config(model=TINY, init=str(export_dir)), tmp_path / "b", source=SphereImages(), progress=False)
+    with pytest.raises(TrainingError, match="no such model folder"):
+        train(micro_config(init=str(tmp_path / "missing")), tmp_path / "c", source=SphereImages(), progress=False)
+
+
+def test_max_minutes_stops_with_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):
+    import mssfs.train as T
+
+    calls = {"n": 0}
+    real = T.time.perf_counter
+
+    def fake_clock():  # each reading advances a minute: the limit is reached at the first log step
+        calls["n"] += 1
+        return real() + 60.0 * calls["n"]
+
+    monkeypatch.setattr(T.time, "perf_counter", fake_clock)
+    cfg = micro_config(steps=40, log_every=10, max_minutes=1.5, checkpoint_every=0)
+    tr = train(cfg, tmp_path / "run", source=SphereImages(), progress=False)
+    assert tr.step == 10
+    assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [10]
+    monkeypatch.setattr(T.time, "perf_counter", real)
+    tr = train(None, resume=tmp_path / "run", overrides={"max_minutes": 0.0}, progress=False, source=SphereImages())
+    assert tr.step == 40
+    with pytest.raises(TrainingError, match="max_minutes"):
+        micro_config(max_minutes=-1)

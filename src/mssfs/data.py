@@ -76,6 +76,16 @@ def _decode(xy: np.ndarray, bits: np.ndarray, size: int):
     return n, mask
 
 
+def _render_shard(job) -> tuple[np.ndarray, np.ndarray]:
+    """``(families, seeds, size)`` -> encoded ``normals_xy (k,S,S,2)`` int16, ``mask_bits``."""
+    families, seeds, size = job
+    xy = np.empty((len(seeds), size, size, 2), np.int16)
+    bits = np.empty((len(seeds), size, (size + 7) // 8), np.uint8)
+    for j, (family, seed) in enumerate(zip(families, seeds)):
+        xy[j], bits[j] = _encode(*shapes.generate(family, int(seed), size))
+    return xy, bits
+
+
 def make_shards(
     out_dir,
     n: int,
@@ -85,6 +95,7 @@ def make_shards(
     shard_size: int = 256,
     progress: bool = True,
     overwrite: bool = False,
+    workers: int = 1,
 ) -> Path:
     """Render ``n`` training maps into ``out_dir`` as shards and a manifest; returns the manifest path.
 
@@ -92,6 +103,8 @@ def make_shards(
     seeds, all distinct, from ``[0, 2**30)``, both by a generator seeded with ``seed``.
     Each shard is written under a temporary name and renamed; ``manifest.json`` comes
     last, so an interrupted run never leaves a manifest that names a missing shard.
+    ``workers > 1`` renders shards in that many processes; the output is the same
+    byte for byte (every map is a function of its family and seed alone).
 
     Raises:
         ValueError: bad ``n``, ``size``, ``shard_size`` or ``mix``.
@@ -119,23 +132,29 @@ def make_shards(
     rng = np.random.default_rng(int(seed))
     fam_idx = rng.choice(len(names), size=n, p=[mix.get(k, 0.0) for k in names]).astype(np.uint8)
     seeds = rng.choice(shapes.TRAIN_SEED_LIMIT, size=n, replace=False).astype(np.int64)
+    spans = [(start, min(n, start + shard_size)) for start in range(0, n, shard_size)]
+    jobs = [([names[f] for f in fam_idx[a:b]], seeds[a:b], size) for a, b in spans]
     entries = []
     bar = _progress(n, "rendering maps", progress)
+    pool = None
     try:
-        for k, start in enumerate(range(0, n, shard_size)):
-            stop = min(n, start + shard_size)
-            xy = np.empty((stop - start, size, size, 2), np.int16)
-            bits = np.empty((stop - start, size, (size + 7) // 8), np.uint8)
-            for j, i in enumerate(range(start, stop)):
-                normals, mask = shapes.generate(names[fam_idx[i]], int(seeds[i]), size)
-                xy[j], bits[j] = _encode(normals, mask)
-                bar.update(1)
+        if int(workers) > 1 and len(jobs) > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            pool = ProcessPoolExecutor(min(int(workers), len(jobs)))
+            rendered = pool.map(_render_shard, jobs)
+        else:
+            rendered = map(_render_shard, jobs)
+        for k, ((start, stop), (xy, bits)) in enumerate(zip(spans, rendered)):
+            bar.update(stop - start)
             name = f"shard-{k:05d}.npz"
             arrays = dict(normals_xy=xy, mask_bits=bits, family=fam_idx[start:stop], seed=seeds[start:stop])
             with atomic_path(out / name) as tmp, open(tmp, "wb") as f:
                 np.savez(f, **arrays)
             entries.append({"file": name, "count": stop - start, "seeds": [int(s) for s in seeds[start:stop]]})
     finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         bar.close()
     counts = np.bincount(fam_idx, minlength=len(names))
     manifest = {

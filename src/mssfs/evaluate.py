@@ -538,6 +538,7 @@ class RunSettings:
     device: str = "cpu"
     bf16: bool = False
     model: object = None  # a loaded denoiser (None: the package default)
+    batch_images: int = 0  # sampler methods: images per batched call (0: all at once)
 
 
 def _bar(total: int, enabled: bool, unit: str):
@@ -549,21 +550,36 @@ def _bar(total: int, enabled: bool, unit: str):
 def _run_methods(items, methods: list[Method], settings: RunSettings, progress: bool, score) -> tuple[dict, dict]:
     """Run every method on every item (image ``i`` with seed ``settings.seed + i``).
 
-    ``score(item, normals)`` turns one item's samples into a JSON-ready row.  Returns
-    ``(rows per method, seconds per method)``.
+    Sampler methods draw the samples of ``settings.batch_images`` images (default: all)
+    in one batched call (:func:`mssfs.pipeline.sample_many` with a seed per image, so
+    the samples do not depend on the batching beyond float rounding); baselines run
+    image by image.  ``score(item, normals)`` turns one item's samples into a JSON-ready
+    row.  Returns ``(rows per method, seconds per method)``.
     """
+    from .pipeline import sample_many
+
     per_item = {m.name: [] for m in methods}
     seconds = {m.name: 0.0 for m in methods}
     with _bar(len(items) * len(methods), progress, "image") as bar:
         for m in methods:
-            for i, it in enumerate(items):
-                bar.set_description(f"{m.name} {it.name}")
+            step = (settings.batch_images or len(items)) if m.stochastic else 1
+            for a in range(0, len(items), step):
+                group = items[a : a + step]
+                bar.set_description(f"{m.name} {group[0].name}" + (f" +{len(group) - 1}" if len(group) > 1 else ""))
                 t0 = time.perf_counter()
-                normals = m.run(it.image, it.mask, settings.samples, settings.seed + i, settings.model,
-                                settings.device, settings.bf16)
+                if m.stochastic:
+                    results = sample_many(
+                        [it.image for it in group], n=settings.samples, seed=[settings.seed + a + j for j in range(len(group))],
+                        schedule=m.schedule, model=settings.model, masks=[it.mask for it in group],
+                        device=settings.device, bf16=settings.bf16,
+                    )
+                    outs = [r.normals for r in results]
+                else:
+                    outs = [m.run(group[0].image, group[0].mask, 1, settings.seed + a)]
                 seconds[m.name] += time.perf_counter() - t0
-                per_item[m.name].append(score(it, normals))
-                bar.update(1)
+                for it, normals in zip(group, outs):
+                    per_item[m.name].append(score(it, normals))
+                bar.update(len(group))
     return per_item, seconds
 
 

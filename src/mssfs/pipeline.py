@@ -23,6 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -488,7 +489,7 @@ def _to_input_frame(fused: np.ndarray, item: PreparedInput) -> np.ndarray:
 def sample_many(
     inputs: list,
     n: int = 8,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     preset: str = "paper",
     device="cpu",
     model=None,
@@ -503,6 +504,8 @@ def sample_many(
 
     Args:
         inputs: arrays, image paths, ``stimulus:NAME`` strings or :class:`PreparedInput`.
+        seed: the user seed of every input, or one seed per input (sample ``i`` of
+            input ``k`` uses ``sample_seed(seed[k], i)`` either way).
         masks: per input, None (automatic) or a mask array / file.
         batch_samples: at most this many samples per batch (default: all at once).
             Results do not depend on it beyond float rounding.
@@ -513,8 +516,11 @@ def sample_many(
     """
     if n < 1:
         raise ValueError(f"the number of samples must be >= 1, got {n}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    seeds = [int(seed)] * len(inputs) if np.ndim(seed) == 0 else [int(s) for s in seed]
+    if len(seeds) != len(inputs):
+        raise ValueError(f"{len(seeds)} seeds for {len(inputs)} inputs")
+    if min(seeds, default=0) < 0:
+        raise ValueError(f"seeds must be >= 0, got {min(seeds)}")
     masks = masks if masks is not None else [None] * len(inputs)
     items = [x if isinstance(x, PreparedInput) else prepare_input(x, m) for x, m in zip(inputs, masks)]
     sched = resolve_schedule(schedule, preset)
@@ -536,7 +542,7 @@ def sample_many(
     with torch.no_grad(), tqdm(total=sum(per_stage) * -(-len(jobs) // batch), disable=not progress, unit="step") as bar:
         for j in range(0, len(jobs), batch):
             chunk = jobs[j : j + batch]
-            gens = [torch.Generator().manual_seed(sample_seed(seed, i)) for _, i in chunk]
+            gens = [torch.Generator().manual_seed(sample_seed(seeds[k], i)) for k, i in chunk]
             res = run_vcycle(
                 counter, [items[k].square for k, _ in chunk], [items[k].square_mask for k, _ in chunk],
                 gens, sched, dev, progress=bar if progress else None,
@@ -568,8 +574,8 @@ def sample_many(
         }
         results.append(
             SampleResult(
-                normals, lights, item.image.astype(np.float32), item.mask, stages, seed,
-                [sample_seed(seed, i) for i in range(n)], item.name, item.stem, sched, info,
+                normals, lights, item.image.astype(np.float32), item.mask, stages, seeds[k],
+                [sample_seed(seeds[k], i) for i in range(n)], item.name, item.stem, sched, info,
                 timings, work, out_flips[k], list(item.notes), str(dev), bool(bf16),
             )
         )

@@ -77,7 +77,7 @@ LOG_FIELDS = ("step", "loss", "val_loss", "patches_per_s", "lr", "time")
 #: Options that may change when a run is resumed (they do not alter what is computed).
 RESUMABLE_KEYS = frozenset(
     {"steps", "val_every", "log_every", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints",
-     "num_workers", "compile", "device", "data"}
+     "num_workers", "compile", "device", "data", "max_minutes", "init"}
 )
 
 
@@ -115,6 +115,13 @@ class TrainConfig:
         keep_checkpoints: how many recent checkpoints to keep (0 keeps all).
         num_workers: data-loader processes preparing batches ahead.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        max_minutes: stop after this many minutes of training in this process (with a
+            checkpoint, validation and log row, as at the last step); 0: no limit. The
+            learning-rate schedule does not depend on it, so ``--resume`` continues the
+            same run.
+        init: an exported model folder (``mssfs export``, e.g. the package's
+            ``weights/default``) whose weights start the model and its EMA; the optimiser
+            starts fresh. Ignored when resuming (the checkpoint has the weights).
     """
 
     objective: str = "diffusion"
@@ -144,6 +151,8 @@ class TrainConfig:
     keep_checkpoints: int = 3
     num_workers: int = 0
     device: str = "auto"
+    max_minutes: float = 0.0
+    init: str | None = None
 
     def __post_init__(self):
         if isinstance(self.model, dict):
@@ -160,6 +169,8 @@ class TrainConfig:
         for name in ("steps", "patches_per_step", "timesteps"):
             if getattr(self, name) <= 0:
                 raise TrainingError(f"{name} must be positive")
+        if self.max_minutes < 0:
+            raise TrainingError("max_minutes must be >= 0 (0: no limit)")
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -207,6 +218,8 @@ FIELD_HELP = {
     "keep_checkpoints": "keep the N most recent checkpoints (0 keeps all)",
     "num_workers": "data-loader processes preparing batches ahead (0: in the training process)",
     "device": "auto, cpu, cuda or cuda:N (under torchrun: the local rank's GPU)",
+    "max_minutes": "stop with a checkpoint after this many minutes of training (0: no limit; --resume continues)",
+    "init": "start the model and EMA from an exported model folder (e.g. src/mssfs/weights/default); fresh optimiser",
 }
 
 
@@ -459,7 +472,7 @@ class Trainer:
     """Owns the model, EMA, optimiser and counters of one process; see :func:`train`."""
 
     def __init__(self, cfg: TrainConfig, run_dir: str | os.PathLike, source: ImageSource | None = None,
-                 dist: Dist | None = None, progress: bool = True):
+                 dist: Dist | None = None, progress: bool = True, load_init: bool = True):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.dist = dist or Dist()
@@ -472,7 +485,9 @@ class Trainer:
         self.schedule = NoiseSchedule(cfg.timesteps)
         self.scheduler = self.schedule.diffusers_ddpm()
         torch.manual_seed(derive_seed(cfg.seed, 0x1417))  # identical initial weights on every rank
-        self.model = UNet(cfg.model).to(self.device)
+        self.model = UNet(cfg.model)
+        self.init_info = initialise_from(self.model, cfg) if (cfg.init and load_init) else None
+        self.model = self.model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = EMA(self.model, cfg.ema_decay)
@@ -562,6 +577,7 @@ class Trainer:
             "elapsed_s": self.elapsed,
             "patches_seen": self.patches_seen,
             "last_val_loss": self.last_val,
+            "init": self.init_info,
             "config": self.cfg.to_dict(),
             "optimizer": opt_info,
             "rng": {
@@ -593,6 +609,7 @@ class Trainer:
         m = ckpt.meta
         self.step, self.elapsed, self.patches_seen = int(m["step"]), float(m["elapsed_s"]), int(m["patches_seen"])
         self.last_val = m.get("last_val_loss")
+        self.init_info = m.get("init")
         rng = ckpt.tensors.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
@@ -657,7 +674,7 @@ def plot_log(log_path: Path, png_path: Path) -> None:
     ax.set_ylabel("Huber loss")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper right")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -746,7 +763,7 @@ def train(
 
     dist = init_distributed(resolve_device(config.device).type)
     try:
-        trainer = Trainer(config, run_dir, source=source, dist=dist, progress=progress)
+        trainer = Trainer(config, run_dir, source=source, dist=dist, progress=progress, load_init=ckpt is None)
         if dist.main:
             if ckpt is None:
                 prepare_run_dir(run_dir, overwrite)
@@ -797,7 +814,7 @@ def _loop(tr: Trainer) -> None:
             now = time.perf_counter()
             tr.elapsed = elapsed0 + (now - t_seg)
             s = tr.step
-            last = s == cfg.steps
+            last = s == cfg.steps or _time_is_up(tr, now - t_seg)
             do_val = val_on and (s % cfg.val_every == 0 or last)  # same decision on every rank
             do_log = (cfg.log_every > 0 and s % cfg.log_every == 0) or do_val or last
             if do_log:
@@ -831,9 +848,48 @@ def _loop(tr: Trainer) -> None:
                     t_log = time.perf_counter()  # patches/s counts training time only
             if bar is not None:
                 bar.update(1)
+            if last:
+                break
     finally:
         if bar is not None:
             bar.close()
+
+
+def _time_is_up(tr: Trainer, seconds: float) -> bool:
+    """``max_minutes`` reached (decided on rank 0 and shared, checked at log steps)."""
+    cfg = tr.cfg
+    if cfg.max_minutes <= 0 or tr.step % max(cfg.log_every, 1):
+        return False
+    up = seconds >= 60.0 * cfg.max_minutes
+    if tr.dist.world_size > 1:
+        flag = torch.tensor([float(up)], device=tr.device)
+        torch.distributed.broadcast(flag, 0)
+        up = bool(flag.item())
+    return up
+
+
+def initialise_from(model: UNet, cfg: TrainConfig) -> dict:
+    """Load the exported weights ``cfg.init`` into ``model``; returns what was loaded.
+
+    Raises:
+        TrainingError: the export is missing, corrupt, of another shape or objective.
+    """
+    from .checkpoint import CheckpointError
+    from .weights import load_model
+
+    try:
+        src = load_model(cfg.init)
+    except CheckpointError as exc:
+        raise TrainingError(f"--init {cfg.init}: {exc}") from exc
+    info = getattr(src, "info", {}) or {}
+    if info.get("objective", "diffusion") != cfg.objective:
+        raise TrainingError(f"--init {cfg.init} holds a {info.get('objective')!r} model; this run trains {cfg.objective!r}")
+    if src.config.to_dict() != cfg.model.to_dict():
+        raise TrainingError(f"--init {cfg.init}: its model shape {src.config.to_dict()} differs from this run's {cfg.model.to_dict()}")
+    model.load_state_dict(src.state_dict())
+    tr = info.get("training", {})
+    return {"path": str(cfg.init), "sha256": info.get("weights", {}).get("sha256"),
+            "steps": tr.get("steps"), "patches_seen": tr.get("patches_seen")}
 
 
 def _append_log(path: Path, row: dict) -> None:

@@ -41,6 +41,8 @@ def register(subparsers) -> None:
     make.add_argument("--seed", type=int, default=0, help="seed choosing families and shape seeds (default 0)")
     make.add_argument("--shard-size", type=int, default=256, help="maps per shard file (default 256)")
     make.add_argument("--mix", default=None, help="family shares, e.g. 'blob=2,bumps=1' (normalised; default: the default mix)")
+    make.add_argument("--workers", type=int, default=1,
+                      help="render shards in this many processes (same output as 1; default 1)")
     make.add_argument("--overwrite", action="store_true", help="replace the shards in a non-empty --out")
     make.set_defaults(func=_make)
 
@@ -97,6 +99,8 @@ def _make(args) -> int:
         raise UsageError(f"--n must be positive, got {args.n}")
     if args.shard_size <= 0:
         raise UsageError(f"--shard-size must be positive, got {args.shard_size}")
+    if args.workers <= 0:
+        raise UsageError(f"--workers must be positive, got {args.workers}")
     size, mix = _size(args.size), _mix(args.mix)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -104,7 +108,7 @@ def _make(args) -> int:
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:
         raise UsageError(f"--out {out} is not empty; pass --overwrite to replace its shards")
     path = make_shards(out, args.n, size=size, seed=args.seed, mix=mix, shard_size=args.shard_size,
-                       progress=True, overwrite=args.overwrite)
+                       progress=True, overwrite=args.overwrite, workers=args.workers)
     print(f"wrote {args.n} maps of {size}x{size} to {out} ({path.name})")
     return 0
 

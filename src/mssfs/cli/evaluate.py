@@ -83,6 +83,9 @@ def register(subparsers) -> None:
     p.add_argument("--model", metavar="PATH", help="denoiser weights (default: the package's weights)")
     p.add_argument("--regression-model", metavar="PATH", help="regression weights for the 'regression' method")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="image i is sampled with seed S + i (default 0)")
+    p.add_argument("--batch-images", type=int, default=0, metavar="K",
+                   help="sampler methods: sample K images per batched call (default 0: all images at once; "
+                   "lower it if memory is short; results do not depend on it beyond float rounding)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder (results.md, results.json); with --ablation-figure the PNG file")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -98,6 +101,8 @@ def _check(args) -> None:
         raise UsageError(f"--samples must be >= 1, got {args.samples}")
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    if args.batch_images < 0:
+        raise UsageError(f"--batch-images must be >= 0, got {args.batch_images}")
     for name in ("n_objects", "n_reliefs", "n_layouts"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
@@ -190,7 +195,7 @@ def run(args) -> int:
             model, info = pipeline.resolve_model(args.model, device)
         except (OSError, ValueError, RuntimeError) as exc:
             raise UsageError(f"could not load the denoiser{' ' + args.model if args.model else ''}: {exc}") from exc
-    settings = ev.RunSettings(args.samples, args.seed, str(device), args.bf16, model)
+    settings = ev.RunSettings(args.samples, args.seed, str(device), args.bf16, model, args.batch_images)
     command = _command(args, names, size)
     if args.ablation_figure:
         return _figure(args, item, methods, settings, out, command)

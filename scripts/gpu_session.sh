@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# One lent-GPU session in one command (docs/training.md, "Training on a lent GPU"):
+#   1. render training shards with every core;
+#   2. train the denoiser (configs/default.yaml, continued from the package weights) and
+#      the regression baseline side by side on the GPU until TRAIN_END seconds;
+#   3. export both into src/mssfs/weights/ (of this copy of the repository);
+#   4. GPU speed benchmark (alone), then in parallel: Figure 5 samples (paper preset) with
+#      their analysis, the objects and stimuli suites, the mid-run candidate's suites,
+#      and the ablation figure; each job is cut off at BUDGET seconds;
+#   5. pack: $OUT/default.tar and $OUT/regression.tar (exports), $OUT/results.tar.gz
+#      (logs, tables, figures, compact normals) and $OUT/session.log.
+# Everything is bounded by BUDGET seconds from the start. Variables (defaults for one
+# H100/H200 with 16 cores): DEVICE, BUDGET, TRAIN_END, NMAPS, WORKERS, DIFF_WORKERS,
+# REG_WORKERS, PPS (patches per step), LR, INIT_MAIN, INIT_REG, EXTRA_TRAIN (more
+# `mssfs train` options), SAMPLES_FIG, EVAL_ARGS (extra `mssfs evaluate` options).
+set -u
+T0=$(date +%s)
+DEVICE=${DEVICE:-cuda}
+BUDGET=${BUDGET:-575}
+TRAIN_END=${TRAIN_END:-350}
+NMAPS=${NMAPS:-20000}
+WORKERS=${WORKERS:-16}
+DIFF_WORKERS=${DIFF_WORKERS:-10}
+REG_WORKERS=${REG_WORKERS:-4}
+PPS=${PPS:-8192}
+LR=${LR:-4e-4}
+INIT_MAIN=${INIT_MAIN-src/mssfs/weights/default}
+INIT_REG=${INIT_REG-src/mssfs/weights/regression}
+EXTRA_TRAIN=${EXTRA_TRAIN:-}
+SAMPLES_FIG=${SAMPLES_FIG:-8}
+FIG_PRESET=${FIG_PRESET:-paper}
+EVAL_ARGS=${EVAL_ARGS:-}
+SAMPLES_OBJ=${SAMPLES_OBJ:-8}
+SAMPLES_STIM=${SAMPLES_STIM:-16}
+SKIP_TRAIN=${SKIP_TRAIN:-0}   # 1: skip steps 2-4 (check the rest with the weights in the repository)
+OUT=${OUT:-/tmp/mssfs_out}
+W=${W:-/tmp/mssfs_gpu}
+rm -rf "$W"
+mkdir -p "$W/res" "$OUT"
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} MPLBACKEND=Agg
+now() { echo $(( $(date +%s) - T0 )); }
+log() { echo "[$(now)s] $*" | tee -a "$OUT/session.log"; }
+until_t() { local s=$(( $1 - $(now) )); [ "$s" -lt 1 ] && s=1; echo "$s"; }
+
+# -- 1. environment ------------------------------------------------------------------
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/src
+PY=python3
+MS="$PY -m mssfs"
+$PY -c "import torch, diffusers, mssfs; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" 2>&1 | tee -a "$OUT/session.log"
+nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader 2>/dev/null | tee -a "$OUT/session.log"
+log "cpus $(nproc)"
+
+if [ "$SKIP_TRAIN" != 1 ]; then
+# -- 2. shards -----------------------------------------------------------------------
+DATA_OPT=""
+if timeout "$(until_t 110)" $MS data make --n "$NMAPS" --out "$W/shards" --shard-size 32 --workers "$WORKERS" \
+     > "$W/res/data_make.log" 2>&1; then
+  DATA_OPT="--data $W/shards"
+  log "shards: $NMAPS maps, $(du -sh "$W/shards" | cut -f1)"
+else
+  log "shards FAILED or too slow: training renders on the fly"; tail -5 "$W/res/data_make.log" | tee -a "$OUT/session.log"
+fi
+
+# -- 3. training ---------------------------------------------------------------------
+MINUTES=$($PY -c "print(round(max(0.5, ($(until_t "$TRAIN_END") - 30) / 60), 2))")
+log "training for $MINUTES min: $PPS patches/step, lr $LR"
+COMMON="--config configs/default.yaml --device $DEVICE $DATA_OPT --patches-per-step $PPS --lr $LR --max-minutes $MINUTES
+        --checkpoint-minutes 1.25 --keep-checkpoints 0 --val-every 250 --log-every 50 --no-progress $EXTRA_TRAIN"
+$MS train $COMMON --out "$W/runs/main" --num-workers "$DIFF_WORKERS" ${INIT_MAIN:+--init $INIT_MAIN} \
+  > "$W/res/train_main.log" 2>&1 &
+P_MAIN=$!
+$MS train $COMMON --objective regression --out "$W/runs/regression" --num-workers "$REG_WORKERS" ${INIT_REG:+--init $INIT_REG} \
+  > "$W/res/train_regression.log" 2>&1 &
+P_REG=$!
+( sleep 60; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$W/res/gpu_util.log" 2>&1;
+  sleep 60; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$W/res/gpu_util.log" 2>&1 ) &
+wait $P_MAIN; log "main training exit $?"; tail -3 "$W/runs/main/log.csv" | tee -a "$OUT/session.log"
+wait $P_REG; log "regression training exit $?"; tail -3 "$W/runs/regression/log.csv" | tee -a "$OUT/session.log"
+for r in main regression; do cp "$W/runs/$r/log.csv" "$W/res/log_$r.csv" 2>/dev/null; cp "$W/runs/$r/loss.png" "$W/res/loss_$r.png" 2>/dev/null; done
+
+# -- 4. export -----------------------------------------------------------------------
+$MS export "$W/runs/main" --out src/mssfs/weights/default >> "$W/res/export.log" 2>&1 && log "exported main"
+$MS export "$W/runs/regression" --out src/mssfs/weights/regression >> "$W/res/export.log" 2>&1 && log "exported regression"
+MID=$(ls "$W/runs/main/checkpoints/"*.safetensors 2>/dev/null | sort | tail -2 | head -1)
+[ -n "$MID" ] && $MS export "$MID" --out "$W/mid" >> "$W/res/export.log" 2>&1 && log "exported candidate $(basename "$MID")"
+tar -cf "$OUT/default.tar" -C src/mssfs/weights default
+tar -cf "$OUT/regression.tar" -C src/mssfs/weights regression
+cp "$W/runs/main/config.json" "$W/res/train_config.json" 2>/dev/null
+
+fi  # SKIP_TRAIN
+
+# results.tar.gz must stay under 16 MiB to come back: drop the bulkiest extras if needed
+pack() {
+  local drop
+  for drop in "" "fast16/*/normals_small.npy" "*/*/stages.png" "fig5/*/normals_small.npy"; do
+    [ -n "$drop" ] && rm -f $W/res/$drop
+    tar -czf "$OUT/results.tar.gz.part" -C "$W" res || return
+    [ "$(stat -c %s "$OUT/results.tar.gz.part")" -lt 16000000 ] && break
+    log "results.tar.gz too large; dropping ${drop:-nothing yet}, next"
+  done
+  mv "$OUT/results.tar.gz.part" "$OUT/results.tar.gz"
+}
+if [ "$SKIP_TRAIN" != 1 ]; then pack; fi
+
+# -- 5. benchmark alone, then the rest in parallel ------------------------------------
+if [ "$DEVICE" != cpu ]; then
+  log "benchmark"
+  timeout "$(until_t $(( TRAIN_END + 95 )))" $PY benchmarks/sample_speed.py --device "$DEVICE" --bf16 --chunk 0 \
+    --samples-list 1,4,16,64 --reps 3 --iters 3 --no-memory --weights default > "$W/res/sample_speed_gpu.md" 2>&1
+  log "benchmark exit $?"
+fi
+pack
+END=$(( BUDGET - 15 ))
+job() { local name=$1; shift; ( timeout "$(until_t $END)" "$@" > "$W/res/$name.log" 2>&1; echo "$name exit $?" >> "$W/res/jobs.log" ) & }
+EV="$MS evaluate --device $DEVICE --bf16 -q $EVAL_ARGS"
+STIMS="stimulus:circles stimulus:rings stimulus:star stimulus:snake"
+# first: what the release and its choice need; then ablations; then the paper preset
+job fig5 bash -c "$MS sample $STIMS --samples $SAMPLES_FIG --preset $FIG_PRESET --device $DEVICE --bf16 -q --out $W/fig5 &&
+  $MS analyze $W/fig5 && $PY scripts/figure5.py $W/fig5/circles $W/fig5/rings $W/fig5/star $W/fig5/snake --out $W/res/figure5.png"
+job obj_main $EV --suite objects --samples $SAMPLES_OBJ --methods ours,regression,classical,flat --out "$W/res/eval_objects_main"
+job stim_main $EV --suite stimuli --samples $SAMPLES_STIM --methods ours,regression,classical,flat --out "$W/res/eval_stimuli_main"
+if [ -d "$W/mid" ]; then
+  job obj_mid $EV --suite objects --samples $SAMPLES_OBJ --methods ours --model "$W/mid" --out "$W/res/eval_objects_mid"
+  job stim_mid $EV --suite stimuli --samples $SAMPLES_STIM --methods ours --model "$W/mid" --out "$W/res/eval_stimuli_mid"
+fi
+job fast16 bash -c "$MS sample $STIMS --samples 16 --preset fast --device $DEVICE --bf16 -q --out $W/fast16 && $MS analyze $W/fast16"
+job obj_abl $EV --suite objects --samples 4 --methods no-guidance,seams-only,no-lighting,single-scale --out "$W/res/eval_objects_ablations"
+job stim_abl $EV --suite stimuli --samples 8 --methods no-guidance,seams-only,no-lighting,single-scale --out "$W/res/eval_stimuli_ablations"
+job ablfig $EV --ablation-figure stimulus:circles --samples 4 --out "$W/res/ablation.png"
+job obj_paper $EV --suite objects --samples 4 --n-objects 20 --n-reliefs 10 --methods paper,fast --out "$W/res/eval_objects_paper"
+job stim_paper $EV --suite stimuli --samples 8 --methods paper,fast --out "$W/res/eval_stimuli_paper"
+sleep 20; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$W/res/gpu_util.log" 2>&1
+wait
+log "jobs: $(tr '\n' ';' < "$W/res/jobs.log")"
+
+# -- 6. compact copies of the samples (float16, at most 128 px) and pack ---------------
+$PY - "$W" <<'PYEOF' >> "$W/res/pack.log" 2>&1
+import json, shutil, sys
+from pathlib import Path
+import numpy as np
+import torch, torch.nn.functional as F
+w = Path(sys.argv[1])
+for run in ("fig5", "fast16"):
+    for d in sorted((w / run).glob("*")) if (w / run).is_dir() else []:
+        if not (d / "normals.npy").is_file():
+            continue
+        n = torch.from_numpy(np.load(d / "normals.npy")).permute(0, 3, 1, 2)
+        k = max(1, -(-max(n.shape[-2:]) // 128))
+        small = F.avg_pool2d(n, k) if k > 1 else n
+        small = small / small.norm(dim=1, keepdim=True).clamp(min=1e-6) * (small.norm(dim=1, keepdim=True) > 1e-3)
+        out = w / "res" / run / d.name
+        out.mkdir(parents=True, exist_ok=True)
+        np.save(out / "normals_small.npy", small.permute(0, 2, 3, 1).numpy().astype(np.float16))
+        for f in ("meta.json", "report.json", "report.png", "samples.png", "stages.png", "lights.npy", "image.npy", "mask.npy"):
+            if (d / f).is_file():
+                shutil.copy(d / f, out / f)
+        print(run, d.name, tuple(small.shape))
+PYEOF
+pack
+log "done; results.tar.gz $(du -h "$OUT/results.tar.gz" | cut -f1)"
