@@ -132,6 +132,7 @@ job fast16 bash -c "$MS sample $STIMS --samples 16 --preset fast --device $DEVIC
 job obj_abl $EV --suite objects --samples 4 --methods no-guidance,seams-only,no-lighting,single-scale --out "$W/res/eval_objects_ablations"
 job stim_abl $EV --suite stimuli --samples 8 --methods no-guidance,seams-only,no-lighting,single-scale --out "$W/res/eval_stimuli_ablations"
 job ablfig $EV --ablation-figure stimulus:circles --samples 4 --out "$W/res/ablation.png"
+job cuda_tests $PY -m pytest -q -p no:cacheprovider tests/test_sampling.py tests/test_model.py -k "cuda or dtype or device"
 job obj_paper $EV --suite objects --samples 4 --n-objects 20 --n-reliefs 10 --methods paper,fast --out "$W/res/eval_objects_paper"
 job stim_paper $EV --suite stimuli --samples 8 --methods paper,fast --out "$W/res/eval_stimuli_paper"
 sleep 20; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$W/res/gpu_util.log" 2>&1
