@@ -4,15 +4,19 @@
 #   2. train the denoiser (configs/default.yaml, continued from the package weights) and
 #      the regression baseline side by side on the GPU until TRAIN_END seconds;
 #   3. export both into src/mssfs/weights/ (of this copy of the repository);
-#   4. GPU speed benchmark (alone), then in parallel: Figure 5 samples (paper preset) with
-#      their analysis, the objects and stimuli suites, the mid-run candidate's suites,
-#      and the ablation figure; each job is cut off at BUDGET seconds;
-#   5. pack: $OUT/default.tar and $OUT/regression.tar (exports), $OUT/results.tar.gz
-#      (logs, tables, figures, compact normals) and $OUT/session.log.
+#   4. GPU speed benchmark (alone), then three lanes of jobs side by side: Figure 5
+#      samples (paper preset) with their analysis and the paper-vs-fast suites; the
+#      objects and stimuli suites with baselines and the mid-run candidate's suites; CUDA
+#      tests, fast-preset samples, ablation suites and figure; each job is cut off at
+#      BUDGET - 15 seconds;
+#   5. pack: $OUT/default.tar, $OUT/regression.tar, $OUT/mid.tar (exports),
+#      $OUT/results.tar.gz (logs, tables, figures, compact normals) and $OUT/session.log.
 # Everything is bounded by BUDGET seconds from the start. Variables (defaults for one
 # H100/H200 with 16 cores): DEVICE, BUDGET, TRAIN_END, NMAPS, WORKERS, DIFF_WORKERS,
-# REG_WORKERS, PPS (patches per step), LR, INIT_MAIN, INIT_REG, EXTRA_TRAIN (more
-# `mssfs train` options), SAMPLES_FIG, EVAL_ARGS (extra `mssfs evaluate` options).
+# REG_WORKERS, REG (0: no regression run), PPS (patches per step), LR, INIT_MAIN,
+# INIT_REG, EXTRA_TRAIN (more `mssfs train` options), SAMPLES_FIG, FIG_PRESET,
+# SAMPLES_OBJ, SAMPLES_STIM, EVAL_ARGS (extra `mssfs evaluate` options), SKIP_TRAIN.
+# Checked on a CPU with small settings (docs/training.md); measured on an H200.
 set -u
 T0=$(date +%s)
 DEVICE=${DEVICE:-cuda}
@@ -22,6 +26,7 @@ NMAPS=${NMAPS:-20000}
 WORKERS=${WORKERS:-16}
 DIFF_WORKERS=${DIFF_WORKERS:-10}
 REG_WORKERS=${REG_WORKERS:-4}
+REG=${REG:-1}                 # 0: train the denoiser alone (it then gets the whole GPU)
 PPS=${PPS:-8192}
 LR=${LR:-4e-4}
 INIT_MAIN=${INIT_MAIN-src/mssfs/weights/default}
@@ -38,6 +43,7 @@ W=${W:-/tmp/mssfs_gpu}
 rm -rf "$W"
 mkdir -p "$W/res" "$OUT"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} MPLBACKEND=Agg
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 now() { echo $(( $(date +%s) - T0 )); }
 log() { echo "[$(now)s] $*" | tee -a "$OUT/session.log"; }
 until_t() { local s=$(( $1 - $(now) )); [ "$s" -lt 1 ] && s=1; echo "$s"; }
@@ -53,7 +59,7 @@ MS="$PY -m mssfs"
 $PY -c "import torch, diffusers, mssfs; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" 2>&1 | tee -a "$OUT/session.log"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader 2>/dev/null | tee -a "$OUT/session.log"
-log "cpus $(nproc)"
+log "cpus $(nproc --all)"
 
 if [ "$SKIP_TRAIN" != 1 ]; then
 # -- 2. shards -----------------------------------------------------------------------
@@ -74,22 +80,26 @@ COMMON="--config configs/default.yaml --device $DEVICE $DATA_OPT --patches-per-s
 $MS train $COMMON --out "$W/runs/main" --num-workers "$DIFF_WORKERS" ${INIT_MAIN:+--init $INIT_MAIN} \
   > "$W/res/train_main.log" 2>&1 &
 P_MAIN=$!
-$MS train $COMMON --objective regression --out "$W/runs/regression" --num-workers "$REG_WORKERS" ${INIT_REG:+--init $INIT_REG} \
-  > "$W/res/train_regression.log" 2>&1 &
-P_REG=$!
+P_REG=""
+if [ "$REG" = 1 ]; then
+  $MS train $COMMON --objective regression --out "$W/runs/regression" --num-workers "$REG_WORKERS" ${INIT_REG:+--init $INIT_REG} \
+    > "$W/res/train_regression.log" 2>&1 &
+  P_REG=$!
+fi
 ( sleep 60; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$W/res/gpu_util.log" 2>&1;
   sleep 60; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$W/res/gpu_util.log" 2>&1 ) &
 wait $P_MAIN; log "main training exit $?"; tail -3 "$W/runs/main/log.csv" | tee -a "$OUT/session.log"
-wait $P_REG; log "regression training exit $?"; tail -3 "$W/runs/regression/log.csv" | tee -a "$OUT/session.log"
+[ -n "$P_REG" ] && { wait $P_REG; log "regression training exit $?"; tail -3 "$W/runs/regression/log.csv" | tee -a "$OUT/session.log"; }
 for r in main regression; do cp "$W/runs/$r/log.csv" "$W/res/log_$r.csv" 2>/dev/null; cp "$W/runs/$r/loss.png" "$W/res/loss_$r.png" 2>/dev/null; done
 
 # -- 4. export -----------------------------------------------------------------------
 $MS export "$W/runs/main" --out src/mssfs/weights/default >> "$W/res/export.log" 2>&1 && log "exported main"
-$MS export "$W/runs/regression" --out src/mssfs/weights/regression >> "$W/res/export.log" 2>&1 && log "exported regression"
+[ "$REG" = 1 ] && $MS export "$W/runs/regression" --out src/mssfs/weights/regression >> "$W/res/export.log" 2>&1 && log "exported regression"
 MID=$(ls "$W/runs/main/checkpoints/"*.safetensors 2>/dev/null | sort | tail -2 | head -1)
 [ -n "$MID" ] && $MS export "$MID" --out "$W/mid" >> "$W/res/export.log" 2>&1 && log "exported candidate $(basename "$MID")"
 tar -cf "$OUT/default.tar" -C src/mssfs/weights default
-tar -cf "$OUT/regression.tar" -C src/mssfs/weights regression
+[ "$REG" = 1 ] && tar -cf "$OUT/regression.tar" -C src/mssfs/weights regression
+[ -d "$W/mid" ] && tar -cf "$OUT/mid.tar" -C "$W" mid
 cp "$W/runs/main/config.json" "$W/res/train_config.json" 2>/dev/null
 
 fi  # SKIP_TRAIN
@@ -116,25 +126,31 @@ if [ "$DEVICE" != cpu ]; then
 fi
 pack
 END=$(( BUDGET - 15 ))
-job() { local name=$1; shift; ( timeout "$(until_t $END)" "$@" > "$W/res/$name.log" 2>&1; echo "$name exit $?" >> "$W/res/jobs.log" ) & }
+# three lanes, each running its jobs one after another (ten at once ran out of GPU memory)
+job() { local name=$1; shift; timeout "$(until_t $END)" "$@" > "$W/res/$name.log" 2>&1; echo "$name exit $?" >> "$W/res/jobs.log"; }
 EV="$MS evaluate --device $DEVICE --bf16 -q $EVAL_ARGS"
 STIMS="stimulus:circles stimulus:rings stimulus:star stimulus:snake"
-# first: what the release and its choice need; then ablations; then the paper preset
-job fig5 bash -c "$MS sample $STIMS --samples $SAMPLES_FIG --preset $FIG_PRESET --device $DEVICE --bf16 -q --out $W/fig5 &&
-  $MS analyze $W/fig5 && $PY scripts/figure5.py $W/fig5/circles $W/fig5/rings $W/fig5/star $W/fig5/snake --out $W/res/figure5.png"
-job obj_main $EV --suite objects --samples $SAMPLES_OBJ --methods ours,regression,classical,flat --out "$W/res/eval_objects_main"
-job stim_main $EV --suite stimuli --samples $SAMPLES_STIM --methods ours,regression,classical,flat --out "$W/res/eval_stimuli_main"
-if [ -d "$W/mid" ]; then
-  job obj_mid $EV --suite objects --samples $SAMPLES_OBJ --methods ours --model "$W/mid" --out "$W/res/eval_objects_mid"
-  job stim_mid $EV --suite stimuli --samples $SAMPLES_STIM --methods ours --model "$W/mid" --out "$W/res/eval_stimuli_mid"
-fi
-job fast16 bash -c "$MS sample $STIMS --samples 16 --preset fast --device $DEVICE --bf16 -q --out $W/fast16 && $MS analyze $W/fast16"
-job obj_abl $EV --suite objects --samples 4 --methods no-guidance,seams-only,no-lighting,single-scale --out "$W/res/eval_objects_ablations"
-job stim_abl $EV --suite stimuli --samples 8 --methods no-guidance,seams-only,no-lighting,single-scale --out "$W/res/eval_stimuli_ablations"
-job ablfig $EV --ablation-figure stimulus:circles --samples 4 --out "$W/res/ablation.png"
-job cuda_tests $PY -m pytest -q -p no:cacheprovider tests/test_sampling.py tests/test_model.py -k "cuda or dtype or device"
-job obj_paper $EV --suite objects --samples 4 --n-objects 20 --n-reliefs 10 --methods paper,fast --out "$W/res/eval_objects_paper"
-job stim_paper $EV --suite stimuli --samples 8 --methods paper,fast --out "$W/res/eval_stimuli_paper"
+(
+  job fig5 bash -c "$MS sample $STIMS --samples $SAMPLES_FIG --preset $FIG_PRESET --device $DEVICE --bf16 -q --out $W/fig5 &&
+    $MS analyze $W/fig5 && $PY scripts/figure5.py $W/fig5/circles $W/fig5/rings $W/fig5/star $W/fig5/snake --out $W/res/figure5.png"
+  job obj_paper $EV --suite objects --samples 4 --n-objects 20 --n-reliefs 10 --methods paper,fast --out "$W/res/eval_objects_paper"
+  job stim_paper $EV --suite stimuli --samples 8 --methods paper,fast --out "$W/res/eval_stimuli_paper"
+) &
+(
+  job obj_main $EV --suite objects --samples $SAMPLES_OBJ --methods ours,regression,classical,flat --out "$W/res/eval_objects_main"
+  job stim_main $EV --suite stimuli --samples $SAMPLES_STIM --methods ours,regression,classical,flat --out "$W/res/eval_stimuli_main"
+  if [ -d "$W/mid" ]; then
+    job obj_mid $EV --suite objects --samples $SAMPLES_OBJ --methods ours --model "$W/mid" --out "$W/res/eval_objects_mid"
+    job stim_mid $EV --suite stimuli --samples $SAMPLES_STIM --methods ours --model "$W/mid" --out "$W/res/eval_stimuli_mid"
+  fi
+) &
+(
+  job cuda_tests $PY -m pytest -q -p no:cacheprovider tests/test_sampling.py tests/test_model.py -k "cuda or dtype or device"
+  job fast16 bash -c "$MS sample $STIMS --samples $SAMPLES_STIM --preset fast --device $DEVICE --bf16 -q --out $W/fast16 && $MS analyze $W/fast16"
+  job obj_abl $EV --suite objects --samples 4 --methods no-guidance,seams-only,no-lighting,single-scale --out "$W/res/eval_objects_ablations"
+  job stim_abl $EV --suite stimuli --samples 8 --methods no-guidance,seams-only,no-lighting,single-scale --out "$W/res/eval_stimuli_ablations"
+  job ablfig $EV --ablation-figure stimulus:circles --samples 4 --out "$W/res/ablation.png"
+) &
 sleep 20; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$W/res/gpu_util.log" 2>&1
 wait
 log "jobs: $(tr '\n' ';' < "$W/res/jobs.log")"

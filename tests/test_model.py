@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from mssfs.model import UNet, UNetConfig, count_parameters, flops_per_patch, predict_regression, sinusoidal_embedding
+from mssfs.model import (
+    UNet,
+    UNetConfig,
+    count_parameters,
+    flops_per_patch,
+    predict_regression,
+    sinusoidal_embedding,
+    upsample_nearest2x,
+)
 
 TINY = UNetConfig(base_width=8, mults=(1, 2), res_blocks=1, attn_heads=2, attn_head_dim=8, time_sin_dim=8, time_dim=16)
 
@@ -101,3 +109,21 @@ def test_predict_regression_pads_with_background_and_crops():
     np.testing.assert_allclose(predict_regression(model, padded)[:20, :24], n, atol=1e-5)
     with pytest.raises(ValueError, match="H, W"):
         predict_regression(model, img[None])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsample_nearest2x_equals_interpolate(dtype, channels_last):
+    x = torch.randn(2, 3, 4, 5).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = upsample_nearest2x(x)
+    assert y.dtype == dtype and y.shape == (2, 3, 8, 10)
+    assert torch.equal(y, torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def test_upsample_nearest2x_gradient():
+    x = torch.randn(1, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(upsample_nearest2x, (x,))
+    upsample_nearest2x(x).sum().backward()
+    assert torch.equal(x.grad, torch.full_like(x, 4.0))  # each input feeds a 2x2 block

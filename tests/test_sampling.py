@@ -248,7 +248,7 @@ def test_cuda_matches_cpu_loosely(model):
     cpu = sample(sphere_image(), n=2, seed=0, model=tiny_model(), schedule=sched)
     gpu = sample(sphere_image(), n=2, seed=0, model=tiny_model(), schedule=sched, device="cuda")
     assert gpu.device.startswith("cuda")
-    err = np.degrees(np.arccos(np.clip((cpu.normals * gpu.normals).sum(-1)[cpu.mask], -1, 1)))
+    err = np.degrees(np.arccos(np.clip((cpu.normals * gpu.normals).sum(-1)[:, cpu.mask], -1, 1)))
     assert np.median(err) < 5.0
 
 

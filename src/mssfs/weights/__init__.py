@@ -152,6 +152,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
         "patches_seen": int(meta["patches_seen"]),
         "wall_time_s": round(float(meta["elapsed_s"]), 1),
         "val_loss": meta.get("last_val_loss"),
+        "init": meta.get("init"),
         "device": meta.get("device"),
         "world_size": meta.get("world_size", 1),
         "torch_threads": meta.get("torch_threads"),
@@ -210,6 +211,12 @@ def model_card(cfg: dict, note: str = "") -> str:
         f"- steps: {tr['steps']:,}; patches seen: {tr['patches_seen']:,} "
         f"({tc.get('patches_per_step', '?')} per step)",
         f"- wall time: {tr['wall_time_s']:,.0f} s ({hours:.2f} h)",
+    ]
+    init = tr.get("init")
+    if init:
+        lines.append(f"- started from the weights in `{init.get('path')}` (sha256 {str(init.get('sha256'))[:12]}..., "
+                     f"{init.get('steps') or 0:,} steps, {init.get('patches_seen') or 0:,} patches seen before this run)")
+    lines += [
         "- validation loss (Huber, EMA weights, fixed held-out patches and t): "
         + (f"{val:.4f}" if isinstance(val, (int, float)) else "not measured"),
         f"- optimiser: AdamW lr {tc.get('lr')}, weight decay {tc.get('weight_decay')}, EMA decay {tc.get('ema_decay')}, "
