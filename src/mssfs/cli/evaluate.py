@@ -84,8 +84,8 @@ def register(subparsers) -> None:
     p.add_argument("--regression-model", metavar="PATH", help="regression weights for the 'regression' method")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="image i is sampled with seed S + i (default 0)")
     p.add_argument("--batch-images", type=int, default=0, metavar="K",
-                   help="sampler methods: sample K images per batched call (default 0: all images at once; "
-                   "lower it if memory is short; results do not depend on it beyond float rounding)")
+                   help="sampler methods: sample K images per batched call (default 0: as many as keep a call "
+                   "under 1,024 patches on CPU, 16,384 on a GPU; results do not depend on it beyond float rounding)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder (results.md, results.json); with --ablation-figure the PNG file")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
