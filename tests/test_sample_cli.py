@@ -54,6 +54,17 @@ def test_writes_the_output_contract(env, tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
+def test_inputs_batched_together_give_the_same_samples(env, tmp_path, capsys):
+    assert run(env, tmp_path / "one", "--batch-inputs", "no") == 0
+    assert "batched with" not in capsys.readouterr().out
+    assert run(env, tmp_path / "all", "--batch-inputs", "yes") == 0
+    assert "batched with 1 other input(s)" in capsys.readouterr().out
+    for stem in ("ball", "wide"):
+        a, b = (np.load(tmp_path / d / stem / "normals.npy") for d in ("one", "all"))
+        fg = np.linalg.norm(a, axis=-1) > 0
+        assert np.degrees(np.arccos(np.clip((a * b).sum(-1)[fg], -1, 1))).max() < 1.0  # docs/sampling.md tolerance
+
+
 def test_existing_output_needs_overwrite(env, tmp_path, capsys):
     out = tmp_path / "out"
     (out / "ball").mkdir(parents=True)

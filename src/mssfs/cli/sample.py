@@ -48,6 +48,9 @@ def register(subparsers) -> None:
     p.add_argument("--model", metavar="PATH", help="denoiser weights (default: the package's weights)")
     p.add_argument("--batch-samples", type=int, metavar="K",
                    help="at most K samples per batch (default: all N at once; lower it if memory is short)")
+    p.add_argument("--batch-inputs", choices=("auto", "yes", "no"), default="auto",
+                   help="sample all inputs in one batch (faster on a GPU) or one input after another, each "
+                   "saved as soon as it is done (default auto: together on GPUs, one by one on CPUs)")
     p.add_argument("--chunk-patches", type=int, metavar="P",
                    help="run denoiser calls in slices of at most P patches (default: 128 on CPU, none on GPU)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output folders")
@@ -124,13 +127,17 @@ def run(args) -> int:
     for item in mine:
         for note in item.notes:
             print(f"note: {note}", file=sys.stderr)
-        result = pipeline.sample_many(
-            [item], n=args.samples, seed=args.seed, device=device, model=model, bf16=args.bf16,
+    together = args.batch_inputs == "yes" or (args.batch_inputs == "auto" and device.type != "cpu")
+    for group in ([mine] if together else [[item] for item in mine]):
+        results = pipeline.sample_many(
+            group, n=args.samples, seed=args.seed, device=device, model=model, bf16=args.bf16,
             schedule=schedule, batch_samples=args.batch_samples, progress=not args.quiet,
             chunk_patches=args.chunk_patches or "auto",
-        )[0]
-        result.model_info = info
-        path = result.save(out / item.stem, overwrite=args.overwrite)
-        t = result.timings
-        print(f"{item.name}: {result.n} sample(s) in {t['total_s']:.1f} s ({t['per_sample_s']:.1f} s/sample) -> {path}")
+        )
+        for item, result in zip(group, results):
+            result.model_info = info
+            path = result.save(out / item.stem, overwrite=args.overwrite)
+            t = result.timings
+            print(f"{item.name}: {result.n} sample(s) in {t['total_s']:.1f} s ({t['per_sample_s']:.1f} s/sample"
+                  f"{f', batched with {len(group) - 1} other input(s)' if len(group) > 1 else ''}) -> {path}")
     return 0
