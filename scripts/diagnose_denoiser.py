@@ -26,6 +26,7 @@ import torch
 import mssfs
 from mssfs.data import HeldoutImages
 from mssfs.diffusion import NoiseSchedule
+from mssfs.geometry import angular_error
 from mssfs.patches import to_patches
 
 
@@ -43,10 +44,12 @@ def foreground_patches(n_images: int, size: int):
     return p[:, :1], p[:, 1:4], p[:, 4:5]
 
 
-def angular_error(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> float:
-    pred = pred / pred.norm(dim=1, keepdim=True).clamp(min=1e-6)
-    cos = (pred * gt).sum(1).clamp(-1, 1)
-    return float(torch.rad2deg(torch.acos(cos))[mask[:, 0] > 0].mean())
+def mean_error(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean :func:`mssfs.geometry.angular_error` (degrees) of ``(N,3,P,P)`` patches inside ``mask``."""
+    def hwc(x):
+        return x.permute(0, 2, 3, 1).double().numpy()
+
+    return float(np.nanmean(angular_error(hwc(pred), hwc(gt), mask[:, 0].numpy() > 0)))
 
 
 def shading_fit_residual(normals: torch.Tensor, shading: torch.Tensor, mask: torch.Tensor) -> float:
@@ -87,23 +90,23 @@ def main(argv=None) -> int:
     flat = torch.zeros_like(normals)
     flat[:, 2] = 1
     print(f"{args.weights}: {shading.shape[0]} foreground patches of {args.images} held-out objects")
-    print(f"flat map: error {angular_error(flat, normals, mask):.1f} deg, shading-fit residual "
+    print(f"flat map: error {mean_error(flat, normals, mask):.1f} deg, shading-fit residual "
           f"{shading_fit_residual(flat, shading, mask):.2f}; truth: residual {shading_fit_residual(normals, shading, mask):.2f}")
     print("| t | x0 error, with shading | x0 error, shading zeroed |\n|---:|---:|---:|")
     for t in (50, 150, 200, 250, 280):
         tt = torch.full((normals.shape[0],), t, dtype=torch.long)
         x_t = sched.add_noise(normals, torch.randn(normals.shape, generator=gen), tt)
-        e_with = angular_error(sched.predict_x0(x_t, model(x_t, tt, shading), tt), normals, mask)
-        e_zero = angular_error(sched.predict_x0(x_t, model(x_t, tt, torch.zeros_like(shading)), tt), normals, mask)
+        e_with = mean_error(sched.predict_x0(x_t, model(x_t, tt, shading), tt), normals, mask)
+        e_zero = mean_error(sched.predict_x0(x_t, model(x_t, tt, torch.zeros_like(shading)), tt), normals, mask)
         print(f"| {t} | {e_with:.1f} | {e_zero:.1f} |")
     with_s = ddim_from_noise(model, sched, shading, gen)
     zero_s = ddim_from_noise(model, sched, torch.zeros_like(shading), gen)
-    print(f"DDIM from noise: error {angular_error(with_s, normals, mask):.1f} deg, shading-fit residual "
+    print(f"DDIM from noise: error {mean_error(with_s, normals, mask):.1f} deg, shading-fit residual "
           f"{shading_fit_residual(with_s, shading, mask):.2f} (shading zeroed: {shading_fit_residual(zero_s, shading, mask):.2f})")
     if args.regression:
         reg = mssfs.load_model(args.regression)
         out = reg(torch.zeros_like(normals), torch.zeros(normals.shape[0], dtype=torch.long), shading)
-        print(f"regression: error {angular_error(out, normals, mask):.1f} deg, shading-fit residual "
+        print(f"regression: error {mean_error(out, normals, mask):.1f} deg, shading-fit residual "
               f"{shading_fit_residual(out, shading, mask):.2f}")
     return 0
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from mssfs.diffusion import NoiseSchedule
 from mssfs.model import UNet, UNetConfig
+from mssfs.train import PatchBatch, diffusion_loss
 
 
 def main(argv=None) -> int:
@@ -34,18 +35,16 @@ def main(argv=None) -> int:
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-4, foreach=True)
-    sched = NoiseSchedule(300)
+    scheduler = NoiseSchedule(300).diffusers_ddpm()
     n = args.patches
-    x0 = F.normalize(torch.randn(n, 3, 16, 16, device=dev), dim=1)
-    shading = torch.rand(n, 1, 16, 16, device=dev)
-    t = torch.randint(0, 300, (n,), device=dev)
-    noise = torch.randn_like(x0)
+    normals = F.normalize(torch.randn(n, 3, 16, 16), dim=1)
+    batch = PatchBatch(torch.rand(n, 1, 16, 16), normals, torch.ones(n, 1, 16, 16), torch.randint(0, 300, (n,)),
+                       torch.randn_like(normals)).to(dev)
     ctx = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if args.bf16 == "true" else contextlib.nullcontext
 
     def step():
         with ctx():
-            eps = model(sched.add_noise(x0, noise, t.cpu()), t, shading)
-            loss = F.smooth_l1_loss(eps.float(), noise)
+            loss = diffusion_loss(model, batch, scheduler)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -43,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .fileio import atomic_path
 from .geometry import error_metrics, normalize
 from .patches import PATCH
 from .schedules import Schedule, get_preset
@@ -194,13 +193,23 @@ class Method:
 
     def run(self, image, mask, n: int, seed: int, model=None, device="cpu", bf16: bool = False) -> np.ndarray:
         """``(N, H, W, 3)`` float32 normals (``N = n`` for the sampler, 1 otherwise)."""
-        if self.schedule is not None:
-            from .pipeline import sample
+        return self.run_many([image], [mask], n, [seed], model, device, bf16)[0]
 
-            res = sample(image, n=n, seed=seed, schedule=self.schedule, model=model, mask=mask, device=device, bf16=bf16)
-            return res.normals
-        out = self.predict(np.asarray(image, np.float64), np.asarray(mask, bool))
-        return np.where(np.asarray(mask, bool)[..., None], normalize(np.asarray(out, np.float32)), 0.0)[None].astype(np.float32)
+    def run_many(self, images, masks, n: int, seeds, model=None, device="cpu", bf16: bool = False) -> list[np.ndarray]:
+        """:meth:`run` for several images; the sampler draws all their samples in one
+        batched :func:`mssfs.pipeline.sample_many` call (image ``k`` with ``seeds[k]``)."""
+        if self.schedule is not None:
+            from .pipeline import sample_many
+
+            results = sample_many(list(images), n=n, seed=list(seeds), schedule=self.schedule, model=model,
+                                  masks=list(masks), device=device, bf16=bf16)
+            return [r.normals for r in results]
+        outs = []
+        for image, mask in zip(images, masks):
+            m = np.asarray(mask, bool)
+            pred = normalize(np.asarray(self.predict(np.asarray(image, np.float64), m), np.float32))
+            outs.append(np.where(m[..., None], pred, 0.0)[None].astype(np.float32))
+        return outs
 
 
 def _regression_predictor(model) -> Callable:
@@ -443,14 +452,13 @@ class StimulusItem:
 
 
 def _resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """``(H, W)`` -> ``(size, size)`` float64 in [0, 1] with :func:`mssfs.pipeline.resize`."""
     import torch
-    import torch.nn.functional as F
 
-    if image.shape == (size, size):
-        return np.asarray(image, np.float64)
+    from .pipeline import resize
+
     t = torch.from_numpy(np.asarray(image, np.float32))[None, None]
-    out = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return out[0, 0].clamp(0, 1).double().numpy()
+    return resize(t, size)[0, 0].clamp(0, 1).double().numpy()
 
 
 def stimulus_items(size: int = 128, n_layouts: int = 10, names=None) -> list[StimulusItem]:
@@ -565,13 +573,11 @@ def _run_methods(items, methods: list[Method], settings: RunSettings, progress: 
     """Run every method on every item (image ``i`` with seed ``settings.seed + i``).
 
     Sampler methods draw the samples of several images (``settings.batch_images``, or
-    automatically as many as :data:`PATCH_BUDGET` allows) in one batched call (:func:`mssfs.pipeline.sample_many` with a seed per image, so
-    the samples do not depend on the batching beyond float rounding); baselines run
-    image by image.  ``score(item, normals)`` turns one item's samples into a JSON-ready
+    automatically as many as :data:`PATCH_BUDGET` allows) in one batched call
+    (:meth:`Method.run_many`, a seed per image, so the samples do not depend on the
+    batching beyond float rounding); baselines run image by image.  ``score(item, normals)`` turns one item's samples into a JSON-ready
     row.  Returns ``(rows per method, seconds per method)``.
     """
-    from .pipeline import sample_many
-
     per_item = {m.name: [] for m in methods}
     seconds = {m.name: 0.0 for m in methods}
     with _bar(len(items) * len(methods), progress, "image") as bar:
@@ -581,15 +587,9 @@ def _run_methods(items, methods: list[Method], settings: RunSettings, progress: 
                 group = items[a : a + step]
                 bar.set_description(f"{m.name} {group[0].name}" + (f" +{len(group) - 1}" if len(group) > 1 else ""))
                 t0 = time.perf_counter()
-                if m.stochastic:
-                    results = sample_many(
-                        [it.image for it in group], n=settings.samples, seed=[settings.seed + a + j for j in range(len(group))],
-                        schedule=m.schedule, model=settings.model, masks=[it.mask for it in group],
-                        device=settings.device, bf16=settings.bf16,
-                    )
-                    outs = [r.normals for r in results]
-                else:
-                    outs = [m.run(group[0].image, group[0].mask, 1, settings.seed + a)]
+                outs = m.run_many([it.image for it in group], [it.mask for it in group], settings.samples,
+                                  [settings.seed + a + j for j in range(len(group))], settings.model,
+                                  settings.device, settings.bf16)
                 seconds[m.name] += time.perf_counter() - t0
                 for it, normals in zip(group, outs):
                     per_item[m.name].append(score(it, normals))
@@ -700,25 +700,15 @@ def stimuli_table(results: dict, methods: list[Method], skipped: dict[str, str])
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_results(out_dir, markdown: str, data: dict) -> tuple[Path, Path]:
     """Write ``results.md`` and ``results.json`` into ``out_dir`` (each atomically)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, js = out / "results.md", out / "results.json"
-    _atomic_write(js, json.dumps(data, indent=1, default=_json_default) + "\n")
-    _atomic_write(md, markdown if markdown.endswith("\n") else markdown + "\n")
+    for path, text in ((js, json.dumps(data, indent=1, default=_json_default) + "\n"),
+                       (md, markdown if markdown.endswith("\n") else markdown + "\n")):
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
     return md, js
 
 
