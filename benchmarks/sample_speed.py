@@ -9,7 +9,10 @@ schedule's exact call counts::
     time/sample = sum over stage runs (steps * t_plain(r, N) + guided_iters * t_guided(r, N)) / N
 
 The baseline is the same code with one seed per batch (batch = the patches of one image,
-fp32, eager), which is what the published code does; it is timed in the same run.
+fp32, eager), which is what the published code does; it is timed in the same run, on a
+copy of the network with the publication's kernels (:func:`publication_net`: 1x1
+convolutions as ``nn.Conv2d``, the weight standardisation recomputed at every call).
+The row "1, fp32, our kernels" separates what the kernels give from what batching gives.
 ``--end-to-end`` also runs the real pipeline for a preset to check the extrapolation.
 
     python benchmarks/sample_speed.py --preset paper --samples-list 1,4,16
@@ -47,6 +50,30 @@ def load_net(weights: str | None, device):
 
     torch.manual_seed(0)
     return UNet(UNetConfig()).to(device).eval()
+
+
+def publication_net(net: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``net`` that computes as the publication's code does: every
+    :class:`~mssfs.model.Conv1x1` runs as a plain ``nn.Conv2d`` and every
+    :class:`~mssfs.model.WSConv2d` standardises its kernel at every call (no cache)."""
+    import copy
+
+    from mssfs.model import Conv1x1, WSConv2d
+
+    class _Uncached(WSConv2d):
+        def standardized_weight(self):
+            w = self.weight
+            eps = 1e-5 if w.dtype == torch.float32 else 1e-3
+            mean, var = w.mean(dim=(1, 2, 3), keepdim=True), w.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
+            return (w - mean) * torch.rsqrt(var + eps)
+
+    out = copy.deepcopy(net)
+    for m in out.modules():
+        if isinstance(m, Conv1x1):
+            m.__class__ = torch.nn.Conv2d
+        elif isinstance(m, WSConv2d):
+            m.__class__ = _Uncached
+    return out
 
 
 def _status_mb(key: str) -> float:
@@ -87,7 +114,8 @@ def measure(args, configs) -> dict:
     """
     device = torch.device(args.device)
     base = load_net(args.weights, device)
-    nets = {(c[1], c[2]): CountingDenoiser(base, bf16=c[1], chunk=c[2]) for c in configs}
+    models = {"ours": base, "published": publication_net(base)}
+    nets = {c[1:]: CountingDenoiser(models[c[3]], bf16=c[1], chunk=c[2]) for c in configs}
     sched = resolve_schedule(args.schedule, args.preset)
     out = {c: {} for c in configs}
     wanted = sorted({s.resolution for s in sched.stages})
@@ -95,17 +123,17 @@ def measure(args, configs) -> dict:
     for r in measured:
         data = {c: _inputs(c[0], r, device) for c in configs}
         for c in configs:  # warm-up (allocator, kernel selection) per shape
-            _time_call(nets[(c[1], c[2])], *data[c], r, 0, device)
+            _time_call(nets[c[1:]], *data[c], r, 0, device)
         best = {c: [float("inf"), float("inf")] for c in configs}
         for _ in range(args.reps):
             for c in configs:
-                plain = _time_call(nets[(c[1], c[2])], *data[c], r, 0, device)
-                guided = _time_call(nets[(c[1], c[2])], *data[c], r, args.iters, device)
+                plain = _time_call(nets[c[1:]], *data[c], r, 0, device)
+                guided = _time_call(nets[c[1:]], *data[c], r, args.iters, device)
                 best[c][0] = min(best[c][0], plain)
                 best[c][1] = min(best[c][1], (guided - plain) / args.iters)
         for c in configs:
             out[c][r] = {"plain": best[c][0], "guided": max(best[c][1], 0.0)}
-        print(f"  measured {r}px: " + ", ".join(f"N={c[0]}{' bf16' if c[1] else ''}{f' chunk {c[2]}' if c[2] else ''}: "
+        print(f"  measured {r}px: " + ", ".join(f"N={c[0]}{' published' if c[3] == 'published' else ''}{' bf16' if c[1] else ''}{f' chunk {c[2]}' if c[2] else ''}: "
               f"{out[c][r]['plain']:.2f}/{out[c][r]['guided']:.2f} s" for c in configs), file=sys.stderr)
     # Resolutions not measured: per-call time interpolated linearly in the number of patches.
     for c in configs:
@@ -120,7 +148,8 @@ def measure(args, configs) -> dict:
 def peak_memory_worker(args) -> float:
     """MiB above the loaded model for one guided call of ``--worker`` samples at the finest size."""
     device = torch.device(args.device)
-    net = CountingDenoiser(load_net(args.weights, device), bf16=args.bf16, chunk=args.chunk or None)
+    net = load_net(args.weights, device)
+    net = CountingDenoiser(publication_net(net) if args.published else net, bf16=args.bf16, chunk=args.chunk or None)
     r = max(s.resolution for s in resolve_schedule(args.schedule, args.preset).stages)
     x, shading = _inputs(args.worker, r, device)
     if device.type == "cuda":
@@ -170,6 +199,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--chunk", type=int, default=128, help="patch slice size for the chunked rows (0: none)")
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--published", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         print(json.dumps({"peak_mb": peak_memory_worker(args)}))
@@ -178,38 +208,40 @@ def main(argv=None) -> int:
     calls, patches = sched.total_cost()
     sizes = sorted({1} | {int(v) for v in args.samples_list.split(",")})
     chunk = args.chunk or None
-    configs = [(n, False, None) for n in sizes]
-    configs += [(n, False, chunk) for n in sizes if chunk and n > 1]
-    configs += [(n, True, chunk) for n in sizes] if args.bf16 else []
+    baseline = (1, False, None, "published")
+    configs = [baseline] + [(n, False, None, "ours") for n in sizes]
+    configs += [(n, False, chunk, "ours") for n in sizes if chunk and n > 1]
+    configs += [(n, True, chunk, "ours") for n in sizes] if args.bf16 else []
     per_call = measure(args, configs)
     rows = {}
     for c in configs:
-        n, bf16, ch = c
+        n, bf16, ch, kernels = c
         rows[c] = {"s": extrapolate(sched, per_call[c], n)}
         if not args.no_memory:
             cmd = [sys.executable, __file__, "--worker", str(n), "--preset", args.preset, "--device", args.device]
             cmd += (["--schedule", args.schedule] if args.schedule else []) + (["--bf16"] if bf16 else [])
             cmd += ["--chunk", str(ch or 0)]
             cmd += ["--weights", args.weights] if args.weights else []
+            cmd += ["--published"] if kernels == "published" else []
             res = subprocess.run(cmd, check=True, capture_output=True, text=True)
             rows[c]["mem"] = json.loads(res.stdout.strip().splitlines()[-1])["peak_mb"] / n
         if args.end_to_end:
             rows[c]["measured"] = end_to_end(args, n, bf16, ch)
-    base = rows[(1, False, None)]["s"]
+    base = rows[baseline]["s"]
     print(f"\npreset {sched.name}: {calls} denoiser calls and {patches:,} patch forwards per sample; "
           f"device {args.device}, {torch.get_num_threads()} threads, {'package' if args.weights else 'random'} weights; "
           f"measured resolutions: {args.measure_res or 'all'}\n")
-    head = ("| samples per batch | precision | patches per forward | s / sample (extrapolated) | samples / hour | vs publication loop | "
+    head = ("| samples per batch | precision | kernels | patches per forward | s / sample (extrapolated) | samples / hour | vs publication loop | "
             "denoiser calls per sample | peak memory per sample (MiB) |")
     if args.end_to_end:
         head += " s / sample (measured end to end) |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for c in configs:
-        n, bf16, ch = c
+        n, bf16, ch, kernels = c
         r = rows[c]
-        label = f"{n}" + (" (publication loop: one seed at a time)" if c == (1, False, None) else "")
-        line = (f"| {label} | {'bf16' if bf16 else 'fp32'} | {f'<= {ch}' if ch else 'all'} | {r['s']:.1f} | {3600 / r['s']:.1f} | "
+        label = f"{n}" + (" (publication loop: one seed at a time)" if c == baseline else "")
+        line = (f"| {label} | {'bf16' if bf16 else 'fp32'} | {kernels} | {f'<= {ch}' if ch else 'all'} | {r['s']:.1f} | {3600 / r['s']:.1f} | "
                 f"{base / r['s']:.2f}x | {calls / n:.0f} | {r.get('mem', float('nan')):.0f} |")
         if args.end_to_end:
             line += f" {r['measured']:.1f} |"

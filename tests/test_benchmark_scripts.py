@@ -1,0 +1,43 @@
+"""The benchmark scripts run, and the sampling benchmark's baseline computes what the model computes."""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from mssfs.model import Conv1x1, UNet, UNetConfig, WSConv2d
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_publication_net_same_values_with_published_kernels():
+    speed = _load("sample_speed")
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(base_width=8, mults=(1, 2), res_blocks=1, attn_heads=2, attn_head_dim=8)).eval().requires_grad_(False)
+    pub = speed.publication_net(net)
+    assert not any(isinstance(m, Conv1x1) for m in pub.modules())
+    assert sum(type(m) is torch.nn.Conv2d and m.kernel_size == (1, 1) for m in pub.modules()) > 0
+    assert any(isinstance(m, Conv1x1) for m in net.modules())  # the original is untouched
+    x, t, s = torch.randn(5, 3, 16, 16), torch.randint(0, 300, (5,)), torch.rand(5, 1, 16, 16)
+    torch.testing.assert_close(pub(x, t, s), net(x, t, s), atol=1e-5, rtol=1e-4)
+    pub(x, t, s)
+    assert all(getattr(m, "_ws_cache", None) is None for m in pub.modules() if isinstance(m, WSConv2d))
+
+
+def test_sample_speed_runs_on_a_tiny_schedule(tmp_path, capsys):
+    speed = _load("sample_speed")
+    sched = tmp_path / "tiny.yaml"
+    sched.write_text("name: tiny\nnum_steps: 3\nfuse_last: 1\nstages:\n  - {resolution: 32, lr: 1.0, restart_t: 299}\n")
+    assert speed.main(["--schedule", str(sched), "--samples-list", "2", "--bf16", "--no-memory", "--reps", "1",
+                       "--chunk", "4"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| 1") or line.startswith("| 2")]
+    assert len(rows) == 6  # baseline, 1 and 2 with our kernels, 2 chunked, 1 and 2 bf16
+    assert "| published |" in rows[0] and "1.00x" in rows[0]
