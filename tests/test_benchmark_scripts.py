@@ -41,3 +41,9 @@ def test_sample_speed_runs_on_a_tiny_schedule(tmp_path, capsys):
     rows = [line for line in out.splitlines() if line.startswith("| 1") or line.startswith("| 2")]
     assert len(rows) == 6  # baseline, 1 and 2 with our kernels, 2 chunked, 1 and 2 bf16
     assert "| published |" in rows[0] and "1.00x" in rows[0]
+
+
+def test_denoiser_kernels_prints_one_row_per_size(capsys):
+    assert _load("denoiser_kernels").main(["--patches", "2,3", "--reps", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 2 ") or line.startswith("| 3 ")]
+    assert len(rows) == 2 and all(row.count("x)") == 4 for row in rows)
