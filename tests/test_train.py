@@ -20,7 +20,10 @@ from mssfs.train import (
     TrainConfig,
     TrainingError,
     derive_seed,
+    diffusion_loss,
+    min_snr_weights,
     regression_loss,
+    validation_batch,
     sample_patches,
     train,
 )
@@ -130,6 +133,43 @@ def test_regression_loss_ignores_background():
 
     assert float(regression_loss(model_a, batch)) == 0.0
     assert float(regression_loss(lambda x, t, s: normals + 1.0, batch)) > 0.4
+
+
+def test_min_snr_weighting_of_the_diffusion_loss():
+    sched = NoiseSchedule().diffusers_ddpm()
+    t = torch.tensor([0, 10, 50, 150, 250, 299])
+    w = min_snr_weights(sched, t, 5.0)
+    abar = sched.alphas_cumprod.double()[t]
+    snr = abar / (1 - abar)
+    assert torch.all(w[snr <= 5] == 1.0) and torch.all(w[snr > 5] < 1.0)
+    torch.testing.assert_close(w[snr > 5].double(), (5 / snr[snr > 5]))
+    assert torch.all(w[:-1] <= w[1:])  # noisier steps never weigh less
+
+    g = torch.Generator().manual_seed(0)
+    n = t.shape[0]
+    normals = torch.rand(n, 3, 16, 16, generator=g) * 2 - 1
+    batch = PatchBatch(torch.rand(n, 1, 16, 16, generator=g), normals, torch.ones(n, 1, 16, 16), t,
+                       torch.randn(n, 3, 16, 16, generator=g))
+
+    def zero_model(x, t, s):
+        return torch.zeros_like(x)
+
+    per_patch = torch.nn.functional.smooth_l1_loss(torch.zeros_like(batch.noise), batch.noise, reduction="none").mean((1, 2, 3))
+    assert float(diffusion_loss(zero_model, batch, sched)) == pytest.approx(float(per_patch.mean()), rel=1e-6)
+    assert float(diffusion_loss(zero_model, batch, sched, min_snr_gamma=5.0)) == pytest.approx(float((w * per_patch).mean()), rel=1e-6)
+    with pytest.raises(TrainingError, match="min_snr_gamma"):
+        TrainConfig(min_snr_gamma=-1.0)
+    with pytest.raises(TrainingError, match="diffusion objective only"):
+        TrainConfig(objective="regression", min_snr_gamma=5.0)
+
+
+def test_min_snr_training_runs_and_validation_stays_unweighted(tmp_path):
+    cfg = micro_config(steps=20)
+    a = train(cfg, tmp_path / "a", source=SphereImages(), progress=False)
+    b = train(dataclasses.replace(cfg, min_snr_gamma=5.0), tmp_path / "b", source=SphereImages(), progress=False)
+    assert not torch.equal(_params(a.model), _params(b.model))  # the weighting changes the updates
+    val = validation_batch(b.source, b.cfg)
+    assert b.validate(val) == pytest.approx(float(diffusion_loss(b.ema.model, val.to(b.device), b.scheduler)), rel=1e-5)
 
 
 # -- the training loop -------------------------------------------------------------------

@@ -68,6 +68,7 @@ __all__ = [
     "derive_seed",
     "sample_patches",
     "diffusion_loss",
+    "min_snr_weights",
     "regression_loss",
     "load_config_file",
 ]
@@ -122,6 +123,12 @@ class TrainConfig:
         init: an exported model folder (``mssfs export``, e.g. the package's
             ``weights/default``) whose weights start the model and its EMA; the optimiser
             starts fresh. Ignored when resuming (the checkpoint has the weights).
+        min_snr_gamma: 0 (default, DESIGN.md §5): the plain Huber loss on the noise. > 0:
+            each patch's loss is weighted by ``min(SNR_t, gamma) / SNR_t`` (min-SNR
+            weighting for noise prediction; ``SNR_t = abar_t / (1 - abar_t)``), which
+            keeps full weight on the noisy steps, where the shading decides the normals,
+            and shrinks the nearly clean ones. Diffusion objective only; the validation
+            loss stays unweighted so runs remain comparable.
     """
 
     objective: str = "diffusion"
@@ -153,6 +160,7 @@ class TrainConfig:
     device: str = "auto"
     max_minutes: float = 0.0
     init: str | None = None
+    min_snr_gamma: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.model, dict):
@@ -171,6 +179,10 @@ class TrainConfig:
                 raise TrainingError(f"{name} must be positive")
         if self.max_minutes < 0:
             raise TrainingError("max_minutes must be >= 0 (0: no limit)")
+        if self.min_snr_gamma < 0:
+            raise TrainingError("min_snr_gamma must be >= 0 (0: unweighted loss)")
+        if self.min_snr_gamma and self.objective != "diffusion":
+            raise TrainingError("min_snr_gamma applies to the diffusion objective only")
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -219,6 +231,7 @@ FIELD_HELP = {
     "num_workers": "data-loader processes preparing batches ahead (0: in the training process)",
     "device": "auto, cpu, cuda or cuda:N (under torchrun: the local rank's GPU)",
     "max_minutes": "stop with a checkpoint after this many minutes of training (0: no limit; --resume continues)",
+    "min_snr_gamma": "0: plain Huber loss (DESIGN.md §5); > 0: weight each patch by min(SNR, gamma)/SNR (diffusion only; validation stays unweighted)",
     "init": "start the model and EMA from an exported model folder (e.g. src/mssfs/weights/default); fresh optimiser",
 }
 
@@ -363,12 +376,26 @@ def validation_batch(source: ImageSource, cfg: TrainConfig) -> PatchBatch:
 # -- objectives ------------------------------------------------------------------------
 
 
-def diffusion_loss(model, batch: PatchBatch, scheduler) -> torch.Tensor:
+def diffusion_loss(model, batch: PatchBatch, scheduler, min_snr_gamma: float = 0.0) -> torch.Tensor:
     """Huber loss between ``batch.noise`` and ``model(x_t, t, shading)``; ``x_t`` from
-    ``scheduler.add_noise`` (diffusers ``DDPMScheduler``)."""
+    ``scheduler.add_noise`` (diffusers ``DDPMScheduler``).
+
+    With ``min_snr_gamma > 0`` each patch's mean loss is weighted by
+    ``min(SNR_t, gamma) / SNR_t`` before averaging (see :class:`TrainConfig`).
+    """
     x_t = scheduler.add_noise(batch.normals, batch.noise, batch.t)
     eps = model(x_t, batch.t, batch.shading)
-    return F.smooth_l1_loss(eps.float(), batch.noise)
+    if not min_snr_gamma:
+        return F.smooth_l1_loss(eps.float(), batch.noise)
+    per_patch = F.smooth_l1_loss(eps.float(), batch.noise, reduction="none").mean(dim=(1, 2, 3))
+    return (min_snr_weights(scheduler, batch.t, min_snr_gamma) * per_patch).mean()
+
+
+def min_snr_weights(scheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``min(SNR_t, gamma) / SNR_t`` for int64 timesteps ``t (B,)``; ``SNR_t = abar_t / (1 - abar_t)``."""
+    abar = scheduler.alphas_cumprod.to(t.device, torch.float64)[t]
+    snr = abar / (1 - abar)
+    return (snr.clamp(max=gamma) / snr).float()
 
 
 def regression_loss(model, batch: PatchBatch, scheduler=None) -> torch.Tensor:
@@ -538,8 +565,9 @@ class Trainer:
         batch = self._prepare(batch)
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
+        weighting = {"min_snr_gamma": self.cfg.min_snr_gamma} if self.cfg.min_snr_gamma else {}
         with self.autocast():
-            loss = LOSSES[self.cfg.objective](self.forward_module(), batch, self.scheduler)
+            loss = LOSSES[self.cfg.objective](self.forward_module(), batch, self.scheduler, **weighting)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
