@@ -1,7 +1,7 @@
 """Per-call time of the denoiser with our kernels against the publication's.
 
-``ours`` is :mod:`mssfs.model` as shipped (1x1 convolutions as a batched GEMM on CPUs,
-weight standardisation cached while the weights are frozen); ``published`` is the same
+``ours`` is :mod:`mssfs.model` as shipped (weight standardisation cached while the
+weights are frozen); ``published`` is the same
 network computed as the publication does (``publication_net`` of ``sample_speed.py``).
 Both run in one process, interleaved, best of ``--reps``; a guidance iteration is a
 forward, a loss and the gradient with respect to the input, as in sampling::

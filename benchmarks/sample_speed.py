@@ -10,8 +10,8 @@ schedule's exact call counts::
 
 The baseline is the same code with one seed per batch (batch = the patches of one image,
 fp32, eager), which is what the published code does; it is timed in the same run, on a
-copy of the network with the publication's kernels (:func:`publication_net`: 1x1
-convolutions as ``nn.Conv2d``, the weight standardisation recomputed at every call).
+copy of the network computed as the publication does (:func:`publication_net`: the
+weight standardisation recomputed at every call).
 The row "1, fp32, our kernels" separates what the kernels give from what batching gives.
 ``--end-to-end`` also runs the real pipeline for a preset to check the extrapolation.
 
@@ -54,11 +54,10 @@ def load_net(weights: str | None, device):
 
 def publication_net(net: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``net`` that computes as the publication's code does: every
-    :class:`~mssfs.model.Conv1x1` runs as a plain ``nn.Conv2d`` and every
     :class:`~mssfs.model.WSConv2d` standardises its kernel at every call (no cache)."""
     import copy
 
-    from mssfs.model import Conv1x1, WSConv2d
+    from mssfs.model import WSConv2d
 
     class _Uncached(WSConv2d):
         def standardized_weight(self):
@@ -69,9 +68,7 @@ def publication_net(net: torch.nn.Module) -> torch.nn.Module:
 
     out = copy.deepcopy(net)
     for m in out.modules():
-        if isinstance(m, Conv1x1):
-            m.__class__ = torch.nn.Conv2d
-        elif isinstance(m, WSConv2d):
+        if isinstance(m, WSConv2d):
             m.__class__ = _Uncached
     return out
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from mssfs.model import (
-    Conv1x1,
     UNet,
     UNetConfig,
     count_parameters,
@@ -129,36 +128,6 @@ def test_upsample_nearest2x_gradient():
     assert torch.autograd.gradcheck(upsample_nearest2x, (x,))
     upsample_nearest2x(x).sum().backward()
     assert torch.equal(x.grad, torch.full_like(x, 4.0))  # each input feeds a 2x2 block
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("bias", [True, False])
-def test_conv1x1_equals_conv2d(dtype, bias):
-    conv = Conv1x1(5, 7, bias=bias).to(dtype)
-    ref = torch.nn.Conv2d(5, 7, 1, bias=bias).to(dtype)
-    ref.load_state_dict(conv.state_dict())  # same parameters, same keys
-    x = torch.randn(3, 5, 4, 6, dtype=dtype)
-    tol = 1e-12 if dtype == torch.float64 else 1e-5
-    torch.testing.assert_close(conv(x), ref(x), atol=tol, rtol=tol)
-    if dtype != torch.float32:
-        return
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y, y_ref = conv(x), ref(x)
-    assert y.dtype == y_ref.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), y_ref.float(), atol=0.05, rtol=0.02)
-
-
-def test_conv1x1_gradients():
-    conv = Conv1x1(3, 4).double()
-    x = torch.randn(2, 3, 3, 2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, w, b: torch.nn.functional.conv2d(x, w, b) - conv(x), (x, conv.weight, conv.bias))
-    assert torch.autograd.gradcheck(conv, (x,))
-
-
-def test_conv1x1_channels_last_input():
-    conv = Conv1x1(4, 6)
-    x = torch.randn(2, 4, 5, 5).contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(conv(x), torch.nn.functional.conv2d(x, conv.weight, conv.bias), atol=1e-5, rtol=1e-5)
 
 
 def test_ws_conv_caches_only_frozen_weights_and_follows_in_place_updates():

@@ -144,28 +144,6 @@ class WSConv2d(nn.Conv2d):
         return out
 
 
-class Conv1x1(nn.Conv2d):
-    """``nn.Conv2d(cin, cout, 1)`` computed on CPUs as a batched matrix product.
-
-    Same parameters (and state-dict keys) and the same values up to float rounding.  On
-    CPUs oneDNN's 1x1 convolution is several times slower than a GEMM for these shapes
-    (16 -> 384 channels at 16 x 16: 30 ms against 6 ms for 128 patches under bf16
-    autocast, docs/sampling.md "Speed"); on other devices the convolution kernel is kept.
-    """
-
-    def __init__(self, cin: int, cout: int, bias: bool = True):
-        super().__init__(cin, cout, 1, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu":
-            return super().forward(x)
-        b, c, h, w = x.shape
-        weight = self.weight[:, :, 0, 0].expand(b, -1, -1)
-        flat = x.reshape(b, c, h * w)
-        y = torch.bmm(weight, flat) if self.bias is None else torch.baddbmm(self.bias[None, :, None], weight, flat)
-        return y.reshape(b, -1, h, w)
-
-
 class ConvNormAct(nn.Module):
     """WS-conv 3x3 -> GroupNorm -> optional ``(1 + scale), shift`` -> SiLU."""
 
@@ -190,7 +168,7 @@ class ResBlock(nn.Module):
         self.time = nn.Linear(time_dim, 2 * cout)
         self.block1 = ConvNormAct(cin, cout, groups)
         self.block2 = ConvNormAct(cout, cout, groups)
-        self.skip = Conv1x1(cin, cout) if cin != cout else nn.Identity()
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         scale, shift = self.time(F.silu(temb))[:, :, None, None].chunk(2, dim=1)
@@ -217,8 +195,8 @@ class LinearAttention(nn.Module):
         self.heads, self.scale = heads, head_dim**-0.5
         inner = heads * head_dim
         self.norm = ChannelNorm(dim)
-        self.qkv = Conv1x1(dim, 3 * inner, bias=False)
-        self.out = nn.Sequential(Conv1x1(inner, dim), ChannelNorm(dim))
+        self.qkv = nn.Conv2d(dim, 3 * inner, 1, bias=False)
+        self.out = nn.Sequential(nn.Conv2d(inner, dim, 1), ChannelNorm(dim))
 
     def forward(self, x):
         b, _, h, w = x.shape
@@ -238,8 +216,8 @@ class Attention(nn.Module):
         self.heads = heads
         inner = heads * head_dim
         self.norm = ChannelNorm(dim)
-        self.qkv = Conv1x1(dim, 3 * inner, bias=False)
-        self.out = Conv1x1(inner, dim)
+        self.qkv = nn.Conv2d(dim, 3 * inner, 1, bias=False)
+        self.out = nn.Conv2d(inner, dim, 1)
 
     def forward(self, x):
         b, _, h, w = x.shape
@@ -253,7 +231,7 @@ class Downsample(nn.Module):
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.proj = Conv1x1(4 * cin, cout)
+        self.proj = nn.Conv2d(4 * cin, cout, 1)
 
     def forward(self, x):
         return self.proj(F.pixel_unshuffle(x, 2))
@@ -346,7 +324,7 @@ class UNet(nn.Module):
                 )
             )
         self.final = ResBlock(2 * c0, c0, td, g)
-        self.head = Conv1x1(c0, cfg.normal_channels)
+        self.head = nn.Conv2d(c0, cfg.normal_channels, 1)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, shading: torch.Tensor) -> torch.Tensor:
         """``(B,3,P,P), (B,), (B,1,P,P) -> (B,3,P,P)`` predicted noise (or normals for regression)."""
