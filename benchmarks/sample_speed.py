@@ -57,14 +57,11 @@ def publication_net(net: torch.nn.Module) -> torch.nn.Module:
     :class:`~mssfs.model.WSConv2d` standardises its kernel at every call (no cache)."""
     import copy
 
-    from mssfs.model import WSConv2d
+    from mssfs.model import WSConv2d, standardize_kernel
 
     class _Uncached(WSConv2d):
         def standardized_weight(self):
-            w = self.weight
-            eps = 1e-5 if w.dtype == torch.float32 else 1e-3
-            mean, var = w.mean(dim=(1, 2, 3), keepdim=True), w.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
-            return (w - mean) * torch.rsqrt(var + eps)
+            return standardize_kernel(self.weight)
 
     out = copy.deepcopy(net)
     for m in out.modules():
