@@ -257,6 +257,24 @@ def test_cli_stimuli_end_to_end(cli_env, tmp_path):
     assert "layouts (mean of 1)" in (out / "results.md").read_text()
 
 
+def test_cli_stimuli_subset_reuses_the_full_suites_layout_seeds(cli_env, tmp_path):
+    """``--stimuli none --seed 4`` samples each layout with the seed the full suite gives it."""
+    full, only = tmp_path / "full", tmp_path / "only"
+    common = ["--n-layouts", "1", "--size", "32", "--samples", "2", "--methods", "no-guidance", "-q"]
+    assert main(["evaluate", "--suite", "stimuli", *common, "--out", str(full)]) == 0
+    assert main(["evaluate", "--suite", "stimuli", "--stimuli", "none", "--seed", "4", *common, "--out", str(only)]) == 0
+    a = json.loads((full / "results.json").read_text())
+    b = json.loads((only / "results.json").read_text())
+    assert [r["item"] for r in b["items"]["no-guidance"]] == [a["items"]["no-guidance"][-1]["item"]]
+    assert b["items"]["no-guidance"][0]["readings"] == a["items"]["no-guidance"][-1]["readings"]
+    assert b["settings"]["stimuli"] == [] and a["settings"]["stimuli"] == ["circles", "rings", "star", "snake"]
+    assert "--stimuli none" in b["command"] and "--stimuli" not in a["command"]
+    sub = tmp_path / "sub"
+    assert main(["evaluate", "--suite", "stimuli", "--stimuli", "star,circles,star", "--n-layouts", "0",
+                 "--size", "32", "--methods", "flat", "-q", "--out", str(sub)]) == 0
+    assert [r["item"] for r in json.loads((sub / "results.json").read_text())["items"]["flat"]] == ["star", "circles"]
+
+
 def test_cli_ablation_figure(cli_env, tmp_path, capsys):
     img = tmp_path / "ball.npy"
     np.save(img, sphere_image(48, 48))
@@ -279,6 +297,9 @@ def test_cli_ablation_figure(cli_env, tmp_path, capsys):
         (["--suite", "objects", "--n-objects", "-1"], "--n-objects must be >= 0"),
         (["--suite", "objects", "--size", "40"], "--size must be a multiple of 16"),
         (["--suite", "stimuli", "--resolution", "20"], "--resolution must be"),
+        (["--suite", "stimuli", "--stimuli", "circle,star"], "unknown stimulus name(s) in --stimuli 'circle,star': circle"),
+        (["--suite", "stimuli", "--stimuli", ","], "unknown stimulus name(s)"),
+        (["--suite", "stimuli", "--stimuli", "none", "--n-layouts", "0"], "nothing to evaluate"),
         (["--ablation-figure", "stimulus:circles", "--methods", "flat"], "sampler methods only"),
         (["--ablation-figure", "stimulus:nope"], "unknown stimulus"),
     ],

@@ -72,6 +72,10 @@ def register(subparsers) -> None:
     p.add_argument("--n-objects", type=int, default=50, metavar="K", help="objects suite: held-out objects (default 50)")
     p.add_argument("--n-reliefs", type=int, default=20, metavar="K", help="objects suite: held-out reliefs (default 20)")
     p.add_argument("--n-layouts", type=int, default=10, metavar="K", help="stimuli suite: generated bump/dent layouts (default 10)")
+    p.add_argument("--stimuli", default="all", metavar="NAMES",
+                   help="stimuli suite: comma-separated bundled stimuli to include, 'all' (default) or 'none' "
+                        "(layouts only; image i still gets seed S + i, so add 4 to --seed to reuse the "
+                        "full suite's layout seeds)")
     p.add_argument("--size", type=int, metavar="S",
                    help="image size, a multiple of 16 (default 64 for objects, 128 for stimuli)")
     p.add_argument("--preset", default="fast", choices=("paper", "fast"), help="schedule of 'ours' and the ablations (default fast)")
@@ -108,11 +112,30 @@ def _check(args) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.suite == "objects" and args.n_objects + args.n_reliefs == 0:
         raise UsageError("--n-objects and --n-reliefs are both 0: nothing to evaluate")
+    if args.suite == "stimuli" and not _stimulus_names(args) and args.n_layouts == 0:
+        raise UsageError("--stimuli none and --n-layouts 0: nothing to evaluate")
     if args.size is not None and (args.size < 2 * PATCH or args.size % PATCH):
         raise UsageError(f"--size must be a multiple of {PATCH} and at least {2 * PATCH}, got {args.size}")
     r = args.resolution
     if isinstance(r, int) and (r < 2 * PATCH or r % PATCH):
         raise UsageError(f"--resolution must be a multiple of {PATCH} and at least {2 * PATCH}, got {r}")
+
+
+def _stimulus_names(args) -> list[str]:
+    """The bundled stimuli ``--stimuli`` asks for, in the order given (repeats dropped)."""
+    from .. import stimuli
+
+    text = args.stimuli.strip().lower()
+    if text == "all":
+        return list(stimuli.NAMES)
+    if text == "none":
+        return []
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in stimuli.NAMES]
+    if unknown or not names:
+        raise UsageError(f"unknown stimulus name(s) in --stimuli {args.stimuli!r}: {', '.join(unknown) or '(empty)'}; "
+                         f"choose from {', '.join(stimuli.NAMES)}, 'all' or 'none'")
+    return list(dict.fromkeys(names))
 
 
 def _methods(args) -> list[str]:
@@ -141,6 +164,8 @@ def _command(args, methods: list[str], size: int) -> str:
         parts.append(f"--n-objects {args.n_objects} --n-reliefs {args.n_reliefs}")
     elif args.suite == "stimuli":
         parts.append(f"--n-layouts {args.n_layouts}")
+        if args.stimuli.strip().lower() != "all":
+            parts.append(f"--stimuli {','.join(_stimulus_names(args)) or 'none'}")
     if not args.ablation_figure:
         parts.append(f"--size {size}")
     parts.append(f"--preset {args.preset} --resolution {args.resolution} --seed {args.seed}")
@@ -210,7 +235,7 @@ def run(args) -> int:
                 tables.append(f"### {title}\n\n" + ev.objects_table(results, methods, skipped, subset))
     else:
         try:
-            items = ev.stimulus_items(size, args.n_layouts)
+            items = ev.stimulus_items(size, args.n_layouts, _stimulus_names(args))
         except ValueError as exc:
             raise UsageError(f"could not prepare the stimuli at size {size}: {exc}") from exc
         results = ev.run_stimuli(items, methods, settings, progress=not args.quiet)
@@ -230,7 +255,8 @@ def run(args) -> int:
         "command": command,
         "settings": {"samples": args.samples, "seed": args.seed, "size": size, "preset": args.preset,
                      "resolution": args.resolution, "device": str(device), "bf16": args.bf16,
-                     "n_objects": args.n_objects, "n_reliefs": args.n_reliefs, "n_layouts": args.n_layouts},
+                     "n_objects": args.n_objects, "n_reliefs": args.n_reliefs, "n_layouts": args.n_layouts,
+                     "stimuli": _stimulus_names(args) if args.suite == "stimuli" else None},
         "model": info,
         "methods": {m.name: {"description": m.description, "stochastic": m.stochastic, "schedule": schedules[m.name]}
                     for m in methods},
