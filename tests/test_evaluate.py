@@ -103,6 +103,8 @@ def test_score_stimulus_consistent_inverted_mixed(layout):
     assert sc.classes == [0, 1, None, 0]
     assert (sc.true, sc.inverted, sc.consistent) == (0.5, 0.25, 0.75)
     assert sc.n_modes >= 2 and sc.spread > 0
+    assert len(sc.labels) == 4 and sc.labels[0] == sc.labels[3] != sc.labels[1]  # same map, same mode
+    assert np.bincount(sc.labels).tolist() == [round(x * 4) for x in sc.mode_shares]
     same = ev.score_stimulus(np.stack([n, n]), layout.mask, layout.regions, layout.layout)
     assert same.n_modes == 1 and same.spread == pytest.approx(0.0, abs=1e-3) and same.true == 1.0
     no_regions = ev.score_stimulus(n, layout.mask)

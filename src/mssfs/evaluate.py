@@ -512,10 +512,11 @@ class StimulusScores:
     inverted: float | None = None
     readings: list | None = None
     classes: list | None = None
+    labels: list | None = None  # (N,) mode of each sample, 0 the most frequent
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("n", "n_modes", "mode_shares", "spread", "consistent", "true",
-                                               "inverted", "readings", "classes")}
+                                               "inverted", "readings", "classes", "labels")}
 
 
 def score_stimulus(samples: np.ndarray, mask: np.ndarray, regions=None, layout=None) -> StimulusScores:
@@ -527,7 +528,8 @@ def score_stimulus(samples: np.ndarray, mask: np.ndarray, regions=None, layout=N
     s = s[None] if s.ndim == 3 else s
     clus = cluster_samples(s, mask)
     spread = float(np.nanmean(angular_spread(s, mask))) if len(s) > 1 else 0.0
-    out = StimulusScores(len(s), clus.n_modes, [float(x) for x in clus.shares], spread)
+    out = StimulusScores(len(s), clus.n_modes, [float(x) for x in clus.shares], spread,
+                         labels=[int(x) for x in clus.labels])
     if regions is not None and layout is not None:
         r = region_readings(s, regions, mask)
         c = score_readings(r, layout)
