@@ -87,6 +87,8 @@ def test_bad_inputs_are_refused_cleanly(env, tmp_path, capsys):
     assert run(env, tmp_path / "o", inputs=["stimulus:nope"]) == 2
     assert "unknown stimulus" in capsys.readouterr().err
     assert run(env, tmp_path / "o", "--mask", "m.png") == 2  # one mask for two inputs
+    assert run(env, tmp_path / "o", "--workers", "0") == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err
     assert env["calls"] == [] and not (tmp_path / "o").exists()
 
 

@@ -155,6 +155,58 @@ def test_denoiser_counts_equal_schedule_cost(model):
     assert counter.calls == calls and counter.patch_forwards == 2 * patches
 
 
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_workers_give_the_numbers_of_one_thread(model, one_thread, bf16):
+    """Slices on 3 worker threads: the same eps and input gradient as one thread, bit for bit."""
+    torch.manual_seed(0)
+    x, s = torch.randn(70, 3, 16, 16), torch.rand(70, 1, 16, 16)
+    t = torch.randint(0, 300, (70,))
+    got = {}
+    for workers in (1, 3):
+        net = CountingDenoiser(model, bf16=bf16, chunk=16, workers=workers)
+        xg = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            eps = net(xg, t, s)
+            (grad,) = torch.autograd.grad((eps**2 * torch.arange(70.0)[:, None, None, None]).sum(), xg)
+        with torch.no_grad():
+            plain = net(x, t, s)
+        got[workers] = (eps.detach(), grad, plain)
+        assert eps.dtype == torch.float32 and net.calls == 2 and net.patch_forwards == 140
+    for a, b in zip(got[1], got[3]):
+        assert torch.equal(a, b)
+    assert grad.abs().sum() > 0 and torch.get_num_threads() == 1
+
+
+def test_workers_restore_the_thread_count(model):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        net = CountingDenoiser(model, chunk=8, workers=2)
+        net(torch.randn(20, 3, 16, 16), torch.zeros(20, dtype=torch.long), torch.rand(20, 1, 16, 16))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        CountingDenoiser(model, workers=0)
+
+
+def test_sampling_with_workers_matches_one_thread(model, one_thread):
+    sched = tiny_schedule()
+    one = sample(sphere_image(), n=2, seed=4, model=model, schedule=sched, chunk_patches=8, workers=1)
+    two = sample(sphere_image(), n=2, seed=4, model=model, schedule=sched, chunk_patches=8, workers=2)
+    np.testing.assert_array_equal(one.normals, two.normals)
+    for a, b in zip(one.stages, two.stages):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.slow
 def test_paper_preset_counts_by_running_it():
     """Run the real paper and fast presets with a trivial denoiser and count its calls."""

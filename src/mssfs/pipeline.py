@@ -499,6 +499,7 @@ def sample_many(
     batch_samples: int | None = None,
     progress: bool = False,
     chunk_patches: int | None | str = "auto",
+    workers: int | str = "auto",
 ) -> list[SampleResult]:
     """Sample ``n`` normal maps for each input, batching samples (and inputs) together.
 
@@ -511,6 +512,9 @@ def sample_many(
             Results do not depend on it beyond float rounding.
         chunk_patches: run each denoiser call in slices of at most this many patches
             (``"auto"``: 128 on CPU, where larger slices fall out of cache; none on GPUs).
+        workers: on CPU, run that many slices at once, one thread each (``"auto"``:
+            ``torch.get_num_threads()``, i.e. ``OMP_NUM_THREADS`` or the core count; 1 on
+            GPUs); any number gives the numbers of a one-thread run (docs/sampling.md).
     Returns:
         one :class:`SampleResult` per input.
     """
@@ -528,7 +532,11 @@ def sample_many(
     net, info = resolve_model(model, dev)
     if chunk_patches == "auto":
         chunk_patches = CPU_CHUNK if dev.type == "cpu" else None
-    counter = CountingDenoiser(net, bf16=bf16, chunk=chunk_patches)
+    if workers == "auto":
+        workers = torch.get_num_threads() if dev.type == "cpu" and chunk_patches else 1
+    if int(workers) < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    counter = CountingDenoiser(net, bf16=bf16, chunk=chunk_patches, workers=int(workers))
     jobs = [(k, i) for k in range(len(items)) for i in range(n)]
     batch = batch_samples or len(jobs)
     per_stage = [len(r.timesteps) for r in sched.runs()]
@@ -595,6 +603,7 @@ def sample(
     batch_samples: int | None = None,
     progress: bool = False,
     chunk_patches: int | None | str = "auto",
+    workers: int | str = "auto",
 ) -> SampleResult:
     """Draw ``n`` normal maps for one shading image.
 
@@ -609,10 +618,12 @@ def sample(
             background.
         bf16: run the denoiser under bfloat16 autocast.
         schedule: a :class:`Schedule`, dict, or YAML/JSON file path.
+        batch_samples, progress, chunk_patches, workers: as in :func:`sample_many`.
     Returns:
         :class:`SampleResult`.
     """
     return sample_many(
         [image], n=n, seed=seed, preset=preset, device=device, model=model, masks=[mask], bf16=bf16,
         schedule=schedule, batch_samples=batch_samples, progress=progress, chunk_patches=chunk_patches,
+        workers=workers,
     )[0]

@@ -9,6 +9,8 @@ curl are measured on the whole image, while the denoiser only ever sees patches.
 from __future__ import annotations
 
 import contextlib
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,30 +26,100 @@ __all__ = ["CountingDenoiser", "StepInfo", "guided_ddim"]
 
 
 class CountingDenoiser(nn.Module):
-    """Wraps a denoiser: counts calls and patch forwards, optional bf16 and chunking.
+    """Wraps a denoiser: counts calls and patch forwards, optional bf16, slicing and workers.
 
     ``eps = counter(x_t, t, shading)`` returns float32 noise whatever the autocast dtype.
     With ``chunk``, a call on more than ``chunk`` patches runs the model on slices of at
     most ``chunk`` patches (one logical call; autograd sees every slice): on CPUs the
     per-patch cost is lowest for ~64-128 patches, as larger batches fall out of cache.
+
+    With ``workers > 1`` (CPU), the slices of a call run on that many threads at once, each
+    with one intra-op thread, forward and backward (a slice's gradient with respect to its
+    input is computed on the worker that ran it).  Small convolutions split poorly over
+    cores, independent slices do not.  Each slice is computed as in a one-thread run, so
+    any ``workers > 1`` gives the numbers of ``workers=1`` under ``torch.set_num_threads(1)``.
     """
 
-    def __init__(self, model: nn.Module, bf16: bool = False, chunk: int | None = None):
+    def __init__(self, model: nn.Module, bf16: bool = False, chunk: int | None = None, workers: int = 1):
         super().__init__()
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.model = model
         self.bf16 = bf16
         self.chunk = chunk
+        self.workers = workers
         self.calls = 0
         self.patch_forwards = 0
+
+    def run_slice(self, x_t: torch.Tensor, t: torch.Tensor, shading: torch.Tensor) -> torch.Tensor:
+        """The model on one slice, under bf16 autocast if asked, as float32."""
+        ctx = torch.autocast(x_t.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        with ctx:
+            return self.model(x_t, t, shading).float()
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, shading: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         self.patch_forwards += x_t.shape[0]
-        ctx = torch.autocast(x_t.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         step = self.chunk or x_t.shape[0]
-        with ctx:
-            parts = [self.model(x_t[i : i + step], t[i : i + step], shading[i : i + step]) for i in range(0, x_t.shape[0], step)]
-        return (parts[0] if len(parts) == 1 else torch.cat(parts)).float()
+        if self.workers > 1 and x_t.shape[0] > step and x_t.device.type == "cpu":
+            if torch.is_grad_enabled() and x_t.requires_grad:
+                return _PooledSlices.apply(x_t, t, shading, self, step)
+            return torch.cat([e for _, e in _pooled_forward(self, x_t, t, shading, step, grad=False)])
+        parts = [self.run_slice(x_t[i : i + step], t[i : i + step], shading[i : i + step])
+                 for i in range(0, x_t.shape[0], step)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+@functools.lru_cache(maxsize=None)
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix="mssfs-slice")
+
+
+def _on_workers(fn, args: list, workers: int) -> list:
+    """``[fn(*a) for a in args]`` on ``workers`` threads with one intra-op thread each."""
+    threads = torch.get_num_threads()
+
+    def task(a):
+        torch.set_num_threads(1)  # per worker thread (OpenMP); the caller's count is restored below
+        return fn(*a)
+
+    try:
+        return list(_pool(workers).map(task, args))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pooled_forward(counter: CountingDenoiser, x_t, t, shading, step: int, grad: bool) -> list:
+    """Run the slices on the workers; returns ``(input leaf, eps)`` per slice, with the
+    slice's graph when ``grad``."""
+
+    def one(i):
+        xi = x_t[i : i + step].detach().requires_grad_(grad)
+        with torch.set_grad_enabled(grad):  # grad mode is per thread
+            return xi, counter.run_slice(xi, t[i : i + step], shading[i : i + step])
+
+    return _on_workers(one, [(i,) for i in range(0, x_t.shape[0], step)], counter.workers)
+
+
+class _PooledSlices(torch.autograd.Function):
+    """``eps`` of all slices, run on the workers; backward runs each slice's vector-Jacobian
+    product on the workers too (with respect to ``x_t`` only)."""
+
+    @staticmethod
+    def forward(ctx, x_t, t, shading, counter, step):
+        ctx.parts, ctx.workers = _pooled_forward(counter, x_t, t, shading, step, grad=True), counter.workers
+        return torch.cat([e.detach() for _, e in ctx.parts])
+
+    @staticmethod
+    def backward(ctx, grad_eps):
+        parts, ctx.parts = ctx.parts, None
+        grads = grad_eps.split([xi.shape[0] for xi, _ in parts])
+
+        def vjp(k):
+            xi, e = parts[k]
+            return torch.autograd.grad(e, xi, grads[k])[0]
+
+        return torch.cat(_on_workers(vjp, [(k,) for k in range(len(parts))], ctx.workers)), None, None, None, None
 
 
 @dataclass

@@ -53,6 +53,9 @@ def register(subparsers) -> None:
                    "saved as soon as it is done (default auto: together on GPUs, one by one on CPUs)")
     p.add_argument("--chunk-patches", type=int, metavar="P",
                    help="run denoiser calls in slices of at most P patches (default: 128 on CPU, none on GPU)")
+    p.add_argument("--workers", type=int, metavar="K",
+                   help="on CPU, run K slices at once, one thread each (default: torch's thread count, i.e. "
+                   "OMP_NUM_THREADS or the number of cores); any K gives the numbers of a one-thread run")
     p.add_argument("--overwrite", action="store_true", help="replace existing output folders")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -86,6 +89,8 @@ def run(args) -> int:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     if args.chunk_patches is not None and args.chunk_patches < 1:
         raise UsageError(f"--chunk-patches must be >= 1, got {args.chunk_patches}")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
     if args.batch_samples is not None and args.batch_samples < 1:
         raise UsageError(f"--batch-samples must be >= 1, got {args.batch_samples}")
     masks = args.mask or []
@@ -132,7 +137,7 @@ def run(args) -> int:
         results = pipeline.sample_many(
             group, n=args.samples, seed=args.seed, device=device, model=model, bf16=args.bf16,
             schedule=schedule, batch_samples=args.batch_samples, progress=not args.quiet,
-            chunk_patches=args.chunk_patches or "auto",
+            chunk_patches=args.chunk_patches or "auto", workers=args.workers or "auto",
         )
         for item, result in zip(group, results):
             result.model_info = info
