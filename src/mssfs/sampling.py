@@ -70,7 +70,7 @@ class CountingDenoiser(nn.Module):
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(workers, thread_name_prefix="mssfs-slice")
 
