@@ -18,6 +18,7 @@ The row "1, fp32, our kernels" separates what the kernels give from what batchin
     python benchmarks/sample_speed.py --preset paper --samples-list 1,4,16
     python benchmarks/sample_speed.py --device cuda --bf16 --samples-list 1,16,64
     python benchmarks/sample_speed.py --preset fast --samples-list 1,4 --end-to-end
+    OMP_NUM_THREADS=2 python benchmarks/sample_speed.py --bf16 --workers 2   # slices on 2 threads
 
 Weights do not change speed: without ``--model`` the published-size U-Net is used with
 random weights (the package weights when ``--weights default`` is given).
@@ -109,7 +110,7 @@ def measure(args, configs) -> dict:
     device = torch.device(args.device)
     base = load_net(args.weights, device)
     models = {"ours": base, "published": publication_net(base)}
-    nets = {c[1:]: CountingDenoiser(models[c[3]], bf16=c[1], chunk=c[2]) for c in configs}
+    nets = {c[1:]: CountingDenoiser(models[c[3]], bf16=c[1], chunk=c[2], workers=c[4]) for c in configs}
     sched = resolve_schedule(args.schedule, args.preset)
     out = {c: {} for c in configs}
     wanted = sorted({s.resolution for s in sched.stages})
@@ -127,7 +128,7 @@ def measure(args, configs) -> dict:
                 best[c][1] = min(best[c][1], (guided - plain) / args.iters)
         for c in configs:
             out[c][r] = {"plain": best[c][0], "guided": max(best[c][1], 0.0)}
-        print(f"  measured {r}px: " + ", ".join(f"N={c[0]}{' published' if c[3] == 'published' else ''}{' bf16' if c[1] else ''}{f' chunk {c[2]}' if c[2] else ''}: "
+        print(f"  measured {r}px: " + ", ".join(f"N={c[0]}{' published' if c[3] == 'published' else ''}{' bf16' if c[1] else ''}{f' chunk {c[2]}' if c[2] else ''}{f' x{c[4]}' if c[4] > 1 else ''}: "
               f"{out[c][r]['plain']:.2f}/{out[c][r]['guided']:.2f} s" for c in configs), file=sys.stderr)
     # Resolutions not measured: per-call time interpolated linearly in the number of patches.
     for c in configs:
@@ -143,7 +144,8 @@ def peak_memory_worker(args) -> float:
     """MiB above the loaded model for one guided call of ``--worker`` samples at the finest size."""
     device = torch.device(args.device)
     net = load_net(args.weights, device)
-    net = CountingDenoiser(publication_net(net) if args.published else net, bf16=args.bf16, chunk=args.chunk or None)
+    net = CountingDenoiser(publication_net(net) if args.published else net, bf16=args.bf16, chunk=args.chunk or None,
+                           workers=args.workers)
     r = max(s.resolution for s in resolve_schedule(args.schedule, args.preset).stages)
     x, shading = _inputs(args.worker, r, device)
     if device.type == "cuda":
@@ -165,7 +167,7 @@ def extrapolate(sched, per_call: dict, n: int) -> float:
     return total / n
 
 
-def end_to_end(args, n: int, bf16: bool, chunk) -> float:
+def end_to_end(args, n: int, bf16: bool, chunk, workers: int) -> float:
     from mssfs.pipeline import sample
 
     device = torch.device(args.device)
@@ -173,7 +175,7 @@ def end_to_end(args, n: int, bf16: bool, chunk) -> float:
     img = np.load(os.path.join(os.path.dirname(__file__), "..", "src", "mssfs", "stimuli", "star.npy"))
     t0 = time.perf_counter()
     sample(img, n=n, seed=0, preset=args.preset, schedule=args.schedule, model=net, device=device, bf16=bf16,
-           chunk_patches=chunk)
+           chunk_patches=chunk, workers=workers)
     return (time.perf_counter() - t0) / n
 
 
@@ -192,6 +194,9 @@ def main(argv=None) -> int:
     p.add_argument("--end-to-end", action="store_true", help="also run the real pipeline at each batch size")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--chunk", type=int, default=128, help="patch slice size for the chunked rows (0: none)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="K > 1 adds rows whose slices run on K worker threads, one intra-op thread each "
+                   "(the other rows use torch's threads inside each call)")
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     p.add_argument("--published", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -202,40 +207,43 @@ def main(argv=None) -> int:
     calls, patches = sched.total_cost()
     sizes = sorted({1} | {int(v) for v in args.samples_list.split(",")})
     chunk = args.chunk or None
-    baseline = (1, False, None, "published")
-    configs = [baseline] + [(n, False, None, "ours") for n in sizes]
-    configs += [(n, False, chunk, "ours") for n in sizes if chunk and n > 1]
-    configs += [(n, True, chunk, "ours") for n in sizes] if args.bf16 else []
+    baseline = (1, False, None, "published", 1)
+    configs = [baseline] + [(n, False, None, "ours", 1) for n in sizes]
+    configs += [(n, False, chunk, "ours", 1) for n in sizes if chunk and n > 1]
+    configs += [(n, True, chunk, "ours", 1) for n in sizes] if args.bf16 else []
+    if args.workers > 1 and chunk:
+        configs += [(n, bf16, chunk, "ours", args.workers) for bf16 in ([False, True] if args.bf16 else [False])
+                    for n in sizes]
     per_call = measure(args, configs)
     rows = {}
     for c in configs:
-        n, bf16, ch, kernels = c
+        n, bf16, ch, kernels, workers = c
         rows[c] = {"s": extrapolate(sched, per_call[c], n)}
         if not args.no_memory:
             cmd = [sys.executable, __file__, "--worker", str(n), "--preset", args.preset, "--device", args.device]
             cmd += (["--schedule", args.schedule] if args.schedule else []) + (["--bf16"] if bf16 else [])
-            cmd += ["--chunk", str(ch or 0)]
+            cmd += ["--chunk", str(ch or 0), "--workers", str(workers)]
             cmd += ["--weights", args.weights] if args.weights else []
             cmd += ["--published"] if kernels == "published" else []
             res = subprocess.run(cmd, check=True, capture_output=True, text=True)
             rows[c]["mem"] = json.loads(res.stdout.strip().splitlines()[-1])["peak_mb"] / n
         if args.end_to_end:
-            rows[c]["measured"] = end_to_end(args, n, bf16, ch)
+            rows[c]["measured"] = end_to_end(args, n, bf16, ch, workers)
     base = rows[baseline]["s"]
     print(f"\npreset {sched.name}: {calls} denoiser calls and {patches:,} patch forwards per sample; "
           f"device {args.device}, {torch.get_num_threads()} threads, {'package' if args.weights else 'random'} weights; "
           f"measured resolutions: {args.measure_res or 'all'}\n")
-    head = ("| samples per batch | precision | kernels | patches per forward | s / sample (extrapolated) | samples / hour | vs publication loop | "
+    head = ("| samples per batch | precision | kernels | patches per forward | workers | s / sample (extrapolated) | samples / hour | vs publication loop | "
             "denoiser calls per sample | peak memory per sample (MiB) |")
     if args.end_to_end:
         head += " s / sample (measured end to end) |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for c in configs:
-        n, bf16, ch, kernels = c
+        n, bf16, ch, kernels, workers = c
         r = rows[c]
         label = f"{n}" + (" (publication loop: one seed at a time)" if c == baseline else "")
-        line = (f"| {label} | {'bf16' if bf16 else 'fp32'} | {kernels} | {f'<= {ch}' if ch else 'all'} | {r['s']:.1f} | {3600 / r['s']:.1f} | "
+        line = (f"| {label} | {'bf16' if bf16 else 'fp32'} | {kernels} | {f'<= {ch}' if ch else 'all'} | {workers} | {r['s']:.1f} | {3600 / r['s']:.1f} | "
                 f"{base / r['s']:.2f}x | {calls / n:.0f} | {r.get('mem', float('nan')):.0f} |")
         if args.end_to_end:
             line += f" {r['measured']:.1f} |"

@@ -35,11 +35,13 @@ def test_sample_speed_runs_on_a_tiny_schedule(tmp_path, capsys):
     sched = tmp_path / "tiny.yaml"
     sched.write_text("name: tiny\nnum_steps: 3\nfuse_last: 1\nstages:\n  - {resolution: 32, lr: 1.0, restart_t: 299}\n")
     assert speed.main(["--schedule", str(sched), "--samples-list", "2", "--bf16", "--no-memory", "--reps", "1",
-                       "--chunk", "4"]) == 0
+                       "--chunk", "4", "--workers", "2"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| 1") or line.startswith("| 2")]
-    assert len(rows) == 6  # baseline, 1 and 2 with our kernels, 2 chunked, 1 and 2 bf16
-    assert "| published |" in rows[0] and "1.00x" in rows[0]
+    # baseline, 1 and 2 with our kernels, 2 chunked, 1 and 2 bf16, then 1 and 2 on 2 workers in fp32 and bf16
+    assert len(rows) == 10
+    assert "| published | all | 1 |" in rows[0] and "1.00x" in rows[0]
+    assert all("| <= 4 | 2 |" in row for row in rows[6:])
 
 
 def test_denoiser_kernels_prints_one_row_per_size(capsys):
