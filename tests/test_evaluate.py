@@ -111,6 +111,14 @@ def test_score_stimulus_consistent_inverted_mixed(layout):
     assert no_regions.consistent is None and no_regions.n == 1
 
 
+def test_modes_match_readings():
+    readings = np.array([[1, -1], [1, -1], [-1, 1], [-1, 1], [1, 1], [1, 1]])
+    assert ev.modes_match_readings([2, 2, 0, 0, 1, 1], readings) == pytest.approx(1.0)  # same groups, other names
+    assert ev.modes_match_readings([0, 0, 0, 0, 1, 1], readings) < 1.0  # two readings merged into one mode
+    assert ev.modes_match_readings([0, 1, 0, 1, 0, 1], readings) < 0.0  # modes cut across every reading
+    assert ev.modes_match_readings([0, 0], readings[:2]) == pytest.approx(1.0)
+
+
 def test_segment_features_recovers_generated_regions(layout):
     seg = ev.segment_features(layout.image, len(layout.layout))
     assert seg.max() == len(layout.layout)
@@ -256,7 +264,10 @@ def test_cli_stimuli_end_to_end(cli_env, tmp_path):
     assert len(circles["readings"]) == 2 and len(circles["readings"][0]) == 4
     assert 0 <= circles["consistent"] <= 1 and items[1]["consistent"] is None
     assert data["summary"]["flat"]["layouts"]["consistent"] == 0.0  # a flat map reads no region as bump or dent
-    assert "layouts (mean of 1)" in (out / "results.md").read_text()
+    assert -1 <= data["summary"]["no-guidance"]["layouts"]["reading_ari"] <= 1
+    assert circles["reading_ari"] is not None and items[1]["reading_ari"] is None
+    md = (out / "results.md").read_text()
+    assert "layouts (mean of 1)" in md and "modes ~ readings (ARI)" in md
 
 
 def test_cli_stimuli_subset_reuses_the_full_suites_layout_seeds(cli_env, tmp_path):

@@ -513,10 +513,11 @@ class StimulusScores:
     readings: list | None = None
     classes: list | None = None
     labels: list | None = None  # (N,) mode of each sample, 0 the most frequent
+    reading_ari: float | None = None  # agreement of the modes with the region readings
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("n", "n_modes", "mode_shares", "spread", "consistent", "true",
-                                               "inverted", "readings", "classes", "labels")}
+                                               "inverted", "readings", "classes", "labels", "reading_ari")}
 
 
 def score_stimulus(samples: np.ndarray, mask: np.ndarray, regions=None, layout=None) -> StimulusScores:
@@ -535,7 +536,19 @@ def score_stimulus(samples: np.ndarray, mask: np.ndarray, regions=None, layout=N
         c = score_readings(r, layout)
         out.consistent, out.true, out.inverted = c["consistent"], c["true"], c["inverted"]
         out.readings, out.classes = r.astype(int).tolist(), c["classes"]
+        out.reading_ari = modes_match_readings(clus.labels, r)
     return out
+
+
+def modes_match_readings(labels, readings) -> float:
+    """Adjusted Rand index between the modes found by :func:`mssfs.analysis.cluster_samples`
+    (``labels``, ``(N,)``) and the partition of the samples by their region readings
+    (``(N, R)``; samples with identical rows together): 1 when the modes are exactly the
+    distinct readings, about 0 when they are unrelated (1 when both are a single group)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    _, by_reading = np.unique(np.asarray(readings), axis=0, return_inverse=True)
+    return float(adjusted_rand_score(by_reading.ravel(), np.asarray(labels)))
 
 
 # ----------------------------------------------------------------------------- runners
@@ -636,7 +649,8 @@ def run_stimuli(items: list[StimulusItem], methods: list[Method], settings: RunS
         lay = [r for r in rows if r["kind"] == "layout"]
         s = {"seconds": seconds[m.name], "seconds_per_image": seconds[m.name] / max(1, len(items))}
         if lay:
-            s["layouts"] = {k: float(np.mean([r[k] for r in lay])) for k in ("consistent", "true", "inverted", "n_modes", "spread")}
+            s["layouts"] = {k: float(np.mean([r[k] for r in lay]))
+                            for k in ("consistent", "true", "inverted", "n_modes", "spread", "reading_ari")}
             s["layouts"]["count"] = len(lay)
         summary[m.name] = s
     return {"summary": summary, "items": per_item}
@@ -645,6 +659,10 @@ def run_stimuli(items: list[StimulusItem], methods: list[Method], settings: RunS
 # ----------------------------------------------------------------------------- tables
 def _deg(x) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}"
+
+
+def _ari(x) -> str:
+    return "—" if x is None else f"{x:.2f}"
 
 
 def _pct(x) -> str:
@@ -680,8 +698,8 @@ def objects_table(results: dict, methods: list[Method], skipped: dict[str, str],
 def stimuli_table(results: dict, methods: list[Method], skipped: dict[str, str]) -> str:
     """Markdown table of :func:`run_stimuli` output: bundled stimuli one row each, the
     generated layouts averaged into one row per method."""
-    head = ("| input | method | N | consistent | true | inverted | modes | spread | s / image |\n"
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    head = ("| input | method | N | consistent | true | inverted | modes | modes ~ readings (ARI) | spread | s / image |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     names = [r["item"] for r in results["items"][methods[0].name] if r["kind"] == "bundled"] if methods else []
     for name in names + ["layouts"]:
@@ -696,9 +714,10 @@ def stimuli_table(results: dict, methods: list[Method], skipped: dict[str, str])
                 r = next(x for x in results["items"][m.name] if x["item"] == name)
                 label, n, modes = name, r["n"], str(r["n_modes"])
             lines.append(f"| {label} | {m.name} | {n} | {_pct(r['consistent'])} | {_pct(r['true'])} | "
-                         f"{_pct(r['inverted'])} | {modes} | {_deg(r['spread'])}° | {s['seconds_per_image']:.1f} |")
+                         f"{_pct(r['inverted'])} | {modes} | {_ari(r.get('reading_ari'))} | {_deg(r['spread'])}° | "
+                         f"{s['seconds_per_image']:.1f} |")
     for name, why in skipped.items():
-        lines.append(f"| | {name} | skipped: {why} | | | | | | |")
+        lines.append(f"| | {name} | skipped: {why} | | | | | | | |")
     return "\n".join(lines)
 
 
