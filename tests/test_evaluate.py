@@ -265,6 +265,7 @@ def test_cli_stimuli_end_to_end(cli_env, tmp_path):
     assert 0 <= circles["consistent"] <= 1 and items[1]["consistent"] is None
     assert data["summary"]["flat"]["layouts"]["consistent"] == 0.0  # a flat map reads no region as bump or dent
     assert -1 <= data["summary"]["no-guidance"]["layouts"]["reading_ari"] <= 1
+    assert data["summary"]["flat"]["layouts"]["reading_ari"] is None  # one prediction: no modes to compare
     assert circles["reading_ari"] is not None and items[1]["reading_ari"] is None
     md = (out / "results.md").read_text()
     assert "layouts (mean of 1)" in md and "modes ~ readings (ARI)" in md

@@ -536,7 +536,7 @@ def score_stimulus(samples: np.ndarray, mask: np.ndarray, regions=None, layout=N
         c = score_readings(r, layout)
         out.consistent, out.true, out.inverted = c["consistent"], c["true"], c["inverted"]
         out.readings, out.classes = r.astype(int).tolist(), c["classes"]
-        out.reading_ari = modes_match_readings(clus.labels, r)
+        out.reading_ari = modes_match_readings(clus.labels, r) if len(s) > 1 else None  # one sample: nothing to group
     return out
 
 
@@ -649,8 +649,9 @@ def run_stimuli(items: list[StimulusItem], methods: list[Method], settings: RunS
         lay = [r for r in rows if r["kind"] == "layout"]
         s = {"seconds": seconds[m.name], "seconds_per_image": seconds[m.name] / max(1, len(items))}
         if lay:
-            s["layouts"] = {k: float(np.mean([r[k] for r in lay]))
-                            for k in ("consistent", "true", "inverted", "n_modes", "spread", "reading_ari")}
+            s["layouts"] = {k: float(np.mean([r[k] for r in lay])) for k in ("consistent", "true", "inverted", "n_modes", "spread")}
+            aris = [r["reading_ari"] for r in lay]
+            s["layouts"]["reading_ari"] = None if None in aris else float(np.mean(aris))
             s["layouts"]["count"] = len(lay)
         summary[m.name] = s
     return {"summary": summary, "items": per_item}
