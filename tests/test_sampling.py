@@ -169,12 +169,14 @@ def test_workers_give_the_numbers_of_one_thread(model, one_thread, bf16):
     torch.manual_seed(0)
     x, s = torch.randn(70, 3, 16, 16), torch.rand(70, 1, 16, 16)
     t = torch.randint(0, 300, (70,))
+    frozen = tiny_model().requires_grad_(False)  # as load_model returns it
     got = {}
     for workers in (1, 3):
-        net = CountingDenoiser(model, bf16=bf16, chunk=16, workers=workers)
+        net = CountingDenoiser(frozen, bf16=bf16, chunk=16, workers=workers)
         xg = x.clone().requires_grad_(True)
         with torch.enable_grad():
             eps = net(xg, t, s)
+            assert ("_PooledSlices" in type(eps.grad_fn).__name__) == (workers == 3)  # the workers' backward
             (grad,) = torch.autograd.grad((eps**2 * torch.arange(70.0)[:, None, None, None]).sum(), xg)
         with torch.no_grad():
             plain = net(x, t, s)
@@ -198,7 +200,25 @@ def test_workers_restore_the_thread_count(model):
         CountingDenoiser(model, workers=0)
 
 
-def test_sampling_with_workers_matches_one_thread(model, one_thread):
+def test_workers_keep_parameter_and_shading_gradients(one_thread):
+    """A model that is not frozen, or a shading that needs gradients, gets them as without workers."""
+    torch.manual_seed(1)
+    x, s = torch.randn(40, 3, 16, 16), torch.rand(40, 1, 16, 16)
+    t = torch.randint(0, 300, (40,))
+    got = {}
+    for workers in (1, 2):
+        net = tiny_model()
+        sg = s.clone().requires_grad_(True)
+        with torch.enable_grad():
+            CountingDenoiser(net, chunk=16, workers=workers)(x, t, sg).square().sum().backward()
+        got[workers] = [sg.grad] + [p.grad for p in net.parameters()]
+    assert all(g is not None for g in got[2])
+    for a, b in zip(got[1], got[2]):
+        torch.testing.assert_close(a, b)
+
+
+def test_sampling_with_workers_matches_one_thread(one_thread):
+    model = tiny_model().requires_grad_(False)
     sched = tiny_schedule()
     one = sample(sphere_image(), n=2, seed=4, model=model, schedule=sched, chunk_patches=8, workers=1)
     two = sample(sphere_image(), n=2, seed=4, model=model, schedule=sched, chunk_patches=8, workers=2)

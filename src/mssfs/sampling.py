@@ -38,6 +38,9 @@ class CountingDenoiser(nn.Module):
     input is computed on the worker that ran it).  Small convolutions split poorly over
     cores, independent slices do not.  Each slice is computed as in a one-thread run, so
     any ``workers > 1`` gives the numbers of ``workers=1`` under ``torch.set_num_threads(1)``.
+    Gradients through the workers are for ``x_t`` only (what guidance needs): when the
+    shading or the model's parameters require gradients (e.g. a model that was not frozen),
+    a differentiable call runs the slices one after another instead.
     """
 
     def __init__(self, model: nn.Module, bf16: bool = False, chunk: int | None = None, workers: int = 1):
@@ -62,9 +65,10 @@ class CountingDenoiser(nn.Module):
         self.patch_forwards += x_t.shape[0]
         step = self.chunk or x_t.shape[0]
         if self.workers > 1 and x_t.shape[0] > step and x_t.device.type == "cpu":
-            if torch.is_grad_enabled() and x_t.requires_grad:
-                return _PooledSlices.apply(x_t, t, shading, self, step)
-            return torch.cat([e for _, e in _pooled_forward(self, x_t, t, shading, step, grad=False)])
+            if not torch.is_grad_enabled() or not (x_t.requires_grad or shading.requires_grad):
+                return torch.cat([e for _, e in _pooled_forward(self, x_t, t, shading, step, grad=False)])
+            if not shading.requires_grad and not any(p.requires_grad for p in self.model.parameters()):
+                return _PooledSlices.apply(x_t, t, shading, self, step)  # gradients for x_t only
         parts = [self.run_slice(x_t[i : i + step], t[i : i + step], shading[i : i + step])
                  for i in range(0, x_t.shape[0], step)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
