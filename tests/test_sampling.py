@@ -225,6 +225,8 @@ def test_sampling_with_workers_matches_one_thread(one_thread):
     np.testing.assert_array_equal(one.normals, two.normals)
     for a, b in zip(one.stages, two.stages):
         np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        sample(sphere_image(), n=1, model=model, schedule=sched, workers=0)
 
 
 @pytest.mark.slow

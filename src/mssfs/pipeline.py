@@ -514,12 +514,14 @@ def sample_many(
             (``"auto"``: 128 on CPU, where larger slices fall out of cache; none on GPUs).
         workers: on CPU, run that many slices at once, one thread each (``"auto"``:
             ``torch.get_num_threads()``, i.e. ``OMP_NUM_THREADS`` or the core count; 1 on
-            GPUs); any number gives the numbers of a one-thread run (docs/sampling.md).
+            GPUs); any number above 1 gives the numbers of a one-thread run (docs/sampling.md).
     Returns:
         one :class:`SampleResult` per input.
     """
     if n < 1:
         raise ValueError(f"the number of samples must be >= 1, got {n}")
+    if workers != "auto" and int(workers) < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     seeds = [int(seed)] * len(inputs) if np.ndim(seed) == 0 else [int(s) for s in seed]
     if len(seeds) != len(inputs):
         raise ValueError(f"{len(seeds)} seeds for {len(inputs)} inputs")
@@ -534,8 +536,6 @@ def sample_many(
         chunk_patches = CPU_CHUNK if dev.type == "cpu" else None
     if workers == "auto":
         workers = torch.get_num_threads() if dev.type == "cpu" and chunk_patches else 1
-    if int(workers) < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
     counter = CountingDenoiser(net, bf16=bf16, chunk=chunk_patches, workers=int(workers))
     jobs = [(k, i) for k in range(len(items)) for i in range(n)]
     batch = batch_samples or len(jobs)

@@ -55,7 +55,7 @@ def register(subparsers) -> None:
                    help="run denoiser calls in slices of at most P patches (default: 128 on CPU, none on GPU)")
     p.add_argument("--workers", type=int, metavar="K",
                    help="on CPU, run K slices at once, one thread each (default: torch's thread count, i.e. "
-                   "OMP_NUM_THREADS or the number of cores); any K gives the numbers of a one-thread run")
+                   "OMP_NUM_THREADS or the number of cores); any K > 1 gives the numbers of a one-thread run")
     p.add_argument("--overwrite", action="store_true", help="replace existing output folders")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
