@@ -32,6 +32,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -40,6 +41,20 @@ from mssfs.diffusion import NoiseSchedule
 from mssfs.patches import PATCH, to_patches
 from mssfs.sampling import CountingDenoiser, guided_ddim
 from mssfs.schedules import Stage, resolve_schedule
+
+
+class Config(NamedTuple):
+    """One row of the table: samples per batch, bf16, slice size, kernels, worker threads."""
+
+    n: int
+    bf16: bool
+    chunk: int | None
+    kernels: str  # "ours" or "published"
+    workers: int = 1
+
+    def label(self) -> str:
+        return (f"N={self.n}{' published' if self.kernels == 'published' else ''}{' bf16' if self.bf16 else ''}"
+                f"{f' chunk {self.chunk}' if self.chunk else ''}{f' x{self.workers}' if self.workers > 1 else ''}")
 
 
 def load_net(weights: str | None, device):
@@ -110,26 +125,26 @@ def measure(args, configs) -> dict:
     device = torch.device(args.device)
     base = load_net(args.weights, device)
     models = {"ours": base, "published": publication_net(base)}
-    nets = {c[1:]: CountingDenoiser(models[c[3]], bf16=c[1], chunk=c[2], workers=c[4]) for c in configs}
+    nets = {c: CountingDenoiser(models[c.kernels], bf16=c.bf16, chunk=c.chunk, workers=c.workers) for c in configs}
     sched = resolve_schedule(args.schedule, args.preset)
     out = {c: {} for c in configs}
     wanted = sorted({s.resolution for s in sched.stages})
     measured = sorted({int(v) for v in args.measure_res.split(",")}) if args.measure_res else wanted
     for r in measured:
-        data = {c: _inputs(c[0], r, device) for c in configs}
+        data = {c: _inputs(c.n, r, device) for c in configs}
         for c in configs:  # warm-up (allocator, kernel selection) per shape
-            _time_call(nets[c[1:]], *data[c], r, 0, device)
+            _time_call(nets[c], *data[c], r, 0, device)
         best = {c: [float("inf"), float("inf")] for c in configs}
         for _ in range(args.reps):
             for c in configs:
-                plain = _time_call(nets[c[1:]], *data[c], r, 0, device)
-                guided = _time_call(nets[c[1:]], *data[c], r, args.iters, device)
+                plain = _time_call(nets[c], *data[c], r, 0, device)
+                guided = _time_call(nets[c], *data[c], r, args.iters, device)
                 best[c][0] = min(best[c][0], plain)
                 best[c][1] = min(best[c][1], (guided - plain) / args.iters)
         for c in configs:
             out[c][r] = {"plain": best[c][0], "guided": max(best[c][1], 0.0)}
-        print(f"  measured {r}px: " + ", ".join(f"N={c[0]}{' published' if c[3] == 'published' else ''}{' bf16' if c[1] else ''}{f' chunk {c[2]}' if c[2] else ''}{f' x{c[4]}' if c[4] > 1 else ''}: "
-              f"{out[c][r]['plain']:.2f}/{out[c][r]['guided']:.2f} s" for c in configs), file=sys.stderr)
+        print(f"  measured {r}px: " + ", ".join(f"{c.label()}: {out[c][r]['plain']:.2f}/{out[c][r]['guided']:.2f} s"
+                                               for c in configs), file=sys.stderr)
     # Resolutions not measured: per-call time interpolated linearly in the number of patches.
     for c in configs:
         xs = [(r // PATCH) ** 2 for r in measured]
@@ -207,12 +222,12 @@ def main(argv=None) -> int:
     calls, patches = sched.total_cost()
     sizes = sorted({1} | {int(v) for v in args.samples_list.split(",")})
     chunk = args.chunk or None
-    baseline = (1, False, None, "published", 1)
-    configs = [baseline] + [(n, False, None, "ours", 1) for n in sizes]
-    configs += [(n, False, chunk, "ours", 1) for n in sizes if chunk and n > 1]
-    configs += [(n, True, chunk, "ours", 1) for n in sizes] if args.bf16 else []
+    baseline = Config(1, False, None, "published")
+    configs = [baseline] + [Config(n, False, None, "ours") for n in sizes]
+    configs += [Config(n, False, chunk, "ours") for n in sizes if chunk and n > 1]
+    configs += [Config(n, True, chunk, "ours") for n in sizes] if args.bf16 else []
     if args.workers > 1 and chunk:
-        configs += [(n, bf16, chunk, "ours", args.workers) for bf16 in ([False, True] if args.bf16 else [False])
+        configs += [Config(n, bf16, chunk, "ours", args.workers) for bf16 in ([False, True] if args.bf16 else [False])
                     for n in sizes]
     per_call = measure(args, configs)
     rows = {}

@@ -112,7 +112,8 @@ def _check(args) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.suite == "objects" and args.n_objects + args.n_reliefs == 0:
         raise UsageError("--n-objects and --n-reliefs are both 0: nothing to evaluate")
-    if args.suite == "stimuli" and not _stimulus_names(args) and args.n_layouts == 0:
+    args.stimulus_names = _stimulus_names(args) if args.suite == "stimuli" else None
+    if args.stimulus_names == [] and args.n_layouts == 0:
         raise UsageError("--stimuli none and --n-layouts 0: nothing to evaluate")
     if args.size is not None and (args.size < 2 * PATCH or args.size % PATCH):
         raise UsageError(f"--size must be a multiple of {PATCH} and at least {2 * PATCH}, got {args.size}")
@@ -165,7 +166,7 @@ def _command(args, methods: list[str], size: int) -> str:
     elif args.suite == "stimuli":
         parts.append(f"--n-layouts {args.n_layouts}")
         if args.stimuli.strip().lower() != "all":
-            parts.append(f"--stimuli {','.join(_stimulus_names(args)) or 'none'}")
+            parts.append(f"--stimuli {','.join(args.stimulus_names) or 'none'}")
     if not args.ablation_figure:
         parts.append(f"--size {size}")
     parts.append(f"--preset {args.preset} --resolution {args.resolution} --seed {args.seed}")
@@ -235,7 +236,7 @@ def run(args) -> int:
                 tables.append(f"### {title}\n\n" + ev.objects_table(results, methods, skipped, subset))
     else:
         try:
-            items = ev.stimulus_items(size, args.n_layouts, _stimulus_names(args))
+            items = ev.stimulus_items(size, args.n_layouts, args.stimulus_names)
         except ValueError as exc:
             raise UsageError(f"could not prepare the stimuli at size {size}: {exc}") from exc
         results = ev.run_stimuli(items, methods, settings, progress=not args.quiet)
@@ -256,7 +257,7 @@ def run(args) -> int:
         "settings": {"samples": args.samples, "seed": args.seed, "size": size, "preset": args.preset,
                      "resolution": args.resolution, "device": str(device), "bf16": args.bf16,
                      "n_objects": args.n_objects, "n_reliefs": args.n_reliefs, "n_layouts": args.n_layouts,
-                     "stimuli": _stimulus_names(args) if args.suite == "stimuli" else None},
+                     "stimuli": args.stimulus_names},
         "model": info,
         "methods": {m.name: {"description": m.description, "stochastic": m.stochastic, "schedule": schedules[m.name]}
                     for m in methods},
