@@ -2,9 +2,9 @@
 
 For one folder written by ``mssfs sample`` this prints what the clustering sees:
 
-* the mean |convexity reading| (1/pixel) that the flat fallback compares with
-  ``FLAT_CURVATURE``, and that value times the image side, at the folder's size and with
-  the normals resized to ``--sizes``;
+* the mean |convexity reading| (1/pixel) and the size-free curvature level (that value
+  times the image side) that the flat fallback compares with ``FLAT_LEVEL``, at the
+  folder's size and with the normals resized to ``--sizes``;
 * the pairwise reading distances (minimum, median), and, with ``--regions R`` (the image's
   R largest features, found by :func:`mssfs.evaluate.segment_features`), their medians for
   pairs with the same and with different region readings, and the share of the absolute
@@ -47,13 +47,13 @@ def main(argv=None) -> int:
         return 2
     n, mask = s.normals, s.mask
     h, w = n.shape[1:3]
-    print(f"{args.folder}: {len(n)} samples, {h} x {w}; flat below {A.FLAT_CURVATURE} / pixel")
+    print(f"{args.folder}: {len(n)} samples, {h} x {w}; flat below a curvature level of {A.FLAT_LEVEL}")
     for size in [None] + [int(v) for v in args.sizes.split(",") if v]:
         nn, mm = (n, mask) if size is None else A.resize_normals(n, (size, size), mask)
         side = min(nn.shape[1:3])
-        level = float(np.median(np.abs(A.convexity_readings(nn, mm)).mean(1)))
-        print(f"  at {side} px: mean |reading| {level:.5f} / pixel, x side {level * side:.2f}, "
-              f"{'flat' if level < A.FLAT_CURVATURE else 'curved'}")
+        level = float(np.median(A.curvature_level(A.convexity_readings(nn, mm), nn.shape[1:3])))
+        print(f"  at {side} px: mean |reading| {level / side:.5f} / pixel, level (x side) {level:.2f}, "
+              f"{'flat' if level < A.FLAT_LEVEL else 'curved'}")
     dist = A.reading_distances(A.convexity_readings(n, mask))
     pairs = np.triu_indices(len(n), 1)
     if len(n) > 1:

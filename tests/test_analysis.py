@@ -91,6 +91,52 @@ def test_flat_samples_fall_back_to_normal_maps():
     assert c.n_modes == 2 and c.shares.tolist() == [0.5, 0.5]
 
 
+def test_curvature_level_and_modes_do_not_depend_on_image_size(layout):
+    samples, truth = mode_samples(layout, [4, 3, 2], seed=5)
+    levels, labels = [], []
+    for size in (64, 192, 448):  # 448 px: the old 0.002 / pixel cut called these flat
+        n, m = A.resize_normals(samples, (size, size), layout.mask)
+        levels.append(A.curvature_level(A.convexity_readings(n, m), (size, size)))
+        c = A.cluster_samples(n, m)
+        assert c.features == "readings"
+        labels.append(c.labels)
+    assert np.allclose(levels[1], levels[0], rtol=0.1) and np.allclose(levels[2], levels[0], rtol=0.1)
+    assert np.median(levels[0]) > A.FLAT_LEVEL
+    for lab in labels:
+        assert np.array_equal(lab, truth)
+
+
+def test_plane_has_zero_curvature_level():
+    plane = np.zeros((3, 40, 50, 3))
+    plane[..., 2] = 1
+    assert np.allclose(A.curvature_level(A.convexity_readings(plane, np.ones((40, 50), bool)), (40, 50)), 0)
+
+
+def test_classical_reconstructions_under_both_lights_form_two_modes():
+    """Real reconstructions rather than constructed fields: Brooks-Horn SfS of one layout
+    under its light and under the mirrored light (the convex/concave flip), each light
+    perturbed by 8 degrees of tilt, read the regions true / inverted and cluster into
+    exactly those two modes, at the computed size and resized 8x."""
+    from mssfs.baselines import classical_sfs
+
+    lay = A.generated_bump_dent_layout(0, 64)
+    slant, tilt = np.arccos(lay.light[2]), np.arctan2(lay.light[1], lay.light[0])
+    outs, truth = [], []
+    for flip in (0, 1):
+        for dt in (0.0, 8.0, -8.0):
+            t = tilt + np.pi * flip + np.radians(dt)
+            light = np.array([np.sin(slant) * np.cos(t), np.sin(slant) * np.sin(t), np.cos(slant)])
+            outs.append(classical_sfs(lay.image, lay.mask, light=light))
+            truth.append(flip)
+    outs = np.stack(outs)
+    assert [A.consistency(r, lay.layout) for r in A.region_readings(outs, lay.regions)] == truth
+    for size in (64, 512):
+        n, m = A.resize_normals(outs, (size, size), lay.mask)
+        c = A.cluster_samples(n, m)
+        assert c.features == "readings" and c.n_modes == 2
+        assert np.array_equal(c.labels, c.labels[0] ^ np.array(truth))
+
+
 def test_reading_distance_range(layout):
     n = layout.normals[None]
     inverted = flip_regions(layout.normals, layout.regions, range(1, layout.layout.size + 1))[None]
@@ -223,6 +269,8 @@ def test_cli_analyze_writes_reports(tmp_path, layout, capsys):
     assert [m["share"] for m in rep["modes"]] == [0.6, 0.3, 0.1]
     assert rep["compare"]["wasserstein"] == pytest.approx(0, abs=1e-4)  # same set, reordered
     assert rep["lights"]["source"] == "lights.npy"
+    level = rep["clustering"]["curvature_level"]
+    assert len(level["per_sample"]) == 10 and level["median"] > level["flat_below"] == A.FLAT_LEVEL
     assert len(rep["embedding"]["coords"]) == 10 and rep["embedding"]["method"].startswith("t-SNE")
     rep_b = json.loads((root / "b" / "report.json").read_text())
     assert rep_b["lights"]["source"].startswith("estimated")

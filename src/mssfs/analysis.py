@@ -19,10 +19,13 @@ A *sample set* is what ``mssfs sample`` writes into one folder: ``normals.npy``
   average linkage agglomerative clustering, cut at ``threshold`` (default 0.2: a
   difference in about a fifth of the curved area makes a new interpretation) or into a
   fixed number of modes.  Small changes of shape, noise and the strength of relief move
-  ``d`` little.  When the samples are essentially flat (median over samples of the mean
-  absolute cell reading below ``FLAT_CURVATURE`` = 0.002 / pixel, a radius of curvature
-  above 500 pixels), the features fall back to normal maps downsampled to 16x16 with the
-  mean angle between them (degrees, threshold 15) as distance.
+  ``d`` little.  When the samples are essentially flat (:func:`curvature_level`, the mean
+  absolute cell reading times the smaller image side, has a median over samples below
+  ``FLAT_LEVEL`` = 0.25), the features fall back to normal maps downsampled to 16x16 with
+  the mean angle between them (degrees, threshold 15) as distance.  The level is
+  dimensionless, so resizing a sample set does not change the decision (a sphere cap
+  filling the frame has about 2; generated bump/dent layouts 0.4 to 2; the cut equals the
+  former 0.002 / pixel at 128 pixels).
 * **Mode summaries.**  Share (fraction of samples), a representative (the medoid: the
   member with the smallest summed distance to the other members) and the mean implied light.
 * **Per-pixel spread.**  The angular standard deviation ``sqrt(mean_i angle(n_i, m)^2)``
@@ -61,6 +64,7 @@ __all__ = [
     "implied_lights",
     "mean_curvature",
     "convexity_readings",
+    "curvature_level",
     "reading_distances",
     "normal_distances",
     "Clustering",
@@ -79,8 +83,9 @@ __all__ = [
 
 #: Default cut of the reading distance that separates interpretations.
 READING_THRESHOLD = 0.2
-#: Mean |reading| (1/pixels) below which samples count as flat (radius of curvature > 500 px).
-FLAT_CURVATURE = 2e-3
+#: Median :func:`curvature_level` (mean |reading| x smaller image side, dimensionless)
+#: below which samples count as essentially flat.
+FLAT_LEVEL = 0.25
 #: Default cut (degrees) for the fallback distance on downsampled normal maps.
 NORMAL_THRESHOLD_DEG = 15.0
 
@@ -298,6 +303,18 @@ def convexity_readings(normals: np.ndarray, mask: np.ndarray, grid: int = 16, si
     return (sums / area).reshape(curv.shape[0], -1)
 
 
+def curvature_level(readings: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """How curved each sample is, independent of image size: ``(N,)`` mean absolute
+    reading of ``(N, F)`` :func:`convexity_readings` times the smaller side of ``size``
+    (``(H, W)`` of the normals the readings came from).
+
+    Curvature is in 1/pixels, so resizing a map by a factor ``k`` divides it by ``k``;
+    multiplying by the side undoes that (the smoothing in :func:`convexity_readings` also
+    scales with the side).  0 for a plane.
+    """
+    return np.abs(np.asarray(readings, np.float64)).mean(1) * min(size)
+
+
 def reading_distances(readings: np.ndarray) -> np.ndarray:
     """Pairwise distances ``(N, N)`` in [0, 1] between ``(N, F)`` readings: half the L1
     distance between the readings scaled to unit L1 mass (0 for proportional readings)."""
@@ -328,6 +345,8 @@ class Clustering:
         distances: ``(N, N)`` the distance matrix used.
         features: ``"readings"`` or ``"normals"``.
         threshold: the cut used (None when the number of modes was fixed).
+        levels: ``(N,)`` :func:`curvature_level` of each sample (the flat fallback
+            compares their median with ``FLAT_LEVEL``).
     """
 
     labels: np.ndarray
@@ -336,6 +355,7 @@ class Clustering:
     distances: np.ndarray
     features: str
     threshold: float | None
+    levels: np.ndarray
 
     @property
     def n_modes(self) -> int:
@@ -365,9 +385,10 @@ def cluster_samples(
     n = normals.shape[0]
     if features not in ("auto", "readings", "normals"):
         raise ValueError(f"unknown features {features!r}; use 'auto', 'readings' or 'normals'")
+    r = convexity_readings(normals, mask, grid=grid)
+    levels = curvature_level(r, normals.shape[1:3])
     if features in ("auto", "readings"):
-        r = convexity_readings(normals, mask, grid=grid)
-        flat = np.median(np.abs(r).mean(1)) < FLAT_CURVATURE
+        flat = np.median(levels) < FLAT_LEVEL
         if features == "readings" or not flat:
             features, dist = "readings", reading_distances(r)
         else:
@@ -396,7 +417,8 @@ def cluster_samples(
         within = dist[np.ix_(members, members)].sum(1)
         reps.append(int(members[np.argmin(within)]))
     shares = np.array([g.size / n for g in groups])
-    return Clustering(labels, shares, np.array(reps), dist, features, threshold if modes == "auto" else None)
+    cut = threshold if modes == "auto" else None
+    return Clustering(labels, shares, np.array(reps), dist, features, cut, levels)
 
 
 # --------------------------------------------------------------------------- spread, embedding
@@ -662,6 +684,11 @@ class Analysis:
                 else "mean angle between 16x16 maps (degrees)",
                 "linkage": "average",
                 "threshold": c.threshold,
+                "curvature_level": {
+                    "per_sample": np.round(c.levels, 4).tolist(),
+                    "median": float(np.median(c.levels)),
+                    "flat_below": FLAT_LEVEL,
+                },
             },
             "spread_deg": {
                 "mean": float(s.mean()),
