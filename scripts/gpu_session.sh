@@ -132,7 +132,8 @@ EV="$MS evaluate --device $DEVICE --bf16 -q $EVAL_ARGS"
 STIMS="stimulus:circles stimulus:rings stimulus:star stimulus:snake"
 (
   job fig5 bash -c "$MS sample $STIMS --samples $SAMPLES_FIG --preset $FIG_PRESET --device $DEVICE --bf16 -q --out $W/fig5 &&
-    $MS analyze $W/fig5 && $PY scripts/figure5.py $W/fig5/circles $W/fig5/rings $W/fig5/star $W/fig5/snake --out $W/res/figure5.png"
+    $MS analyze $W/fig5 && $PY scripts/figure5.py $W/fig5/circles $W/fig5/rings $W/fig5/star $W/fig5/snake --out $W/res/figure5.png &&
+    $PY scripts/seed_or_image.py $W/fig5/circles $W/fig5/rings $W/fig5/star $W/fig5/snake"
   job obj_paper $EV --suite objects --samples 4 --n-objects 20 --n-reliefs 10 --methods paper,fast --out "$W/res/eval_objects_paper"
   job stim_paper $EV --suite stimuli --samples 8 --methods paper,fast --out "$W/res/eval_stimuli_paper"
 ) &

@@ -54,3 +54,45 @@ def test_clustering_diagnostics_reads_a_sample_folder(tmp_path, capsys):
     assert "modes at the default cut: 2" in out
     assert "max 0.00 degrees" in out
     assert mod.main([str(tmp_path / "missing")]) == 2
+
+
+def _load_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_seed_or_image_tells_seed_driven_from_image_driven_samples(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from mssfs.analysis import generated_bump_dent_layout
+    from mssfs.geometry import normalize
+
+    mod = _load_script("seed_or_image")
+    rng = np.random.default_rng(0)
+    wiggles = [rng.normal(0, 0.15, (48, 48, 3)) for _ in range(4)]  # one pattern per seed
+    layouts = [generated_bump_dent_layout(s, 48).normals for s in (1, 2)]
+
+    def write(folder, maps, seeds=(1, 2, 3, 4)):
+        folder.mkdir(parents=True)
+        np.save(folder / "normals.npy", normalize(np.stack(maps)).astype(np.float32))
+        (folder / "meta.json").write_text(json.dumps({"stem": folder.name, "seeds": list(seeds)}))
+        return str(folder)
+
+    def ratio(folders):
+        assert mod.main(folders) == 0
+        return float(re.search(r"ratio \(images / seeds\): ([0-9.]+)", capsys.readouterr().out).group(1))
+
+    flat = np.zeros((48, 48, 3))
+    flat[..., 2] = 1
+    seed_driven = [write(tmp_path / "seed" / k, [flat + 0.3 * w for w in wiggles]) for k in "ab"]
+    image_driven = [write(tmp_path / "image" / k, [lay + 0.02 * w for w in wiggles]) for k, lay in zip("ab", layouts)]
+    assert ratio(seed_driven) == pytest.approx(0, abs=1e-3)
+    assert ratio(image_driven) > 2
+    other_seeds = write(tmp_path / "other" / "c", [flat] * 4, seeds=(5, 6, 7, 8))
+    assert mod.main([seed_driven[0], other_seeds]) == 2
+    assert "different seeds" in capsys.readouterr().err
+    assert mod.main([seed_driven[0]]) == 2
