@@ -278,6 +278,24 @@ def test_cli_analyze_writes_reports(tmp_path, layout, capsys):
     assert "compare" not in rep_b
 
 
+def test_cli_analyze_notes_flat_and_unrelated_samples(tmp_path, layout, capsys):
+    rng = np.random.default_rng(1)
+    flat = np.zeros((5, 64, 64, 3))
+    flat[..., 2] = 1
+    write_set(tmp_path / "flat", normalize(flat + rng.normal(0, 0.01, flat.shape)), stem="flat")
+    # Each sample reads a different region as a bump (one region each): no reading recurs.
+    singles = np.stack([flip_regions(layout.normals, layout.regions, [k]) for k in range(1, 5)])
+    write_set(tmp_path / "singles", singles, stem="singles")
+    write_set(tmp_path / "modes", mode_samples(layout, [4, 3])[0], stem="modes")
+    assert main(["analyze", str(tmp_path), "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    notes = {name: [line for line in out.splitlines() if line.startswith(str(tmp_path / name) + ": ") and "->" not in line]
+             for name in ("flat", "singles", "modes")}
+    assert len(notes["flat"]) == 1 and "essentially flat" in notes["flat"][0]
+    assert len(notes["singles"]) == 1 and "every sample is its own mode" in notes["singles"][0]
+    assert notes["modes"] == []
+
+
 def test_cli_analyze_errors(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "nope")]) == 2
     assert "no such folder" in capsys.readouterr().err

@@ -120,4 +120,31 @@ def run(args) -> int:
             f"{folder}: {samples.normals.shape[0]} samples, {result.clustering.n_modes} mode(s) ({shares}), "
             f"mean spread {report['spread_deg']['mean']:.1f} deg -> {folder / 'report.json'}"
         )
+        for note in _notes(result.clustering, args):
+            print(f"{folder}: {note}")
     return 0
+
+
+def _notes(c, args) -> list[str]:
+    """What a reader of the mode count of :class:`mssfs.analysis.Clustering` ``c`` should
+    know (docs/analysis.md)."""
+    import numpy as np
+
+    from .. import analysis
+
+    notes = []
+    level = float(np.median(c.levels))
+    if c.features == "normals" and args.features == "auto":
+        notes.append(
+            f"samples essentially flat (median curvature level {level:.2f} < {analysis.FLAT_LEVEL}): "
+            "grouped by their normal maps, not by bump/dent readings"
+        )
+    n = c.labels.size
+    if args.modes == "auto" and n >= 3 and c.n_modes == n:
+        off = c.distances[np.triu_indices(n, 1)]
+        notes.append(
+            f"every sample is its own mode: no interpretation recurs (closest pair {off.min():.2f} apart, "
+            f"cut {c.threshold:g}; median curvature level {level:.2f})"
+        )
+    return notes
+
