@@ -288,7 +288,9 @@ def load_normals(path: str | os.PathLike, mask: np.ndarray | None = None) -> np.
     """Read a normal map written by :func:`save_normals` (PNG 8/16-bit or NPY).
 
     PNG values are mapped back by ``2 v - 1`` and renormalised; pixels stored as
-    mid-grey (the background) or outside ``mask`` become ``(0, 0, 0)``.
+    mid-grey (the background :func:`save_normals` writes), pure black (the background of
+    many other tools; no visible normal is stored as black) or outside ``mask`` become
+    ``(0, 0, 0)``.
     """
     path = Path(path)
     if not path.exists():
@@ -299,7 +301,7 @@ def load_normals(path: str | os.PathLike, mask: np.ndarray | None = None) -> np.
         raise ValueError(f"unsupported normal-map format {path.suffix!r}; use .png or .npy")
     arr = _read_png_rgb(path)
     n = arr * 2.0 - 1.0
-    background = np.linalg.norm(n, axis=-1) < 0.05
+    background = (np.linalg.norm(n, axis=-1) < 0.05) | (arr.max(-1) == 0)
     n = normalize(n)
     n[background] = 0.0
     if mask is not None:

@@ -11,6 +11,7 @@ DESCRIPTION = """Procedural training data (ground-truth normal maps of smooth ob
 
   mssfs data families                         list the shape families and their default shares
   mssfs data make --n 10000 --out shards/     render maps into .npz shards + manifest.json
+  mssfs data import my_normals/ --out shards/ shards from your own normal maps (or --kind height|depth)
   mssfs data preview shards/ --out sheet.png  contact sheet: shading and normal maps
   mssfs data preview generated --out sheet.png   the same for maps generated on the fly
 
@@ -45,6 +46,39 @@ def register(subparsers) -> None:
                       help="render shards in this many processes (same output as 1; default 1)")
     make.add_argument("--overwrite", action="store_true", help="replace the shards in a non-empty --out")
     make.set_defaults(func=_make)
+
+    imp = sub.add_parser(
+        "import",
+        help="make training shards from your own normal, height or depth maps",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""Turn your own surfaces into training shards for `mssfs train --data DIR`
+(the shading is rendered from them under random lights during training, as for
+`mssfs data make`). Each map is cropped to its central square and resized to --size.
+Every file is checked before anything is written.
+
+  --kind normals  .npy float (H, W, 3), x right, y up, z toward the viewer, background
+                  (0, 0, 0) or NaN; or .png storing (n + 1) / 2 (8/16 bit, as mssfs
+                  sample writes them), background mid-grey or black. --flip-y for maps
+                  whose y axis points down ("DirectX" normal maps).
+  --kind height   .npy float (H, W), height toward the viewer in pixel units (x
+                  --height-scale), background NaN.
+  --kind depth    the same as a distance from the camera (height = -depth).
+
+examples:
+  mssfs data import scans/*.npy --kind depth --height-scale 0.5 --out data/scans
+  mssfs data import normal_maps/ --out data/mine && mssfs train --data data/mine --out runs/mine""",
+    )
+    imp.add_argument("paths", nargs="+", metavar="PATH", help="map files, or folders of .npy/.png maps")
+    imp.add_argument("--out", required=True, help="output folder (must be empty unless --overwrite)")
+    imp.add_argument("--kind", choices=("normals", "height", "depth"), default="normals",
+                     help="what the files hold (default normals)")
+    imp.add_argument("--size", type=int, default=256, help="map side in pixels, a multiple of 16 >= 32 (default 256)")
+    imp.add_argument("--flip-y", action="store_true", help="normal maps whose y axis points down")
+    imp.add_argument("--height-scale", type=float, default=1.0,
+                     help="multiply height/depth values by this to get pixel units (default 1)")
+    imp.add_argument("--shard-size", type=int, default=256, help="maps per shard file (default 256)")
+    imp.add_argument("--overwrite", action="store_true", help="replace the shards in a non-empty --out")
+    imp.set_defaults(func=_import)
 
     prev = sub.add_parser(
         "preview",
@@ -110,6 +144,32 @@ def _make(args) -> int:
     path = make_shards(out, args.n, size=size, seed=args.seed, mix=mix, shard_size=args.shard_size,
                        progress=True, overwrite=args.overwrite, workers=args.workers)
     print(f"wrote {args.n} maps of {size}x{size} to {out} ({path.name})")
+    return 0
+
+
+def _import(args) -> int:
+    from ..user_maps import MapImportError, import_maps
+
+    if args.shard_size <= 0:
+        raise UsageError(f"--shard-size must be positive, got {args.shard_size}")
+    if not args.height_scale > 0:
+        raise UsageError(f"--height-scale must be positive, got {args.height_scale}")
+    size = _size(args.size)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise UsageError(f"--out {out} is not empty; pass --overwrite to replace its shards")
+    try:
+        path = import_maps(args.paths, out, kind=args.kind, size=size, flip_y=args.flip_y,
+                           height_scale=args.height_scale, shard_size=args.shard_size, progress=True,
+                           overwrite=args.overwrite)
+    except MapImportError as exc:
+        raise UsageError(str(exc)) from None
+    import json
+
+    count = json.loads(path.read_text())["count"]
+    print(f"imported {count} {args.kind} map(s) as {size}x{size} training maps into {out} ({path.name})")
     return 0
 
 
