@@ -115,3 +115,15 @@ def test_rank_split_equals_single_process(env, tmp_path, monkeypatch):
         np.testing.assert_array_equal(np.load(single / stem / "normals.npy"), np.load(split / stem / "normals.npy"))
     monkeypatch.setenv("RANK", "2")
     assert run(env, tmp_path / "x") == 2
+
+
+def test_model_notice_is_printed_and_kept_in_meta(env, tmp_path, monkeypatch, capsys):
+    def resolve_with_notice(path, device):
+        return tiny_model().to(device), {"path": path or "default", "class": "tiny", "notice": "interim weights"}
+
+    monkeypatch.setattr(pipeline, "resolve_model", resolve_with_notice)
+    out = tmp_path / "out"
+    assert run(env, out, inputs=env["inputs"][:1]) == 0
+    assert "note: model default: interim weights" in capsys.readouterr().err
+    assert json.loads((out / "ball" / "meta.json").read_text())["model"]["notice"] == "interim weights"
+

@@ -300,6 +300,11 @@ def test_cli_train_config_overrides_and_export(tmp_path, capsys):
     info = json.loads((out / "config.json").read_text())
     assert info["training"]["steps"] == 4 and info["objective"] == "diffusion" and info["schedule"]["T"] == 300
     assert "steps: 4" in (out / "MODEL_CARD.md").read_text()
+    from mssfs import pipeline
+
+    assert "notice" not in info and "notice" not in pipeline.resolve_model(str(out), torch.device("cpu"))[1]
+    assert main(["export", str(run), "--out", str(tmp_path / "interim"), "--notice", "interim weights"]) == 0
+    assert pipeline.resolve_model(str(tmp_path / "interim"), torch.device("cpu"))[1]["notice"] == "interim weights"
     from mssfs.checkpoint import load_checkpoint
 
     ema = load_checkpoint(latest_checkpoint(run)).tensors["ema"]

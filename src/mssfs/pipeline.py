@@ -209,6 +209,9 @@ def resolve_model(model, device: torch.device) -> tuple[nn.Module, dict]:
     cfg = getattr(model, "config", None)
     if cfg is not None and hasattr(cfg, "to_dict"):
         info["config"] = cfg.to_dict()
+    notice = (getattr(model, "info", None) or {}).get("notice")
+    if notice:
+        info["notice"] = str(notice)
     return model, info
 
 

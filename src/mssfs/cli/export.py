@@ -15,6 +15,9 @@ def register(subparsers) -> None:
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint file, or a run directory (its latest checkpoint)")
     p.add_argument("--out", metavar="DIR", required=True, help="output folder (created; files in it are replaced)")
     p.add_argument("--note", default="", help="extra text for the model card's Notes section")
+    p.add_argument("--notice", default="",
+                   help="a warning stored in config.json and printed by `mssfs sample` whenever these weights are "
+                        "used (e.g. that they are interim)")
     p.set_defaults(func=run)
 
 
@@ -23,7 +26,7 @@ def run(args) -> int:
     from ..weights import export_checkpoint, load_model
 
     try:
-        out = export_checkpoint(args.checkpoint, args.out, note=args.note)
+        out = export_checkpoint(args.checkpoint, args.out, note=args.note, notice=args.notice)
         model = load_model(out)  # read back what was written
     except CheckpointError as exc:
         raise UsageError(str(exc)) from exc

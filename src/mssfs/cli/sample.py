@@ -129,6 +129,8 @@ def run(args) -> int:
         model, info = pipeline.resolve_model(args.model, device)
     except (OSError, ValueError, RuntimeError) as exc:
         raise UsageError(f"could not load the denoiser{' ' + args.model if args.model else ''}: {exc}") from exc
+    if info.get("notice"):
+        print(f"note: model {info['path']}: {info['notice']}", file=sys.stderr)
     for item in mine:
         for note in item.notes:
             print(f"note: {note}", file=sys.stderr)

@@ -108,10 +108,14 @@ def load_model(path: str | os.PathLike | None = None, device="cpu"):
     return model.to(torch.device(device)).eval().requires_grad_(False)
 
 
-def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, note: str = "") -> Path:
+def export_checkpoint(
+    checkpoint: str | os.PathLike, out_dir: str | os.PathLike, note: str = "", notice: str = ""
+) -> Path:
     """Write an inference export of a training checkpoint (its EMA weights) to ``out_dir``.
 
     ``checkpoint`` may be a checkpoint file or a run directory (its latest checkpoint).
+    ``note`` goes to the model card's Notes; ``notice`` (e.g. "interim weights, ...") is
+    stored in ``config.json`` and shown by ``mssfs sample`` whenever the weights are used.
     The three files are each written atomically; ``model.safetensors`` first, and
     ``config.json`` (which carries the weights' SHA-256) after it.
     """
@@ -174,6 +178,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
         "training": training,
         "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(out / WEIGHTS_FILE), "dtype": "float32", "source": "EMA"},
     }
+    if notice:
+        cfg["notice"] = str(notice)
     atomic_write_bytes(out / CONFIG_FILE, (json.dumps(cfg, indent=2) + "\n").encode())
     atomic_write_bytes(out / CARD_FILE, model_card(cfg, note).encode())
     return out
