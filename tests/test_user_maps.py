@@ -52,6 +52,18 @@ def test_normals_npy_png_height_and_depth_give_the_same_training_maps(tmp_path, 
     ]
 
 
+def test_16_bit_png_height_map_with_its_scale(tmp_path, layout):
+    from PIL import Image
+
+    lo, hi = layout.height.min(), layout.height.max()
+    Image.fromarray(np.round((layout.height - lo) / (hi - lo) * 65535).astype(np.uint16)).save(tmp_path / "h.png")
+    n, mask = read_map(tmp_path / "h.png", "height", height_scale=hi - lo)
+    assert mask.all()
+    assert np.nanmax(angular_error(n, normals_from_depth(layout.height, layout.mask), mask)) < 0.1
+    flat, _ = read_map(tmp_path / "h.png", "height", height_scale=(hi - lo) / 100)
+    assert np.nanmean(angular_error(flat, n, mask)) > 1  # the scale matters
+
+
 def test_height_with_nan_background_crop_and_flip_y(tmp_path):
     z = hemisphere()
     wide = np.full((80, 120), np.nan)
@@ -97,7 +109,7 @@ def test_bad_files_are_all_named_and_nothing_is_written(tmp_path, layout):
     assert "tiny.npy" in text and "foreground pixels" in text
     assert "good.npy" not in text
     assert not out.exists()
-    with pytest.raises(MapImportError, match="an image stores no scale"):
+    with pytest.raises(MapImportError, match="needs an explicit height scale"):
         read_map(save_normals(tmp_path / "h.png", layout.normals), "height")
     with pytest.raises(MapImportError, match="no such file"):
         import_maps([tmp_path / "missing"], out, progress=False)

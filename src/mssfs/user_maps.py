@@ -11,7 +11,9 @@ Accepted files (a folder stands for its ``*.npy`` and ``*.png`` files, sorted):
   storing ``(n + 1) / 2`` (8 or 16 bit, as ``mssfs sample`` writes), background mid-grey
   or black.  ``flip_y`` converts maps whose y axis points down (the "DirectX" layout).
 * ``kind="height"``: ``.npy`` float ``(H, W)`` height toward the viewer in pixel units
-  (times ``height_scale``), background non-finite.
+  (times ``height_scale``, default 1), background non-finite; or a grayscale ``.png``
+  (8 or 16 bit, read as 0..1 of the full range, every pixel foreground) with an explicit
+  ``height_scale`` that turns those values into pixel units.
 * ``kind="depth"``: the same, but distance from the camera (height = -depth).
 
 Each map is cropped to its central square and resized to ``size x size`` (antialiased,
@@ -75,7 +77,7 @@ def _load_npy(path: Path) -> np.ndarray:
         raise MapImportError(f"{path}: could not be read as a .npy array ({type(exc).__name__}: {exc})") from None
 
 
-def read_map(path, kind: str = "normals", flip_y: bool = False, height_scale: float = 1.0):
+def read_map(path, kind: str = "normals", flip_y: bool = False, height_scale: float | None = None):
     """Read one file as ``(normals (H, W, 3) float32, mask (H, W) bool)`` in the project frame.
 
     Raises:
@@ -98,14 +100,26 @@ def read_map(path, kind: str = "normals", flip_y: bool = False, height_scale: fl
             n = np.where(np.isfinite(n), n, 0.0).astype(np.float64)
         mask = np.linalg.norm(n, axis=-1) > 0.5
     else:
-        if path.suffix.lower() != ".npy":
-            raise MapImportError(f"{path}: {kind} maps must be .npy float arrays in pixel units (an image stores no scale)")
-        z = _load_npy(path)
-        if z.ndim != 2 or not np.issubdtype(z.dtype, np.floating):
-            raise MapImportError(f"{path}: a {kind} map must be a float (H, W) array, got {z.dtype} {z.shape}")
+        if path.suffix.lower() == ".png":
+            if height_scale is None:
+                raise MapImportError(
+                    f"{path}: a PNG {kind} map needs an explicit height scale (--height-scale): its values are read "
+                    "as 0..1 of the full 8/16-bit range, and the scale turns them into pixel units"
+                )
+            from .images import ImageError, read_image
+
+            try:
+                z = read_image(path)[0]
+            except ImageError as exc:
+                raise MapImportError(str(exc)) from None
+        else:
+            z = _load_npy(path)
+            if z.ndim != 2 or not np.issubdtype(z.dtype, np.floating):
+                raise MapImportError(f"{path}: a {kind} map must be a float (H, W) array, got {z.dtype} {z.shape}")
         mask = np.isfinite(z)
         if mask.any():
-            z = np.where(mask, z, z[mask].mean()) * float(height_scale) * (-1.0 if kind == "depth" else 1.0)
+            scale = 1.0 if height_scale is None else float(height_scale)
+            z = np.where(mask, z, z[mask].mean()) * scale * (-1.0 if kind == "depth" else 1.0)
             if not mask.all():  # extend each foreground value outward so differences at the border stay finite
                 from scipy import ndimage
 
@@ -145,7 +159,7 @@ def import_maps(
     kind: str = "normals",
     size: int = 256,
     flip_y: bool = False,
-    height_scale: float = 1.0,
+    height_scale: float | None = None,
     shard_size: int = 256,
     progress: bool = True,
     overwrite: bool = False,
@@ -166,7 +180,7 @@ def import_maps(
     size, shard_size = check_size(size), int(shard_size)
     if shard_size <= 0:
         raise ValueError(f"shard_size must be positive, got {shard_size}")
-    if not np.isfinite(height_scale) or height_scale <= 0:
+    if height_scale is not None and not (np.isfinite(height_scale) and height_scale > 0):
         raise ValueError(f"height_scale must be a positive number, got {height_scale}")
     files = find_map_files(paths)
     out = Path(out_dir)
@@ -215,7 +229,7 @@ def import_maps(
         "source": "imported",
         "kind": kind,
         "flip_y": bool(flip_y),
-        "height_scale": float(height_scale),
+        "height_scale": None if height_scale is None else float(height_scale),
         "size": size,
         "count": len(files),
         "families": [FAMILY],

@@ -61,7 +61,8 @@ Every file is checked before anything is written.
                   sample writes them), background mid-grey or black. --flip-y for maps
                   whose y axis points down ("DirectX" normal maps).
   --kind height   .npy float (H, W), height toward the viewer in pixel units (x
-                  --height-scale), background NaN.
+                  --height-scale), background NaN; or a grayscale 8/16-bit .png read
+                  as 0..1 of its range, which needs --height-scale.
   --kind depth    the same as a distance from the camera (height = -depth).
 
 examples:
@@ -74,8 +75,9 @@ examples:
                      help="what the files hold (default normals)")
     imp.add_argument("--size", type=int, default=256, help="map side in pixels, a multiple of 16 >= 32 (default 256)")
     imp.add_argument("--flip-y", action="store_true", help="normal maps whose y axis points down")
-    imp.add_argument("--height-scale", type=float, default=1.0,
-                     help="multiply height/depth values by this to get pixel units (default 1)")
+    imp.add_argument("--height-scale", type=float, default=None,
+                     help="multiply height/depth values by this to get pixel units (default 1 for .npy; "
+                          "required for .png)")
     imp.add_argument("--shard-size", type=int, default=256, help="maps per shard file (default 256)")
     imp.add_argument("--overwrite", action="store_true", help="replace the shards in a non-empty --out")
     imp.set_defaults(func=_import)
@@ -152,7 +154,7 @@ def _import(args) -> int:
 
     if args.shard_size <= 0:
         raise UsageError(f"--shard-size must be positive, got {args.shard_size}")
-    if not args.height_scale > 0:
+    if args.height_scale is not None and not args.height_scale > 0:
         raise UsageError(f"--height-scale must be positive, got {args.height_scale}")
     size = _size(args.size)
     out = Path(args.out)
