@@ -124,6 +124,17 @@ def test_normal_png_round_trip(tmp_path, bits, tol):
     assert not list(tmp_path.glob("*.part"))
 
 
+def test_normal_png_with_black_background(tmp_path):
+    from PIL import Image
+
+    n, mask = sphere(32)
+    rgb = np.where(mask[..., None], np.round((n + 1) / 2 * 255), 0).astype(np.uint8)  # black outside
+    Image.fromarray(rgb).save(tmp_path / "black.png")
+    back = g.load_normals(tmp_path / "black.png")
+    assert np.all(back[~mask] == 0)
+    assert np.abs(back[mask] - n[mask]).max() < 0.02
+
+
 def test_normal_npy_round_trip_and_errors(tmp_path):
     n, _ = sphere(16)
     g.save_normals(tmp_path / "n.npy", n)

@@ -23,8 +23,8 @@ A *sample set* is what ``mssfs sample`` writes into one folder: ``normals.npy``
   absolute cell reading times the smaller image side, has a median over samples below
   ``FLAT_LEVEL`` = 0.25), the features fall back to normal maps downsampled to 16x16 with
   the mean angle between them (degrees, threshold 15) as distance.  The level is
-  dimensionless, so resizing a sample set does not change the decision (a sphere cap
-  filling the frame has about 2; generated bump/dent layouts 0.4 to 2; the cut equals the
+  dimensionless, so resizing a sample set does not change the decision (a hemisphere
+  filling the frame has about 1.5; generated bump/dent layouts 0.4 to 2; the cut equals the
   former 0.002 / pixel at 128 pixels).
 * **Mode summaries.**  Share (fraction of samples), a representative (the medoid: the
   member with the smallest summed distance to the other members) and the mean implied light.
