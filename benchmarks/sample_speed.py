@@ -19,6 +19,10 @@ The row "1, fp32, our kernels" separates what the kernels give from what batchin
     python benchmarks/sample_speed.py --device cuda --bf16 --samples-list 1,16,64
     python benchmarks/sample_speed.py --preset fast --samples-list 1,4 --end-to-end
     OMP_NUM_THREADS=2 python benchmarks/sample_speed.py --bf16 --workers 2   # slices on 2 threads
+    python benchmarks/sample_speed.py --device cuda --chunk 0 --samples-list 1,16,64 --cuda-graphs
+
+``--cuda-graphs`` adds rows whose calls replay CUDA graphs (:mod:`mssfs.cudagraphs`); the
+one-off capture of each shape happens in the warm-up call and is reported separately.
 
 Weights do not change speed: without ``--model`` the published-size U-Net is used with
 random weights (the package weights when ``--weights default`` is given).
@@ -44,17 +48,19 @@ from mssfs.schedules import Stage, resolve_schedule
 
 
 class Config(NamedTuple):
-    """One row of the table: samples per batch, bf16, slice size, kernels, worker threads."""
+    """One row of the table: samples per batch, bf16, slice size, kernels, worker threads, CUDA graphs."""
 
     n: int
     bf16: bool
     chunk: int | None
     kernels: str  # "ours" or "published"
     workers: int = 1
+    graphs: bool = False
 
     def label(self) -> str:
         return (f"N={self.n}{' published' if self.kernels == 'published' else ''}{' bf16' if self.bf16 else ''}"
-                f"{f' chunk {self.chunk}' if self.chunk else ''}{f' x{self.workers}' if self.workers > 1 else ''}")
+                f"{f' chunk {self.chunk}' if self.chunk else ''}{f' x{self.workers}' if self.workers > 1 else ''}"
+                f"{' graphs' if self.graphs else ''}")
 
 
 def load_net(weights: str | None, device):
@@ -65,7 +71,7 @@ def load_net(weights: str | None, device):
     from mssfs.model import UNet, UNetConfig
 
     torch.manual_seed(0)
-    return UNet(UNetConfig()).to(device).eval()
+    return UNet(UNetConfig()).to(device).eval().requires_grad_(False)
 
 
 def publication_net(net: torch.nn.Module) -> torch.nn.Module:
@@ -125,15 +131,18 @@ def measure(args, configs) -> dict:
     device = torch.device(args.device)
     base = load_net(args.weights, device)
     models = {"ours": base, "published": publication_net(base)}
-    nets = {c: CountingDenoiser(models[c.kernels], bf16=c.bf16, chunk=c.chunk, workers=c.workers) for c in configs}
+    nets = {c: CountingDenoiser(models[c.kernels], bf16=c.bf16, chunk=c.chunk, workers=c.workers, cuda_graphs=c.graphs)
+            for c in configs}
     sched = resolve_schedule(args.schedule, args.preset)
     out = {c: {} for c in configs}
     wanted = sorted({s.resolution for s in sched.stages})
     measured = sorted({int(v) for v in args.measure_res.split(",")}) if args.measure_res else wanted
     for r in measured:
         data = {c: _inputs(c.n, r, device) for c in configs}
-        for c in configs:  # warm-up (allocator, kernel selection) per shape
-            _time_call(nets[c], *data[c], r, 0, device)
+        for c in configs:  # warm-up (allocator, kernel selection, graph captures) per shape
+            capture = _time_call(nets[c], *data[c], r, 1, device)
+            if c.graphs:
+                print(f"  {c.label()} {r}px: warm-up with graph captures {capture:.2f} s", file=sys.stderr)
         best = {c: [float("inf"), float("inf")] for c in configs}
         for _ in range(args.reps):
             for c in configs:
@@ -143,6 +152,8 @@ def measure(args, configs) -> dict:
                 best[c][1] = min(best[c][1], (guided - plain) / args.iters)
         for c in configs:
             out[c][r] = {"plain": best[c][0], "guided": max(best[c][1], 0.0)}
+            if nets[c].graphs is not None:
+                nets[c].graphs.clear()  # free this resolution's graphs before the next
         print(f"  measured {r}px: " + ", ".join(f"{c.label()}: {out[c][r]['plain']:.2f}/{out[c][r]['guided']:.2f} s"
                                                for c in configs), file=sys.stderr)
     # Resolutions not measured: per-call time interpolated linearly in the number of patches.
@@ -182,7 +193,7 @@ def extrapolate(sched, per_call: dict, n: int) -> float:
     return total / n
 
 
-def end_to_end(args, n: int, bf16: bool, chunk, workers: int) -> float:
+def end_to_end(args, n: int, bf16: bool, chunk, workers: int, graphs: bool = False) -> float:
     from mssfs.pipeline import sample
 
     device = torch.device(args.device)
@@ -190,7 +201,7 @@ def end_to_end(args, n: int, bf16: bool, chunk, workers: int) -> float:
     img = np.load(os.path.join(os.path.dirname(__file__), "..", "src", "mssfs", "stimuli", "star.npy"))
     t0 = time.perf_counter()
     sample(img, n=n, seed=0, preset=args.preset, schedule=args.schedule, model=net, device=device, bf16=bf16,
-           chunk_patches=chunk, workers=workers)
+           chunk_patches=chunk, workers=workers, cuda_graphs=graphs)
     return (time.perf_counter() - t0) / n
 
 
@@ -212,6 +223,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=1,
                    help="K > 1 adds rows whose slices run on K worker threads, one intra-op thread each "
                    "(the other rows use torch's threads inside each call)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="add rows (whole calls, fp32) replayed from CUDA graphs")
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     p.add_argument("--published", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -229,12 +242,16 @@ def main(argv=None) -> int:
     if args.workers > 1 and chunk:
         configs += [Config(n, bf16, chunk, "ours", args.workers) for bf16 in ([False, True] if args.bf16 else [False])
                     for n in sizes]
+    if args.cuda_graphs:
+        if torch.device(args.device).type != "cuda":
+            p.error("--cuda-graphs needs --device cuda")
+        configs += [Config(n, False, None, "ours", 1, True) for n in sizes]
     per_call = measure(args, configs)
     rows = {}
     for c in configs:
-        n, bf16, ch, kernels, workers = c
+        n, bf16, ch, kernels, workers, graphs = c
         rows[c] = {"s": extrapolate(sched, per_call[c], n)}
-        if not args.no_memory:
+        if not args.no_memory and not graphs:  # graph pools are not comparable with eager peaks
             cmd = [sys.executable, __file__, "--worker", str(n), "--preset", args.preset, "--device", args.device]
             cmd += (["--schedule", args.schedule] if args.schedule else []) + (["--bf16"] if bf16 else [])
             cmd += ["--chunk", str(ch or 0), "--workers", str(workers)]
@@ -243,22 +260,23 @@ def main(argv=None) -> int:
             res = subprocess.run(cmd, check=True, capture_output=True, text=True)
             rows[c]["mem"] = json.loads(res.stdout.strip().splitlines()[-1])["peak_mb"] / n
         if args.end_to_end:
-            rows[c]["measured"] = end_to_end(args, n, bf16, ch, workers)
+            rows[c]["measured"] = end_to_end(args, n, bf16, ch, workers, graphs)
     base = rows[baseline]["s"]
     print(f"\npreset {sched.name}: {calls} denoiser calls and {patches:,} patch forwards per sample; "
           f"device {args.device}, {torch.get_num_threads()} threads, {'package' if args.weights else 'random'} weights; "
           f"measured resolutions: {args.measure_res or 'all'}\n")
-    head = ("| samples per batch | precision | kernels | patches per forward | workers | s / sample (extrapolated) | samples / hour | vs publication loop | "
+    head = ("| samples per batch | precision | kernels | patches per forward | workers | CUDA graphs | s / sample (extrapolated) | samples / hour | vs publication loop | "
             "denoiser calls per sample | peak memory per sample (MiB) |")
     if args.end_to_end:
         head += " s / sample (measured end to end) |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for c in configs:
-        n, bf16, ch, kernels, workers = c
+        n, bf16, ch, kernels, workers, graphs = c
         r = rows[c]
         label = f"{n}" + (" (publication loop: one seed at a time)" if c == baseline else "")
-        line = (f"| {label} | {'bf16' if bf16 else 'fp32'} | {kernels} | {f'<= {ch}' if ch else 'all'} | {workers} | {r['s']:.1f} | {3600 / r['s']:.1f} | "
+        line = (f"| {label} | {'bf16' if bf16 else 'fp32'} | {kernels} | {f'<= {ch}' if ch else 'all'} | {workers} | "
+                f"{'yes' if graphs else 'no'} | {r['s']:.1f} | {3600 / r['s']:.1f} | "
                 f"{base / r['s']:.2f}x | {calls / n:.0f} | {r.get('mem', float('nan')):.0f} |")
         if args.end_to_end:
             line += f" {r['measured']:.1f} |"

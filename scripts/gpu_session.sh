@@ -122,8 +122,8 @@ if [ "$SKIP_TRAIN" != 1 ]; then pack; fi
 # -- 5. benchmark alone, then the rest in parallel ------------------------------------
 if [ "$DEVICE" != cpu ]; then
   log "benchmark"
-  timeout "$(until_t $(( TRAIN_END + 95 )))" $PY benchmarks/sample_speed.py --device "$DEVICE" --bf16 --chunk 0 \
-    --samples-list 1,4,16,64 --reps 3 --iters 3 --no-memory --weights default > "$W/res/sample_speed_gpu.md" 2>&1
+  timeout "$(until_t $(( TRAIN_END + 95 )))" $PY benchmarks/sample_speed.py --device "$DEVICE" --cuda-graphs --chunk 0 \
+    --samples-list 1,16,64 --reps 3 --iters 3 --no-memory --weights default > "$W/res/sample_speed_gpu.md" 2>&1
   log "benchmark exit $?"
 fi
 pack
@@ -148,7 +148,7 @@ STIMS="stimulus:circles stimulus:rings stimulus:star stimulus:snake"
   fi
 ) &
 (
-  job cuda_tests $PY -m pytest -q -p no:cacheprovider tests/test_sampling.py tests/test_model.py -k "cuda or dtype or device"
+  job cuda_tests $PY -m pytest -q -p no:cacheprovider tests/test_sampling.py tests/test_model.py tests/test_cudagraphs.py -k "cuda or dtype or device"
   job fast16 bash -c "$MS sample $STIMS --samples $SAMPLES_STIM --preset fast --device $DEVICE --bf16 -q --out $W/fast16 && $MS analyze $W/fast16"
   job obj_abl $EV --suite objects --samples 4 --methods no-guidance,seams-only,no-lighting,single-scale --out "$W/res/eval_objects_ablations"
   job stim_abl $EV --suite stimuli --samples 8 --methods no-guidance,seams-only,no-lighting,single-scale --out "$W/res/eval_stimuli_ablations"

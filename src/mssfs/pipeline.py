@@ -503,6 +503,7 @@ def sample_many(
     progress: bool = False,
     chunk_patches: int | None | str = "auto",
     workers: int | str = "auto",
+    cuda_graphs: bool = False,
 ) -> list[SampleResult]:
     """Sample ``n`` normal maps for each input, batching samples (and inputs) together.
 
@@ -518,6 +519,9 @@ def sample_many(
         workers: on CPU, run that many slices at once, one thread each (``"auto"``:
             ``torch.get_num_threads()``, i.e. ``OMP_NUM_THREADS`` or the core count; 1 on
             GPUs); any number above 1 gives the numbers of a one-thread run (docs/sampling.md).
+        cuda_graphs: replay every denoiser call from a CUDA graph captured on the first
+            call of its shape (CUDA only, frozen model, no ``chunk_patches``; experimental,
+            see docs/sampling.md).
     Returns:
         one :class:`SampleResult` per input.
     """
@@ -539,7 +543,9 @@ def sample_many(
         chunk_patches = CPU_CHUNK if dev.type == "cpu" else None
     if workers == "auto":
         workers = torch.get_num_threads() if dev.type == "cpu" and chunk_patches else 1
-    counter = CountingDenoiser(net, bf16=bf16, chunk=chunk_patches, workers=int(workers))
+    if cuda_graphs and dev.type != "cuda":
+        raise ValueError(f"CUDA graphs need a CUDA device, got {dev}")
+    counter = CountingDenoiser(net, bf16=bf16, chunk=chunk_patches, workers=int(workers), cuda_graphs=cuda_graphs)
     jobs = [(k, i) for k in range(len(items)) for i in range(n)]
     batch = batch_samples or len(jobs)
     per_stage = [len(r.timesteps) for r in sched.runs()]
@@ -582,6 +588,7 @@ def sample_many(
             "patch_forwards_made": counter.patch_forwards,
             "denoiser_calls_per_sample_unbatched": calls,
             "patch_forwards_per_sample": patches,
+            "cuda_graphs": counter.graphs is not None,
         }
         results.append(
             SampleResult(
@@ -607,6 +614,7 @@ def sample(
     progress: bool = False,
     chunk_patches: int | None | str = "auto",
     workers: int | str = "auto",
+    cuda_graphs: bool = False,
 ) -> SampleResult:
     """Draw ``n`` normal maps for one shading image.
 
@@ -621,12 +629,12 @@ def sample(
             background.
         bf16: run the denoiser under bfloat16 autocast.
         schedule: a :class:`Schedule`, dict, or YAML/JSON file path.
-        batch_samples, progress, chunk_patches, workers: as in :func:`sample_many`.
+        batch_samples, progress, chunk_patches, workers, cuda_graphs: as in :func:`sample_many`.
     Returns:
         :class:`SampleResult`.
     """
     return sample_many(
         [image], n=n, seed=seed, preset=preset, device=device, model=model, masks=[mask], bf16=bf16,
         schedule=schedule, batch_samples=batch_samples, progress=progress, chunk_patches=chunk_patches,
-        workers=workers,
+        workers=workers, cuda_graphs=cuda_graphs,
     )[0]

@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .cudagraphs import GraphedCalls
 from .diffusion import NoiseSchedule
 from .guidance import integrability_loss, seam_loss
 from .patches import from_patches
@@ -41,28 +42,41 @@ class CountingDenoiser(nn.Module):
     Gradients through the workers are for ``x_t`` only (what guidance needs): when the
     shading or the model's parameters require gradients (e.g. a model that was not frozen),
     a differentiable call runs the slices one after another instead.
+
+    With ``cuda_graphs`` (CUDA only, no slicing, frozen model) every call is replayed from
+    a CUDA graph captured on the first call of its shape (:class:`mssfs.cudagraphs.GraphedCalls`).
     """
 
-    def __init__(self, model: nn.Module, bf16: bool = False, chunk: int | None = None, workers: int = 1):
+    def __init__(self, model: nn.Module, bf16: bool = False, chunk: int | None = None, workers: int = 1,
+                 cuda_graphs: bool = False):
         super().__init__()
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        if cuda_graphs and chunk:
+            raise ValueError("CUDA graphs need whole calls: use chunk=None with cuda_graphs")
+        if cuda_graphs and any(p.requires_grad for p in model.parameters()):
+            raise ValueError("CUDA graphs need a frozen model (model.requires_grad_(False))")
         self.model = model
         self.bf16 = bf16
         self.chunk = chunk
         self.workers = workers
+        self.graphs = GraphedCalls(self.run_slice) if cuda_graphs else None
         self.calls = 0
         self.patch_forwards = 0
 
     def run_slice(self, x_t: torch.Tensor, t: torch.Tensor, shading: torch.Tensor) -> torch.Tensor:
         """The model on one slice, under bf16 autocast if asked, as float32."""
-        ctx = torch.autocast(x_t.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        # no autocast cache under CUDA graphs (a capture must not keep cached casts)
+        ctx = (torch.autocast(x_t.device.type, dtype=torch.bfloat16, cache_enabled=self.graphs is None)
+               if self.bf16 else contextlib.nullcontext())
         with ctx:
             return self.model(x_t, t, shading).float()
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, shading: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         self.patch_forwards += x_t.shape[0]
+        if self.graphs is not None and x_t.device.type == "cuda":
+            return self.graphs(x_t, t, shading)
         step = self.chunk or x_t.shape[0]
         if self.workers > 1 and x_t.shape[0] > step and x_t.device.type == "cpu":
             if not torch.is_grad_enabled() or not (x_t.requires_grad or shading.requires_grad):

@@ -56,6 +56,9 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, metavar="K",
                    help="on CPU, run K slices at once, one thread each (default: torch's thread count, i.e. "
                    "OMP_NUM_THREADS or the number of cores); any K > 1 gives the numbers of a one-thread run")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="replay each denoiser call from a CUDA graph captured on its first call (CUDA only; "
+                   "experimental: cuts kernel-launch overhead; see docs/sampling.md)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output folders")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -91,6 +94,8 @@ def run(args) -> int:
         raise UsageError(f"--chunk-patches must be >= 1, got {args.chunk_patches}")
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.cuda_graphs and args.chunk_patches:
+        raise UsageError("--cuda-graphs runs whole denoiser calls; leave out --chunk-patches")
     if args.batch_samples is not None and args.batch_samples < 1:
         raise UsageError(f"--batch-samples must be >= 1, got {args.batch_samples}")
     masks = args.mask or []
@@ -123,6 +128,8 @@ def run(args) -> int:
         device = pipeline.resolve_device(_device(args.device))
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    if args.cuda_graphs and device.type != "cuda":
+        raise UsageError(f"--cuda-graphs needs a CUDA device (--device cuda), got {device}")
     if not mine:
         return 0
     try:
@@ -140,6 +147,7 @@ def run(args) -> int:
             group, n=args.samples, seed=args.seed, device=device, model=model, bf16=args.bf16,
             schedule=schedule, batch_samples=args.batch_samples, progress=not args.quiet,
             chunk_patches=args.chunk_patches or "auto", workers=args.workers or "auto",
+            cuda_graphs=args.cuda_graphs,
         )
         for item, result in zip(group, results):
             result.model_info = info
