@@ -96,3 +96,34 @@ def test_seed_or_image_tells_seed_driven_from_image_driven_samples(tmp_path, cap
     assert mod.main([seed_driven[0], other_seeds]) == 2
     assert "different seeds" in capsys.readouterr().err
     assert mod.main([seed_driven[0]]) == 2
+
+
+def test_compare_evaluations_pairs_images_and_finds_a_consistent_gain(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    mod = _load_script("compare_evaluations")
+    rng = np.random.default_rng(0)
+    base = rng.uniform(20, 60, 12)  # images differ far more than the weights do
+
+    def write(name, errors, ids=None):
+        items = [{"item": ids[i] if ids else f"img-{i}", "kind": "objects" if i < 8 else "reliefs",
+                  **{sc: {"mean": float(e)} for sc in ("mean", "best", "fused")}} for i, e in enumerate(errors)]
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"items": {"ours": items}}))
+        return str(path)
+
+    a = write("a", base)
+    better = write("b", base - 1.0 - rng.uniform(0, 0.2, 12))  # 1 degree lower on every image
+    noisy = write("c", base + rng.normal(0, 1.0, 12))
+    assert mod.main([a, better]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| objects | fused"))
+    assert "8/8" in row and float(row.split("|")[-2]) < 0.05  # lower on all 8 objects, p < 0.05
+    rows = mod.compare(mod.load_items(a, "ours"), mod.load_items(noisy, "ours"))
+    assert all(r["p"] > 0.05 for r in rows if r["kind"] == "objects")  # noise alone is not a gain
+    with pytest.raises(SystemExit, match="different images"):
+        mod.compare(mod.load_items(a, "ours"), mod.load_items(write("d", base, [f"x-{i}" for i in range(12)]), "ours"))
+    with pytest.raises(SystemExit, match="no per-image results"):
+        mod.load_items(a, "regression")

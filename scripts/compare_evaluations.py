@@ -1,0 +1,76 @@
+"""Is candidate B better than A on the objects suite? A paired, per-image comparison.
+
+Two ``mssfs evaluate --suite objects`` runs with the same images and seeds (same
+``--n-objects/--n-reliefs/--seed/--samples/--size``) but different ``--model`` give each
+image's mean angular error under both weights. Averages over 30 images differ by a
+degree or so from run to run; pairing the images removes the variation *between* images
+and leaves the one between the weights. For every image kind and scoring (mean of
+samples, best of N, fused) it prints both means, the mean paired difference B - A with
+its standard error, on how many images B is lower, and the two-sided Wilcoxon
+signed-rank p-value.
+
+    python scripts/compare_evaluations.py docs/results/objects_ours.json eval/candidate/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+from scipy import stats
+
+SCORINGS = ("mean", "best", "fused")
+
+
+def load_items(path: str, method: str) -> list[dict]:
+    with open(path) as f:
+        data = json.load(f)
+    items = data.get("items", {}).get(method)
+    if not items:
+        raise SystemExit(f"{path}: no per-image results for method {method!r}")
+    return items
+
+
+def compare(a: list[dict], b: list[dict]) -> list[dict]:
+    """One row per (kind, scoring) over the images both runs scored, in A's order."""
+    ids_a, ids_b = [x["item"] for x in a], [x["item"] for x in b]
+    if ids_a != ids_b:
+        raise SystemExit("the two runs scored different images (or in another order); "
+                         "use the same --n-objects/--n-reliefs/--seed/--size for both")
+    rows = []
+    for kind in dict.fromkeys(x["kind"] for x in a):
+        for sc in SCORINGS:
+            pairs = [(x[sc]["mean"], y[sc]["mean"]) for x, y in zip(a, b)
+                     if x["kind"] == kind and sc in x and sc in y]
+            if not pairs:
+                continue
+            va, vb = np.array(pairs).T
+            d = vb - va
+            n = len(d)
+            p = float(stats.wilcoxon(d).pvalue) if n >= 6 and np.any(d != 0) else float("nan")
+            rows.append({"kind": kind, "scoring": sc, "n": n, "a": float(va.mean()), "b": float(vb.mean()),
+                         "diff": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+                         "b_lower": int(np.sum(d < 0)), "p": p})
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("a", help="results.json of the reference run (A)")
+    p.add_argument("b", help="results.json of the candidate run (B)")
+    p.add_argument("--method", default="ours", help="method whose results are compared (default ours)")
+    args = p.parse_args(argv)
+    rows = compare(load_items(args.a, args.method), load_items(args.b, args.method))
+    print(f"A = {args.a}\nB = {args.b}\n")
+    print("| images | scoring | n | A mean err. | B mean err. | B - A (± s.e.) | B lower on | Wilcoxon p |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['kind']} | {r['scoring']} | {r['n']} | {r['a']:.1f}° | {r['b']:.1f}° | "
+              f"{r['diff']:+.2f}° ± {r['se']:.2f} | {r['b_lower']}/{r['n']} | {r['p']:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
