@@ -9,6 +9,11 @@ samples, best of N, fused) it prints both means, the mean paired difference B - 
 its standard error, on how many images B is lower, and the two-sided Wilcoxon
 signed-rank p-value.
 
+Make both runs with the same code, thread count (``OMP_NUM_THREADS``) and options: guided
+samples are sensitive to float rounding, so the same weights at 1 and at 2 threads give
+different samples (single images moved by up to 7 degrees in a check on 2026-11-27;
+docs/training.md, "Evaluation noise").
+
     python scripts/compare_evaluations.py docs/results/objects_ours.json eval/candidate/results.json
 """
 
