@@ -127,6 +127,8 @@ def measure(args, configs) -> dict:
     """Best-of-``reps`` per-call times for every (config, resolution), interleaved in one process.
 
     Interleaving keeps the baseline and the batched runs under the same machine load.
+    A CUDA-graph config whose capture fails is reported and removed from ``configs`` (the
+    other rows are still measured).
     """
     device = torch.device(args.device)
     base = load_net(args.weights, device)
@@ -139,8 +141,17 @@ def measure(args, configs) -> dict:
     measured = sorted({int(v) for v in args.measure_res.split(",")}) if args.measure_res else wanted
     for r in measured:
         data = {c: _inputs(c.n, r, device) for c in configs}
-        for c in configs:  # warm-up (allocator, kernel selection, graph captures) per shape
-            capture = _time_call(nets[c], *data[c], r, 1, device)
+        for c in list(configs):  # warm-up (allocator, kernel selection, graph captures) per shape
+            try:
+                capture = _time_call(nets[c], *data[c], r, 1, device)
+            except Exception as exc:  # an experimental graph capture must not cost the other rows
+                if not c.graphs:
+                    raise
+                print(f"  {c.label()} {r}px: CUDA graph capture FAILED, row dropped: {type(exc).__name__}: {exc}",
+                      file=sys.stderr)
+                configs.remove(c)
+                nets.pop(c).graphs.clear()
+                continue
             if c.graphs:
                 print(f"  {c.label()} {r}px: warm-up with graph captures {capture:.2f} s", file=sys.stderr)
         best = {c: [float("inf"), float("inf")] for c in configs}
@@ -156,6 +167,8 @@ def measure(args, configs) -> dict:
                 nets[c].graphs.clear()  # free this resolution's graphs before the next
         print(f"  measured {r}px: " + ", ".join(f"{c.label()}: {out[c][r]['plain']:.2f}/{out[c][r]['guided']:.2f} s"
                                                for c in configs), file=sys.stderr)
+    for c in set(out) - set(configs):
+        del out[c]
     # Resolutions not measured: per-call time interpolated linearly in the number of patches.
     for c in configs:
         xs = [(r // PATCH) ** 2 for r in measured]

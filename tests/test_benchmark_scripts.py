@@ -48,3 +48,26 @@ def test_denoiser_kernels_prints_one_row_per_size(capsys):
     assert _load("denoiser_kernels").main(["--patches", "2,3", "--reps", "1"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 2 ") or line.startswith("| 3 ")]
     assert len(rows) == 2 and all(row.count("x)") == 4 for row in rows)
+
+
+def test_a_failing_graph_capture_drops_only_its_row(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    speed = _load("sample_speed")
+    sched = tmp_path / "tiny.yaml"
+    sched.write_text("name: tiny\nnum_steps: 3\nfuse_last: 1\nstages:\n  - {resolution: 32, lr: 1.0, restart_t: 299}\n")
+    real = speed._time_call
+
+    def time_call(net, *a):
+        if net.graphs is not None:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return real(net, *a)
+
+    monkeypatch.setattr(speed, "_time_call", time_call)
+    configs = [speed.Config(1, False, None, "published"), speed.Config(2, False, None, "ours"),
+               speed.Config(2, False, None, "ours", 1, True)]
+    args = argparse.Namespace(device="cpu", weights=None, schedule=str(sched), preset="paper", measure_res=None,
+                              reps=1, iters=1)
+    out = speed.measure(args, configs)
+    assert len(configs) == 2 and not any(c.graphs for c in configs) and set(out) == set(configs)
+    assert "capture FAILED, row dropped: RuntimeError" in capsys.readouterr().err
