@@ -30,8 +30,11 @@ SCORINGS = ("mean", "best", "fused")
 
 
 def load_items(path: str, method: str) -> list[dict]:
-    with open(path) as f:
-        data = json.load(f)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"{path}: cannot read an evaluation results.json ({exc})") from exc
     items = data.get("items", {}).get(method)
     if not items:
         raise SystemExit(f"{path}: no per-image results for method {method!r}")

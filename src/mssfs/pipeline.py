@@ -538,13 +538,13 @@ def sample_many(
     items = [x if isinstance(x, PreparedInput) else prepare_input(x, m) for x, m in zip(inputs, masks)]
     sched = resolve_schedule(schedule, preset)
     dev = resolve_device(device)
+    if cuda_graphs and dev.type != "cuda":
+        raise ValueError(f"CUDA graphs need a CUDA device, got {dev}")
     net, info = resolve_model(model, dev)
     if chunk_patches == "auto":
         chunk_patches = CPU_CHUNK if dev.type == "cpu" else None
     if workers == "auto":
         workers = torch.get_num_threads() if dev.type == "cpu" and chunk_patches else 1
-    if cuda_graphs and dev.type != "cuda":
-        raise ValueError(f"CUDA graphs need a CUDA device, got {dev}")
     counter = CountingDenoiser(net, bf16=bf16, chunk=chunk_patches, workers=int(workers), cuda_graphs=cuda_graphs)
     jobs = [(k, i) for k in range(len(items)) for i in range(n)]
     batch = batch_samples or len(jobs)
