@@ -4,7 +4,7 @@ import tifffile
 from PIL import Image
 
 from mssfs import stimuli
-from mssfs.images import ImageError, load_input, read_image, validate_image
+from mssfs.images import ImageError, alpha_mask, load_input, read_image, validate_image
 
 
 def ramp(h=32, w=40):
@@ -32,6 +32,39 @@ def test_rgb_converted_with_note(tmp_path):
     assert out.shape == (32, 40)
     assert any("grayscale" in n for n in notes)
     assert np.abs(out - ramp()).max() < 2 / 255
+
+
+def test_alpha_channel_read_as_mask_not_intensity(tmp_path):
+    grey = np.round(ramp() * 255).astype(np.uint8)
+    alpha = np.full(grey.shape, 255, np.uint8)
+    alpha[:, :10] = 0
+    alpha[:3, 10:] = 100  # below half: transparent
+    Image.fromarray(np.stack([grey, alpha], -1), "LA").save(tmp_path / "la.png")
+    Image.fromarray(np.stack([grey] * 3 + [alpha], -1), "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(np.stack([grey] * 3 + [np.full_like(alpha, 255)], -1), "RGBA").save(tmp_path / "opaque.png")
+    a16 = np.stack([grey.astype(np.uint16) * 257] * 3 + [alpha.astype(np.uint16) * 257], -1)
+    tifffile.imwrite(tmp_path / "rgba16.tif", a16)
+    for name in ("la.png", "rgba.png", "rgba16.tif"):
+        out, notes = read_image(tmp_path / name)
+        assert np.abs(out - grey / 255).max() < 2 / 255, name  # alpha does not darken the intensity
+        assert any("alpha channel not used as intensity" in n for n in notes), name
+        m = alpha_mask(tmp_path / name)
+        assert m is not None and m.dtype == bool and np.array_equal(m, alpha >= 128), name
+    assert alpha_mask(tmp_path / "opaque.png") is None  # nothing transparent: no mask
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    assert alpha_mask(tmp_path / "grey.png") is None
+
+
+def test_palette_png_transparency_becomes_alpha(tmp_path):
+    idx = np.zeros((20, 24), np.uint8)
+    idx[4:16, 5:20] = 1
+    im = Image.fromarray(idx, "P")
+    im.putpalette([0, 0, 0, 200, 200, 200] + [0] * 762)
+    im.save(tmp_path / "p.png", transparency=0)
+    m = alpha_mask(tmp_path / "p.png")
+    assert m is not None and np.array_equal(m, idx == 1)
+    out, _ = read_image(tmp_path / "p.png")
+    assert out[10, 10] == pytest.approx(200 / 255, abs=1e-6)
 
 
 @pytest.mark.parametrize(

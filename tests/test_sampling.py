@@ -342,6 +342,28 @@ def test_input_policy():
         prepare_input(sphere_image(), mask=np.ones((10, 10), bool))
 
 
+def test_alpha_channel_is_the_default_mask(tmp_path):
+    from PIL import Image
+
+    img = np.round(sphere_image() * 255).astype(np.uint8)
+    img[:, :6] = 255  # bright, not black, where the picture is transparent
+    alpha = np.full(img.shape, 255, np.uint8)
+    alpha[:, :6] = 0
+    Image.fromarray(np.stack([img, alpha], -1), "LA").save(tmp_path / "cut.png")
+    item = prepare_input(tmp_path / "cut.png")
+    assert np.array_equal(item.mask, alpha > 0)
+    assert (item.image[:, :6] == 0).all()
+    assert any("alpha channel" in n and f"{6 * 40} transparent" in n for n in item.notes)
+    explicit = np.zeros(img.shape, bool)
+    explicit[10:30, 10:40] = True  # an explicit mask wins over the alpha channel
+    assert np.array_equal(prepare_input(tmp_path / "cut.png", mask=explicit).mask, explicit)
+    alpha[:] = 0
+    alpha[0, :3] = 255
+    Image.fromarray(np.stack([img, alpha], -1), "LA").save(tmp_path / "gone.png")
+    with pytest.raises(ImageError, match="alpha channel leaves 3 opaque"):
+        prepare_input(tmp_path / "gone.png")
+
+
 def test_bad_input_refused_before_any_work():
     class Exploding(nn.Module):
         def forward(self, *a):

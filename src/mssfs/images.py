@@ -2,7 +2,8 @@
 
 Accepted: PNG and JPEG (8 or 16 bit, grey or colour), TIFF (integer or float) and NPY.
 Colour images are converted to luminance (Rec. 601 weights) and a note says so; an alpha
-channel is dropped with a note.  Integer images are scaled by their type's maximum.
+channel is not part of the intensity (a note says so) but :func:`alpha_mask` reads it as
+a foreground mask.  Integer images are scaled by their type's maximum.
 Refused with :class:`ImageError`, before any other work: missing or unreadable files,
 NaN/inf values, empty images, constant images and images smaller than 16 pixels on a side.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ImageError", "read_image", "validate_image", "load_input", "MIN_SIZE"]
+__all__ = ["ImageError", "read_image", "alpha_mask", "validate_image", "load_input", "MIN_SIZE"]
 
 MIN_SIZE = 16
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -52,7 +53,7 @@ def _to_gray(arr: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
     if arr.ndim == 3:
         channels = arr.shape[-1]
         if channels in (2, 4):
-            notes.append(f"{name}: alpha channel dropped")
+            notes.append(f"{name}: alpha channel not used as intensity")
             arr = arr[..., :-1]
             channels -= 1
         if channels == 3:
@@ -77,9 +78,32 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     Returns:
         ``(image, notes)``: notes are human-readable remarks on conversions made.
     """
-    path = Path(path)
     name = str(path)
     notes: list[str] = []
+    arr = _to_gray(_scale_integer(_read_raw(Path(path))), name, notes)
+    return validate_image(arr, name), notes
+
+
+def alpha_mask(path: str | os.PathLike, threshold: float = 0.5) -> np.ndarray | None:
+    """The foreground an image file's alpha channel marks, or None.
+
+    Images with 2 (grey + alpha) or 4 (RGBA) channels have one: pixels whose alpha, scaled
+    to [0, 1] like the intensity, is at least ``threshold`` are foreground.  Returns None
+    when the image has no alpha channel or every pixel is opaque (nothing to mask).
+
+    Returns:
+        bool ``(H, W)`` or None.
+    """
+    arr = _read_raw(Path(path))
+    if arr.ndim != 3 or arr.shape[-1] not in (2, 4):
+        return None
+    fg = _scale_integer(arr[..., -1]) >= threshold
+    return None if fg.all() else fg
+
+
+def _read_raw(path: Path) -> np.ndarray:
+    """The file's pixel array as stored (integer or float, 2-D or with channels last)."""
+    name = str(path)
     if not path.exists():
         raise ImageError(f"{name}: no such file")
     if path.is_dir():
@@ -99,10 +123,14 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     except ImageError:
         raise
     except Exception as exc:  # unreadable or corrupt file
-        raise ImageError(f"{name}: could not be read ({type(exc).__name__}: {exc})") from exc
-    arr = np.asarray(arr)
-    arr = _to_gray(_scale_integer(arr), name, notes)
-    return validate_image(arr, name), notes
+        raise ImageError(f"{name}: could not be read ({_describe(exc)})") from exc
+    return np.asarray(arr)
+
+
+def _describe(exc: Exception) -> str:
+    """``Type: message`` without repeating a type name the message already starts with."""
+    kind, text = type(exc).__name__, str(exc)
+    return text if text.startswith(kind) else f"{kind}: {text}"
 
 
 def _read_pil(path: Path) -> np.ndarray:
@@ -122,6 +150,8 @@ def _read_pil(path: Path) -> np.ndarray:
             return np.asarray(im, dtype=np.float64)
         if im.mode in ("L", "RGB", "RGBA", "LA"):
             return np.asarray(im)
+        if im.mode == "PA" or "transparency" in im.info:  # palette images with transparency
+            return np.asarray(im.convert("RGBA"))
         return np.asarray(im.convert("RGB"))
 
 

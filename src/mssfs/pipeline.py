@@ -33,7 +33,7 @@ from torch import nn
 from . import __version__
 from .diffusion import NoiseSchedule
 from .geometry import normals_to_slopes, save_normals, slopes_to_normals
-from .images import ImageError, load_input
+from .images import ImageError, alpha_mask, load_input
 from .lighting import consistent_lighting, estimate_light
 from .patches import PATCH, from_patches, to_patches
 from .sampling import CountingDenoiser, guided_ddim
@@ -124,13 +124,19 @@ def _read_mask(spec, shape: tuple[int, int]) -> np.ndarray:
     return m
 
 
+def _is_file(spec) -> bool:
+    return isinstance(spec, (str, os.PathLike)) and not str(spec).startswith("stimulus:")
+
+
 def prepare_input(spec, mask=None) -> PreparedInput:
     """Load and check an input before any sampling work.
 
     Args:
         spec: ``(H, W)`` array, image file path or ``stimulus:NAME``.
-        mask: None (automatic, see :func:`auto_mask`), ``(H, W)`` array or a mask file
-            (PNG/JPEG: >= 128 is foreground; NPY: non-zero is foreground).
+        mask: None (automatic: an image file's alpha channel if it has a transparent
+            pixel, see :func:`mssfs.images.alpha_mask`, else :func:`auto_mask`), an
+            ``(H, W)`` array or a mask file (PNG/JPEG: >= 128 is foreground; NPY: non-zero
+            is foreground).
     Raises:
         ImageError with a message naming the problem.
     """
@@ -143,7 +149,15 @@ def prepare_input(spec, mask=None) -> PreparedInput:
     elif hi > 1:
         img = img / hi
         notes.append(f"{name}: values up to {hi:g} divided by {hi:g} to fit [0, 1]")
-    if mask is None:
+    alpha = alpha_mask(spec) if mask is None and _is_file(spec) else None
+    if alpha is not None:
+        m = alpha
+        if m.sum() < PATCH:
+            raise ImageError(f"{name}: the alpha channel leaves {int(m.sum())} opaque pixel(s); nothing to sample")
+        notes.append(f"{name}: foreground mask from the alpha channel ({int((~m).sum())} transparent pixels outside)")
+        if (img[~m] != 0).any():
+            notes.append(f"{name}: pixels outside the mask set to 0")
+    elif mask is None:
         m = auto_mask(img)
         if m.sum() < PATCH:
             raise ImageError(f"{name}: almost the whole image is black background; nothing to sample")

@@ -44,7 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--bf16", action="store_true", help="run the denoiser under bfloat16 autocast")
     p.add_argument("--mask", action="append", metavar="FILE",
                    help="foreground mask (PNG: >=128 is foreground; NPY: non-zero); give once per input, in order. "
-                   "Default: automatic (black pixels connected to the border are background)")
+                   "Default: the image's alpha channel if it has transparent pixels (alpha >= 0.5 is foreground), "
+                   "else automatic (black pixels connected to the border are background)")
     p.add_argument("--model", metavar="PATH", help="denoiser weights (default: the package's weights)")
     p.add_argument("--batch-samples", type=int, metavar="K",
                    help="at most K samples per batch (default: all N at once; lower it if memory is short)")
