@@ -525,7 +525,7 @@ def sample_many(
         inputs: arrays, image paths, ``stimulus:NAME`` strings or :class:`PreparedInput`.
         seed: the user seed of every input, or one seed per input (sample ``i`` of
             input ``k`` uses ``sample_seed(seed[k], i)`` either way).
-        masks: per input, None (automatic) or a mask array / file.
+        masks: per input, None (automatic, see :func:`prepare_input`) or a mask array / file.
         batch_samples: at most this many samples per batch (default: all at once).
             Results do not depend on it beyond float rounding.
         chunk_patches: run each denoiser call in slices of at most this many patches
@@ -639,8 +639,9 @@ def sample(
         preset: ``paper`` or ``fast`` (ignored when ``schedule`` is given).
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         model: a denoiser module, a weights path, or None for the package default.
-        mask: foreground ``(H, W)`` array or mask file; None = automatic from a black
-            background.
+        mask: foreground ``(H, W)`` array or mask file; None = automatic (an image
+            file's alpha channel when it has transparent pixels, else the black
+            background; see :func:`prepare_input`).
         bf16: run the denoiser under bfloat16 autocast.
         schedule: a :class:`Schedule`, dict, or YAML/JSON file path.
         batch_samples, progress, chunk_patches, workers, cuda_graphs: as in :func:`sample_many`.
