@@ -28,12 +28,12 @@ import sys
 import time
 
 import numpy as np
-import torch
 
 from mssfs.analysis import BumpDentLayout, generated_bump_dent_layout, normals_from_depth
 from mssfs.evaluate import LAYOUT_SEED_OFFSET, method_schedule, score_stimulus
 from mssfs.geometry import angular_error
-from mssfs.oracle import TwoReadingOracle, flip_readings
+from mssfs.lighting import flip_normals
+from mssfs.oracle import TwoReadingOracle
 from mssfs.pipeline import sample
 from mssfs.render import render
 from mssfs.shapes import HELDOUT_SEED_BASE
@@ -77,7 +77,7 @@ def run_item(lay: BumpDentLayout, method: str, n: int, seed: int, weight_true: f
                  chunk_patches=None, workers=1)
     seconds = time.perf_counter() - start
     sc = score_stimulus(res.normals, lay.mask, lay.regions, lay.layout)
-    flipped = flip_readings(torch.from_numpy(lay.normals), dim=-1).numpy()
+    flipped = flip_normals(lay.normals)
     nearer = [min(np.nanmean(angular_error(s, lay.normals, lay.mask)), np.nanmean(angular_error(s, flipped, lay.mask)))
               for s in res.normals]
     return {"consistent": sc.consistent, "true": sc.true, "inverted": sc.inverted, "n_modes": sc.n_modes,

@@ -34,16 +34,7 @@ from torch import nn
 from .diffusion import NoiseSchedule
 from .patches import PATCH, to_patches
 
-__all__ = ["TwoReadingOracle", "flip_readings"]
-
-
-def flip_readings(normals: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """The convex/concave flip ``(nx, ny, nz) -> (-nx, -ny, nz)`` along ``dim``."""
-    sign = torch.ones(normals.shape[dim], dtype=normals.dtype, device=normals.device)
-    sign[:2] = -1
-    shape = [1] * normals.ndim
-    shape[dim] = -1
-    return normals * sign.reshape(shape)
+__all__ = ["TwoReadingOracle"]
 
 
 class TwoReadingOracle(nn.Module):
@@ -70,6 +61,8 @@ class TwoReadingOracle(nn.Module):
         if not 0.0 < weight_true < 1.0:
             raise ValueError(f"weight_true must lie strictly between 0 and 1, got {weight_true}")
         self.register_buffer("truth", g.permute(2, 0, 1)[None].contiguous(), persistent=False)
+        # the convex/concave flip (nx, ny, nz) -> (-nx, -ny, nz) of (B, 3, P, P) patches
+        self.register_buffer("flip", torch.tensor([-1.0, -1.0, 1.0]).reshape(1, 3, 1, 1), persistent=False)
         self.abar = (noise or NoiseSchedule()).alphas_cumprod.double()  # cast per call to x_t's dtype
         self.n_samples = int(n_samples)
         self.log_prior_ratio = math.log(weight_true / (1.0 - weight_true))
@@ -91,8 +84,8 @@ class TwoReadingOracle(nn.Module):
         if rest or side * side != per_image:
             raise ValueError(f"{b} patches are not {self.n_samples} square images' patches; "
                              "run the sampler with whole calls (chunk_patches=None)")
-        g = self.truth_patches(side * PATCH).to(x_t.dtype).repeat(self.n_samples, 1, 1, 1)
-        f = flip_readings(g)
+        g = self.truth_patches(side * PATCH).to(device=x_t.device, dtype=x_t.dtype).repeat(self.n_samples, 1, 1, 1)
+        f = g * self.flip.to(device=x_t.device, dtype=x_t.dtype)
         abar = self.abar[t.cpu()].to(device=x_t.device, dtype=x_t.dtype)[:, None, None, None]
         a, s2 = abar.sqrt(), 1.0 - abar
         d_g = (x_t - a * g).square().sum(dim=(1, 2, 3), keepdim=True)
