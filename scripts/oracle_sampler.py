@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from mssfs.analysis import BumpDentLayout, generated_bump_dent_layout, normals_from_depth
+from mssfs.analysis import BumpDentLayout, bump_dent_relief, generated_bump_dent_layout, normals_from_depth
 from mssfs.evaluate import LAYOUT_SEED_OFFSET, method_schedule, score_stimulus
 from mssfs.geometry import angular_error
 from mssfs.lighting import flip_normals
@@ -44,17 +44,10 @@ METHODS = ("fast", "paper", "no-lighting", "seams-only", "single-scale", "no-gui
 def circles_like(size: int, slant_deg: float = 40.0) -> BumpDentLayout:
     """Four equal discs on a 2 x 2 grid (top-left, top-right, bottom-left bumps, bottom-right
     dent; the profile of :func:`generated_bump_dent_layout`), lit from above."""
-    rows, cols = np.mgrid[0:size, 0:size].astype(np.float64)
     r = 0.18 * size
-    height = np.zeros((size, size))
-    regions = np.zeros((size, size), np.int32)
     signs = np.array([1, 1, 1, -1], np.int8)
     centres = [(0.28, 0.28), (0.28, 0.72), (0.72, 0.28), (0.72, 0.72)]  # (row, col) fractions
-    for k, ((fy, fx), s) in enumerate(zip(centres, signs), start=1):
-        rho2 = ((rows - fy * size) ** 2 + (cols - fx * size) ** 2) / r**2
-        inside = rho2 < 1
-        height += np.where(inside, s * 0.6 * r * (1 - rho2) ** 2, 0.0)
-        regions[inside] = k
+    height, regions = bump_dent_relief([(fy * size, fx * size, r) for fy, fx in centres], signs, size)
     light = np.array([0.0, np.sin(np.radians(slant_deg)), np.cos(np.radians(slant_deg))])
     mask = np.ones((size, size), bool)
     normals = normals_from_depth(height, mask)

@@ -76,6 +76,7 @@ __all__ = [
     "consistency",
     "BumpDentLayout",
     "generated_bump_dent_layout",
+    "bump_dent_relief",
     "light_angles",
     "Analysis",
     "analyze",
@@ -582,6 +583,21 @@ class BumpDentLayout:
     height: np.ndarray
 
 
+def bump_dent_relief(features, signs, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Height ``(size, size)`` (pixels) and int32 region labels 1..R (0 = flat ground) of
+    round features ``(cy, cx, r)`` (pixels) with ``signs`` +1 bump / -1 dent, each with the
+    profile ``h(r) = s * 0.6 R (1 - (r/R)^2)^2`` (smooth at the rim)."""
+    rows, cols = np.mgrid[0:size, 0:size].astype(np.float64)
+    height = np.zeros((size, size))
+    regions = np.zeros((size, size), np.int32)
+    for k, ((cy, cx, r), s) in enumerate(zip(features, signs), start=1):
+        rho2 = ((rows - cy) ** 2 + (cols - cx) ** 2) / r**2
+        inside = rho2 < 1
+        height += np.where(inside, s * 0.6 * r * (1 - rho2) ** 2, 0.0)
+        regions[inside] = k
+    return height, regions
+
+
 def generated_bump_dent_layout(seed: int, size: int = 128) -> BumpDentLayout:
     """Random bumps and dents on flat ground, rendered under a random light.
 
@@ -606,14 +622,7 @@ def generated_bump_dent_layout(seed: int, size: int = 128) -> BumpDentLayout:
     signs = rng.choice([-1, 1], size=len(placed))
     if len(placed) >= 2 and abs(signs.sum()) == len(placed):
         signs[rng.integers(len(placed))] *= -1
-    rows, cols = np.mgrid[0:size, 0:size].astype(np.float64)
-    height = np.zeros((size, size))
-    regions = np.zeros((size, size), np.int32)
-    for k, ((cy, cx, r), s) in enumerate(zip(placed, signs), start=1):
-        rho2 = ((rows - cy) ** 2 + (cols - cx) ** 2) / r**2
-        inside = rho2 < 1
-        height += np.where(inside, s * 0.6 * r * (1 - rho2) ** 2, 0.0)
-        regions[inside] = k
+    height, regions = bump_dent_relief(placed, signs, size)
     slant = np.radians(rng.uniform(25, 55))
     tilt = rng.uniform(0, 2 * np.pi)
     light = np.array([np.sin(slant) * np.cos(tilt), np.sin(slant) * np.sin(tilt), np.cos(slant)])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ImageError", "read_image", "alpha_mask", "validate_image", "load_input", "MIN_SIZE"]
+__all__ = ["ImageError", "read_image", "alpha_mask", "validate_image", "load_input", "load_input_with_alpha", "MIN_SIZE"]
 
 MIN_SIZE = 16
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -78,10 +78,8 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     Returns:
         ``(image, notes)``: notes are human-readable remarks on conversions made.
     """
-    name = str(path)
-    notes: list[str] = []
-    arr = _to_gray(_scale_integer(_read_raw(Path(path))), name, notes)
-    return validate_image(arr, name), notes
+    image, _, notes = _read_with_alpha(path)
+    return image, notes
 
 
 def alpha_mask(path: str | os.PathLike, threshold: float = 0.5) -> np.ndarray | None:
@@ -94,11 +92,23 @@ def alpha_mask(path: str | os.PathLike, threshold: float = 0.5) -> np.ndarray | 
     Returns:
         bool ``(H, W)`` or None.
     """
-    arr = _read_raw(Path(path))
+    return _alpha_foreground(_read_raw(Path(path)), threshold)
+
+
+def _alpha_foreground(arr: np.ndarray, threshold: float = 0.5) -> np.ndarray | None:
     if arr.ndim != 3 or arr.shape[-1] not in (2, 4):
         return None
     fg = _scale_integer(arr[..., -1]) >= threshold
     return None if fg.all() else fg
+
+
+def _read_with_alpha(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """One read of the file: ``(image, alpha foreground or None, notes)``."""
+    name = str(path)
+    notes: list[str] = []
+    raw = _read_raw(Path(path))
+    image = validate_image(_to_gray(_scale_integer(raw), name, notes), name)
+    return image, _alpha_foreground(raw), notes
 
 
 def _read_raw(path: Path) -> np.ndarray:
@@ -175,8 +185,19 @@ def load_input(spec: str | os.PathLike | np.ndarray) -> tuple[np.ndarray, str, l
         ``(image, stem, notes)``: float64 ``(H, W)`` image, a short name for output
         folders (``circles`` for ``stimulus:circles``, the file stem otherwise), notes.
     """
+    image, _, stem, notes = load_input_with_alpha(spec)
+    return image, stem, notes
+
+
+def load_input_with_alpha(spec: str | os.PathLike | np.ndarray):
+    """:func:`load_input` plus the alpha foreground of an image file (:func:`alpha_mask`;
+    None for arrays, stimuli and files without transparency), from one read of the file.
+
+    Returns:
+        ``(image, alpha, stem, notes)``.
+    """
     if isinstance(spec, np.ndarray):
-        return validate_image(spec, "array input"), "array", []
+        return validate_image(spec, "array input"), None, "array", []
     text = str(spec)
     if text.startswith("stimulus:"):
         from . import stimuli
@@ -186,6 +207,6 @@ def load_input(spec: str | os.PathLike | np.ndarray) -> tuple[np.ndarray, str, l
             img = stimuli.load(name)
         except ValueError as exc:
             raise ImageError(str(exc)) from exc
-        return validate_image(img, text), name, []
-    img, notes = read_image(text)
-    return img, Path(text).stem, notes
+        return validate_image(img, text), None, name, []
+    img, alpha, notes = _read_with_alpha(text)
+    return img, alpha, Path(text).stem, notes

@@ -33,7 +33,7 @@ from torch import nn
 from . import __version__
 from .diffusion import NoiseSchedule
 from .geometry import normals_to_slopes, save_normals, slopes_to_normals
-from .images import ImageError, alpha_mask, load_input
+from .images import ImageError, load_input_with_alpha
 from .lighting import consistent_lighting, estimate_light
 from .patches import PATCH, from_patches, to_patches
 from .sampling import CountingDenoiser, guided_ddim
@@ -124,10 +124,6 @@ def _read_mask(spec, shape: tuple[int, int]) -> np.ndarray:
     return m
 
 
-def _is_file(spec) -> bool:
-    return isinstance(spec, (str, os.PathLike)) and not str(spec).startswith("stimulus:")
-
-
 def prepare_input(spec, mask=None) -> PreparedInput:
     """Load and check an input before any sampling work.
 
@@ -140,7 +136,7 @@ def prepare_input(spec, mask=None) -> PreparedInput:
     Raises:
         ImageError with a message naming the problem.
     """
-    img, stem, notes = load_input(spec)
+    img, alpha, stem, notes = load_input_with_alpha(spec)
     name = "array" if isinstance(spec, np.ndarray) else str(spec)
     lo, hi = float(img.min()), float(img.max())
     if lo < 0:
@@ -149,22 +145,21 @@ def prepare_input(spec, mask=None) -> PreparedInput:
     elif hi > 1:
         img = img / hi
         notes.append(f"{name}: values up to {hi:g} divided by {hi:g} to fit [0, 1]")
-    alpha = alpha_mask(spec) if mask is None and _is_file(spec) else None
-    if alpha is not None:
-        m = alpha
-        if m.sum() < PATCH:
-            raise ImageError(f"{name}: the alpha channel leaves {int(m.sum())} opaque pixel(s); nothing to sample")
-        notes.append(f"{name}: foreground mask from the alpha channel ({int((~m).sum())} transparent pixels outside)")
-        if (img[~m] != 0).any():
-            notes.append(f"{name}: pixels outside the mask set to 0")
-    elif mask is None:
+    if mask is None and alpha is None:
         m = auto_mask(img)
         if m.sum() < PATCH:
             raise ImageError(f"{name}: almost the whole image is black background; nothing to sample")
         if not m.all():
             notes.append(f"{name}: foreground mask from the black background ({int((~m).sum())} pixels outside)")
     else:
-        m = _read_mask(mask, img.shape)
+        if mask is not None:
+            m = _read_mask(mask, img.shape)
+        else:
+            m = alpha
+            if m.sum() < PATCH:
+                raise ImageError(f"{name}: the alpha channel leaves {int(m.sum())} opaque pixel(s); nothing to "
+                                 "sample (give a --mask, or an image without transparency)")
+            notes.append(f"{name}: foreground mask from the alpha channel ({int((~m).sum())} transparent pixels outside)")
         if (img[~m] != 0).any():
             notes.append(f"{name}: pixels outside the mask set to 0")
     img = np.where(m, img, 0.0)
