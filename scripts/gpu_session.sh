@@ -4,18 +4,21 @@
 #   2. train the denoiser (configs/default.yaml, continued from the package weights) and
 #      the regression baseline side by side on the GPU until TRAIN_END seconds;
 #   3. export both into src/mssfs/weights/ (of this copy of the repository);
-#   4. GPU speed benchmark (alone), then three lanes of jobs side by side: Figure 5
-#      samples (paper preset) with their analysis and the paper-vs-fast suites; the
-#      objects and stimuli suites with baselines and the mid-run candidate's suites; CUDA
-#      tests, fast-preset samples, ablation suites and figure; each job is cut off at
-#      BUDGET - 15 seconds;
-#   5. pack: $OUT/default.tar, $OUT/regression.tar, $OUT/mid.tar (exports),
+#   4. GPU speed benchmark (alone), then (LANES=1) three lanes of jobs side by side:
+#      Figure 5 samples (paper preset) with their analysis and the paper-vs-fast suites;
+#      the objects and stimuli suites with baselines and the mid-run candidate's suites;
+#      fast-preset samples, ablation suites and figure; each job is cut off at
+#      BUDGET - 15 seconds. LANES=0 skips them (evaluate the exports elsewhere and give the
+#      GPU's time to training). The CUDA tests run beside the shard rendering in step 1;
+#   5. pack: $OUT/default.tar, $OUT/regression.tar, $OUT/mid.tar (exports; mid is the
+#      checkpoint half-way through the run),
 #      $OUT/results.tar.gz (logs, tables, figures, compact normals) and $OUT/session.log.
 # Everything is bounded by BUDGET seconds from the start. Variables (defaults for one
 # H100/H200 with 16 cores): DEVICE, BUDGET, TRAIN_END, NMAPS, WORKERS, DIFF_WORKERS,
 # REG_WORKERS, REG (0: no regression run), PPS (patches per step), LR, INIT_MAIN,
-# INIT_REG, EXTRA_TRAIN (more `mssfs train` options), SAMPLES_FIG, FIG_PRESET,
-# SAMPLES_OBJ, SAMPLES_STIM, EVAL_ARGS (extra `mssfs evaluate` options), SKIP_TRAIN.
+# INIT_REG, EXTRA_TRAIN (more `mssfs train` options), BENCH_SAMPLES (samples per batch
+# benchmarked; empty: no benchmark), LANES, SAMPLES_FIG, FIG_PRESET, SAMPLES_OBJ,
+# SAMPLES_STIM, EVAL_ARGS (extra `mssfs evaluate` options), SKIP_TRAIN.
 # Checked on a CPU with small settings (docs/training.md); measured on an H200.
 set -u
 T0=$(date +%s)
@@ -37,6 +40,8 @@ FIG_PRESET=${FIG_PRESET:-paper}
 EVAL_ARGS=${EVAL_ARGS:-}
 SAMPLES_OBJ=${SAMPLES_OBJ:-8}
 SAMPLES_STIM=${SAMPLES_STIM:-16}
+BENCH_SAMPLES=${BENCH_SAMPLES-1,16,64}
+LANES=${LANES:-1}             # 0: no evaluation lanes after the benchmark
 SKIP_TRAIN=${SKIP_TRAIN:-0}   # 1: skip steps 2-4 (check the rest with the weights in the repository)
 OUT=${OUT:-/tmp/mssfs_out}
 W=${W:-/tmp/mssfs_gpu}
@@ -60,6 +65,15 @@ $PY -c "import torch, diffusers, mssfs; print('torch', torch.__version__, 'cuda'
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" 2>&1 | tee -a "$OUT/session.log"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader 2>/dev/null | tee -a "$OUT/session.log"
 log "cpus $(nproc --all)"
+
+# CUDA tests beside the shard rendering (they check results, not speed)
+P_TESTS=""
+if [ "$DEVICE" != cpu ]; then
+  ( timeout "$(until_t 120)" $PY -m pytest -q -p no:cacheprovider tests/test_sampling.py tests/test_model.py \
+      tests/test_cudagraphs.py -k "cuda or dtype or device" > "$W/res/cuda_tests.log" 2>&1
+    echo "cuda_tests exit $?" >> "$W/res/jobs.log" ) &
+  P_TESTS=$!
+fi
 
 if [ "$SKIP_TRAIN" != 1 ]; then
 # -- 2. shards -----------------------------------------------------------------------
@@ -97,7 +111,8 @@ for r in main regression; do cp "$W/runs/$r/log.csv" "$W/res/log_$r.csv" 2>/dev/
 NOTICE=${NOTICE-"interim weights: not yet shown to read shading reliably; see MODEL_CARD.md beside the weights."}
 $MS export "$W/runs/main" --out src/mssfs/weights/default --notice "$NOTICE" >> "$W/res/export.log" 2>&1 && log "exported main"
 [ "$REG" = 1 ] && $MS export "$W/runs/regression" --out src/mssfs/weights/regression >> "$W/res/export.log" 2>&1 && log "exported regression"
-MID=$(ls "$W/runs/main/checkpoints/"*.safetensors 2>/dev/null | sort | tail -2 | head -1)
+CKPTS=($(ls "$W/runs/main/checkpoints/"*.safetensors 2>/dev/null | sort))
+MID=""; [ "${#CKPTS[@]}" -ge 2 ] && MID=${CKPTS[$(( (${#CKPTS[@]} - 1) / 2 ))]}
 [ -n "$MID" ] && $MS export "$MID" --out "$W/mid" >> "$W/res/export.log" 2>&1 && log "exported candidate $(basename "$MID")"
 tar -cf "$OUT/default.tar" -C src/mssfs/weights default
 [ "$REG" = 1 ] && tar -cf "$OUT/regression.tar" -C src/mssfs/weights regression
@@ -120,14 +135,16 @@ pack() {
 if [ "$SKIP_TRAIN" != 1 ]; then pack; fi
 
 # -- 5. benchmark alone, then the rest in parallel ------------------------------------
-if [ "$DEVICE" != cpu ]; then
+[ -n "$P_TESTS" ] && wait "$P_TESTS"
+if [ "$DEVICE" != cpu ] && [ -n "$BENCH_SAMPLES" ]; then
   log "benchmark"
   timeout "$(until_t $(( TRAIN_END + 95 )))" $PY benchmarks/sample_speed.py --device "$DEVICE" --cuda-graphs --chunk 0 \
-    --samples-list 1,16,64 --reps 3 --iters 3 --no-memory --weights default > "$W/res/sample_speed_gpu.md" 2>&1
+    --samples-list "$BENCH_SAMPLES" --reps 3 --iters 3 --no-memory --weights default > "$W/res/sample_speed_gpu.md" 2>&1
   log "benchmark exit $?"
 fi
 pack
 END=$(( BUDGET - 15 ))
+if [ "$LANES" = 1 ]; then
 # three lanes, each running its jobs one after another (ten at once ran out of GPU memory)
 job() { local name=$1; shift; timeout "$(until_t $END)" "$@" > "$W/res/$name.log" 2>&1; echo "$name exit $?" >> "$W/res/jobs.log"; }
 EV="$MS evaluate --device $DEVICE --bf16 -q $EVAL_ARGS"
@@ -148,7 +165,6 @@ STIMS="stimulus:circles stimulus:rings stimulus:star stimulus:snake"
   fi
 ) &
 (
-  job cuda_tests $PY -m pytest -q -p no:cacheprovider tests/test_sampling.py tests/test_model.py tests/test_cudagraphs.py -k "cuda or dtype or device"
   job fast16 bash -c "$MS sample $STIMS --samples $SAMPLES_STIM --preset fast --device $DEVICE --bf16 -q --out $W/fast16 && $MS analyze $W/fast16"
   job obj_abl $EV --suite objects --samples 4 --methods no-guidance,seams-only,no-lighting,single-scale --out "$W/res/eval_objects_ablations"
   job stim_abl $EV --suite stimuli --samples 8 --methods no-guidance,seams-only,no-lighting,single-scale --out "$W/res/eval_stimuli_ablations"
@@ -156,7 +172,8 @@ STIMS="stimulus:circles stimulus:rings stimulus:star stimulus:snake"
 ) &
 sleep 20; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >> "$W/res/gpu_util.log" 2>&1
 wait
-log "jobs: $(tr '\n' ';' < "$W/res/jobs.log")"
+fi  # LANES
+log "jobs: $(cat "$W/res/jobs.log" 2>/dev/null | tr "\n" ";")"
 
 # -- 6. compact copies of the samples (float16, at most 128 px) and pack ---------------
 $PY - "$W" <<'PYEOF' >> "$W/res/pack.log" 2>&1
