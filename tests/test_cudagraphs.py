@@ -88,13 +88,21 @@ def test_second_forward_before_backward_is_refused():
 @CUDA
 @pytest.mark.parametrize("bf16", [False, True])
 def test_guided_ddim_with_graphs_matches_eager(bf16):
+    # A replayed call matches its eager call to ~1e-5 (test above), not bit for bit (cuDNN may
+    # pick other kernels under capture), and the guided loop amplifies a per-call difference:
+    # on the CPU, adding noise of size 1e-5 to every call's output of this net moves the
+    # result by up to 3.4e-4 at lr 0.1 and up to 1e-2 at lr 1 (0.9 at lr 10, the clamp and
+    # large steps make the loop chaotic). So the loop is compared at lr 0.1, with 3x room;
+    # a stale buffer or a wrong gradient moves it by orders of magnitude more.
     net = tiny_unet("cuda")
     noise = NoiseSchedule()
-    stage = Stage(48, 10.0, inner_iters_high=2, inner_iters_low=1, late_t=100)
+    stage = Stage(48, 0.1, inner_iters_high=2, inner_iters_low=1, late_t=100)
     x, _, s = inputs(2 * 9, "cuda", seed=5)
-    outs = []
+    outs, calls = [], []
     for graphs in (False, True):
         counter = CountingDenoiser(net, bf16=bf16, cuda_graphs=graphs)
         outs.append(guided_ddim(counter, x.clone(), s, noise, [250, 150, 60, 20], stage, 299, (48, 48)))
-    tol = {"atol": 2e-2, "rtol": 0.0} if bf16 else {"atol": 1e-4, "rtol": 1e-4}
+        calls.append(counter.calls)
+    assert calls[0] == calls[1] > 0
+    tol = {"atol": 2e-2, "rtol": 0.0} if bf16 else {"atol": 1e-3, "rtol": 0.0}
     torch.testing.assert_close(outs[1], outs[0], **tol)
