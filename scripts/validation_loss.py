@@ -7,19 +7,37 @@ data source, ``val_patches``; fixed noise and evenly spread ``t``), with the los
 DESIGN.md §5 (unweighted), in fp32 on the CPU::
 
     python scripts/validation_loss.py --run runs/cpu2 src/mssfs/weights/default /tmp/candidate
+
+``--by-t K`` adds the loss in K equal ranges of ``t`` and the min-SNR-weighted loss
+(``--gamma``): a run trained with ``--min-snr-gamma`` gives up noise-prediction accuracy at
+small ``t`` (where an error in epsilon barely moves x0), which the unweighted number hides.
+
+``--plot FILE`` draws the losses against the patch samples each export has seen in all,
+following ``training.init`` from export to export (an export started from another one
+listed adds its count; otherwise from its ``init.patches_seen``)::
+
+    python scripts/validation_loss.py --run RUN --by-t 5 --plot docs/gpu_loss.png OLD MID NEW
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 import mssfs
 from mssfs.diffusion import NoiseSchedule
-from mssfs.train import LOSSES, TrainConfig, TrainingImagesSource, validation_batch
+from mssfs.train import (
+    LOSSES,
+    TrainConfig,
+    TrainingImagesSource,
+    min_snr_weights,
+    validation_batch,
+)
 
 
 @torch.no_grad()
@@ -27,16 +45,77 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="a run directory (its config.json defines the validation patches)")
     p.add_argument("exports", nargs="+", help="export folders (mssfs export) to score")
+    p.add_argument("--by-t", type=int, default=0, metavar="K", help="also the loss in K equal ranges of t (diffusion only)")
+    p.add_argument("--gamma", type=float, default=5.0, help="gamma of the min-SNR-weighted column (with --by-t)")
+    p.add_argument("--plot", metavar="FILE", help="plot the losses against the patch samples seen in all")
     args = p.parse_args(argv)
+    if args.by_t and cfg_objective(args.run) != "diffusion":
+        p.error("--by-t needs a diffusion run")
     cfg = TrainConfig.from_dict(json.loads((Path(args.run) / "config.json").read_text()))
     batch = validation_batch(TrainingImagesSource(cfg.data, cfg.image_size), cfg)
     scheduler = NoiseSchedule(cfg.timesteps).diffusers_ddpm()
     print(f"validation patches of {args.run}: {cfg.val_patches}, objective {cfg.objective}\n")
-    print("| export | validation loss |\n|---|---:|")
+    edges = [round(i * cfg.timesteps / args.by_t) for i in range(args.by_t + 1)] if args.by_t else []
+    bins = [f"t {a}-{b - 1}" for a, b in itertools.pairwise(edges)]
+    extra = [f"min-SNR ({args.gamma:g})"] + bins if bins else []
+    print("| export | validation loss | " + "".join(f"{h} | " for h in extra) + "\n|---|" + "---:|" * (1 + len(extra)))
+    points = []
     for path in args.exports:
         model = mssfs.load_model(path).float().eval()
-        print(f"| {path} | {float(LOSSES[cfg.objective](model, batch, scheduler)):.6f} |")
+        cells = [f"{float(LOSSES[cfg.objective](model, batch, scheduler)):.6f}"]
+        points.append([float(c) for c in cells[:1]])
+        if bins:
+            x_t = scheduler.add_noise(batch.normals, batch.noise, batch.t)
+            per = F.smooth_l1_loss(model(x_t, batch.t, batch.shading), batch.noise, reduction="none").mean(dim=(1, 2, 3))
+            cells.append(f"{float((min_snr_weights(scheduler, batch.t, args.gamma) * per).mean()):.6f}")
+            points[-1].append(float(cells[-1]))
+            cells += [f"{float(per[(batch.t >= a) & (batch.t < b)].mean()):.5f}" for a, b in itertools.pairwise(edges)]
+        print(f"| {path} | " + " | ".join(cells) + " |")
+    if args.plot:
+        plot(args.exports, points, seen_in_all(args.exports), args.gamma, args.plot)
     return 0
+
+
+def seen_in_all(exports: list[str]) -> list[float]:
+    """Patch samples behind each export, its ``training.init`` chain followed through the list."""
+    info = [json.loads((Path(e) / "config.json").read_text()) for e in exports]
+    by_sha = {c["weights"]["sha256"]: i for i, c in enumerate(info)}
+
+    def total(i: int, depth: int = 0) -> float:
+        tr = info[i].get("training", {})
+        init = tr.get("init") or {}
+        parent = by_sha.get(init.get("sha256"))
+        before = total(parent, depth + 1) if parent is not None and depth < len(info) else init.get("patches_seen", 0)
+        return tr.get("patches_seen", 0) + before
+
+    return [total(i) for i in range(len(info))]
+
+
+def plot(names: list[str], points: list[list[float]], seen: list[float], gamma: float, out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = sorted(range(len(seen)), key=seen.__getitem__)
+    x = [seen[i] / 1e6 for i in order]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(x, [points[i][0] for i in order], "o-", label="validation loss (unweighted)")
+    if all(len(pt) > 1 for pt in points):
+        ax.plot(x, [points[i][1] for i in order], "s--", label=f"min-SNR weighted (gamma {gamma:g})")
+    for i in order:
+        ax.annotate(Path(names[i]).name, (seen[i] / 1e6, points[i][0]), textcoords="offset points", xytext=(3, 4), fontsize=7)
+    ax.set_xlabel("patch samples seen in all (millions)")
+    ax.set_ylabel("Huber loss on the validation patches")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    print(f"wrote {out}")
+
+
+def cfg_objective(run: str) -> str:
+    return json.loads((Path(run) / "config.json").read_text()).get("objective", "diffusion")
 
 
 if __name__ == "__main__":

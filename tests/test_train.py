@@ -21,11 +21,12 @@ from mssfs.train import (
     TrainingError,
     derive_seed,
     diffusion_loss,
+    make_batch,
     min_snr_weights,
     regression_loss,
-    validation_batch,
     sample_patches,
     train,
+    validation_batch,
 )
 
 MICRO = UNetConfig(base_width=4, mults=(1,), groups=2, res_blocks=1, attn_heads=1, attn_head_dim=4,
@@ -170,6 +171,27 @@ def test_min_snr_training_runs_and_validation_stays_unweighted(tmp_path):
     assert not torch.equal(_params(a.model), _params(b.model))  # the weighting changes the updates
     val = validation_batch(b.source, b.cfg)
     assert b.validate(val) == pytest.approx(float(diffusion_loss(b.ema.model, val.to(b.device), b.scheduler)), rel=1e-5)
+
+
+def test_validation_batch_spreads_over_many_images():
+    drawn = []
+
+    class Counting(SphereImages):
+        def __call__(self, seed, rank, world_size):
+            for item in super().__call__(seed, rank, world_size):
+                drawn.append(1)
+                yield item
+
+    cfg = micro_config(image_size=128, val_patches=64, max_background_frac=0.0)
+    make_batch(Counting(128), 0, 0, 1, 64, cfg)  # a training batch takes as few images as fill it
+    assert len(drawn) <= 4
+    drawn.clear()
+    val = validation_batch(Counting(128), cfg)
+    assert len(drawn) >= 64 // 8
+    assert val.normals.shape == (64, 3, 16, 16)
+    assert val.t.tolist() == sorted(val.t.tolist()) and val.t[0] == 0 and val.t[-1] < cfg.timesteps
+    again = validation_batch(SphereImages(128), cfg)  # fixed: same patches, t and noise every time
+    assert torch.equal(again.normals, val.normals) and torch.equal(again.noise, val.noise)
 
 
 # -- the training loop -------------------------------------------------------------------
@@ -323,8 +345,9 @@ def export_dir(tmp_path):
 
 
 def test_load_model_refuses_bad_exports(export_dir):
-    import mssfs
     from safetensors.torch import load_file, save_file
+
+    import mssfs
 
     cfg_path, w_path = export_dir / "config.json", export_dir / "model.safetensors"
     good_cfg, good_w = cfg_path.read_text(), w_path.read_bytes()
