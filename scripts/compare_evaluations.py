@@ -15,6 +15,13 @@ different samples (single images moved by up to 7 degrees in a check on 2026-11-
 docs/training.md, "Evaluation noise").
 
     python scripts/compare_evaluations.py docs/results/objects_ours.json eval/candidate/results.json
+
+``--method-a`` compares B's method against another method of A, e.g. the sampler against
+the regression baseline (a method with one output per image, N = 1, is compared under
+each of B's scorings with its single result)::
+
+    python scripts/compare_evaluations.py --method-a regression docs/results/objects_baselines.json \
+        docs/results/objects_release.json
 """
 
 from __future__ import annotations
@@ -50,8 +57,8 @@ def compare(a: list[dict], b: list[dict]) -> list[dict]:
     rows = []
     for kind in dict.fromkeys(x["kind"] for x in a):
         for sc in SCORINGS:
-            pairs = [(x[sc]["mean"], y[sc]["mean"]) for x, y in zip(a, b)
-                     if x["kind"] == kind and sc in x and sc in y]
+            pairs = [(x[sc if x.get("n", 1) > 1 else "mean"]["mean"], y[sc]["mean"]) for x, y in zip(a, b)
+                     if x["kind"] == kind and (sc in x or x.get("n", 1) == 1) and sc in y]
             if not pairs:
                 continue
             va, vb = np.array(pairs).T
@@ -69,9 +76,11 @@ def main(argv=None) -> int:
     p.add_argument("a", help="results.json of the reference run (A)")
     p.add_argument("b", help="results.json of the candidate run (B)")
     p.add_argument("--method", default="ours", help="method whose results are compared (default ours)")
+    p.add_argument("--method-a", help="A's method, when it is not --method (e.g. regression)")
     args = p.parse_args(argv)
-    rows = compare(load_items(args.a, args.method), load_items(args.b, args.method))
-    print(f"A = {args.a}\nB = {args.b}\n")
+    method_a = args.method_a or args.method
+    rows = compare(load_items(args.a, method_a), load_items(args.b, args.method))
+    print(f"A = {args.a} ({method_a})\nB = {args.b} ({args.method})\n")
     print("| images | scoring | n | A mean err. | B mean err. | B - A (± s.e.) | B lower on | Wilcoxon p |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:

@@ -127,3 +127,20 @@ def test_compare_evaluations_pairs_images_and_finds_a_consistent_gain(tmp_path, 
         mod.compare(mod.load_items(a, "ours"), mod.load_items(write("d", base, [f"x-{i}" for i in range(12)]), "ours"))
     with pytest.raises(SystemExit, match="no per-image results"):
         mod.load_items(a, "regression")
+
+
+def test_compare_evaluations_against_a_single_output_method(tmp_path, capsys):
+    import json
+
+    mod = _load_script("compare_evaluations")
+    ids = [f"img-{i}" for i in range(8)]
+    single = [{"item": i, "kind": "objects", "n": 1, "mean": {"mean": 30.0}, "best": {"mean": 30.0}} for i in ids]
+    sampled = [{"item": i, "kind": "objects", "n": 4, "mean": {"mean": 40.0 + k}, "best": {"mean": 25.0 - k},
+                "fused": {"mean": 33.0}} for k, i in enumerate(ids)]
+    (tmp_path / "a.json").write_text(json.dumps({"items": {"regression": single}}))
+    (tmp_path / "b.json").write_text(json.dumps({"items": {"ours": sampled}}))
+    assert mod.main(["--method-a", "regression", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    rows = {line.split("|")[2].strip(): line for line in capsys.readouterr().out.splitlines() if line.startswith("| objects")}
+    assert set(rows) == {"mean", "best", "fused"}  # the single result stands in for every scoring, fused included
+    assert "30.0° | 33.0° | +3.00°" in rows["fused"] and "0/8" in rows["fused"]
+    assert "8/8" in rows["best"] and "0/8" in rows["mean"]
