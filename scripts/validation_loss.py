@@ -16,7 +16,7 @@ small ``t`` (where an error in epsilon barely moves x0), which the unweighted nu
 following ``training.init`` from export to export (an export started from another one
 listed adds its count; otherwise from its ``init.patches_seen``)::
 
-    python scripts/validation_loss.py --run RUN --by-t 5 --plot docs/gpu_loss.png OLD MID NEW
+    python scripts/validation_loss.py --run RUN --by-t 5 --plot docs/release_val_loss.png OLD MID NEW
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ def main(argv=None) -> int:
     p.add_argument("--gamma", type=float, default=5.0, help="gamma of the min-SNR-weighted column (with --by-t)")
     p.add_argument("--plot", metavar="FILE", help="plot the losses against the patch samples seen in all")
     args = p.parse_args(argv)
-    if args.by_t and cfg_objective(args.run) != "diffusion":
-        p.error("--by-t needs a diffusion run")
     cfg = TrainConfig.from_dict(json.loads((Path(args.run) / "config.json").read_text()))
+    if args.by_t and cfg.objective != "diffusion":
+        p.error("--by-t needs a diffusion run")
     batch = validation_batch(TrainingImagesSource(cfg.data, cfg.image_size), cfg)
     scheduler = NoiseSchedule(cfg.timesteps).diffusers_ddpm()
     print(f"validation patches of {args.run}: {cfg.val_patches}, objective {cfg.objective}\n")
@@ -112,10 +112,6 @@ def plot(names: list[str], points: list[list[float]], seen: list[float], gamma: 
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     print(f"wrote {out}")
-
-
-def cfg_objective(run: str) -> str:
-    return json.loads((Path(run) / "config.json").read_text()).get("objective", "diffusion")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,31 @@ def test_validation_loss_script_matches_the_runs_own_validation(tmp_path, capsys
     score = float(re.search(r"\| \S*exp \| ([0-9.]+) \|", capsys.readouterr().out).group(1))
     assert score == pytest.approx(tr.last_val, rel=1e-4)
 
+    # --by-t: two equal t ranges of 4 patches each (t evenly spread), so their mean is the
+    # unweighted loss; min-SNR weights are <= 1, so the weighted loss is not larger
+    plot = tmp_path / "val.png"
+    assert mod.main(["--run", str(tmp_path / "run"), str(tmp_path / "exp"), "--by-t", "2", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "| t 0-149 | t 150-299 |" in out
+    row = next(line for line in out.splitlines() if line.startswith(f"| {tmp_path / 'exp'} |"))
+    total, weighted, low, high = (float(v) for v in row.strip(" |").split(" | ")[1:])
+    assert total == pytest.approx(score, rel=1e-5)
+    assert (low + high) / 2 == pytest.approx(total, rel=1e-3) and weighted <= total
+    assert plot.is_file() and plot.stat().st_size > 1000
+    assert mod.seen_in_all([str(tmp_path / "exp")]) == [4 * 4]  # 4 steps of 4 patches, no init
+    import json
+    import shutil
+
+    child = tmp_path / "child"  # an export continued from "exp" adds exp's count; its own init count otherwise
+    shutil.copytree(tmp_path / "exp", child)
+    cfg_child = json.loads((child / "config.json").read_text())
+    parent_sha = cfg_child["weights"]["sha256"]
+    cfg_child["weights"]["sha256"] = "0" * 64
+    cfg_child["training"].update(patches_seen=10, init={"sha256": parent_sha, "patches_seen": 999})
+    (child / "config.json").write_text(json.dumps(cfg_child))
+    assert mod.seen_in_all([str(child), str(tmp_path / "exp")]) == [26, 16]
+    assert mod.seen_in_all([str(child)]) == [10 + 999]
+
 
 def test_clustering_diagnostics_reads_a_sample_folder(tmp_path, capsys):
     import json
