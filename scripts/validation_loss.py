@@ -52,6 +52,10 @@ def main(argv=None) -> int:
     cfg = TrainConfig.from_dict(json.loads((Path(args.run) / "config.json").read_text()))
     if args.by_t and cfg.objective != "diffusion":
         p.error("--by-t needs a diffusion run")
+    if not 0 <= args.by_t <= cfg.val_patches:
+        p.error(f"--by-t must be between 0 and the run's {cfg.val_patches} validation patches")
+    if args.plot and not Path(args.plot).resolve().parent.is_dir():
+        p.error(f"--plot {args.plot}: its folder does not exist")
     batch = validation_batch(TrainingImagesSource(cfg.data, cfg.image_size), cfg)
     scheduler = NoiseSchedule(cfg.timesteps).diffusers_ddpm()
     print(f"validation patches of {args.run}: {cfg.val_patches}, objective {cfg.objective}\n")
@@ -59,17 +63,18 @@ def main(argv=None) -> int:
     bins = [f"t {a}-{b - 1}" for a, b in itertools.pairwise(edges)]
     extra = [f"min-SNR ({args.gamma:g})"] + bins if bins else []
     print("| export | validation loss | " + "".join(f"{h} | " for h in extra) + "\n|---|" + "---:|" * (1 + len(extra)))
-    points = []
+    points = []  # per export: [unweighted] or [unweighted, min-SNR weighted, one per t range...]
     for path in args.exports:
         model = mssfs.load_model(path).float().eval()
-        cells = [f"{float(LOSSES[cfg.objective](model, batch, scheduler)):.6f}"]
-        points.append([float(c) for c in cells[:1]])
-        if bins:
+        if bins:  # one forward pass; the mean of the per-patch losses is the unweighted loss
             x_t = scheduler.add_noise(batch.normals, batch.noise, batch.t)
             per = F.smooth_l1_loss(model(x_t, batch.t, batch.shading), batch.noise, reduction="none").mean(dim=(1, 2, 3))
-            cells.append(f"{float((min_snr_weights(scheduler, batch.t, args.gamma) * per).mean()):.6f}")
-            points[-1].append(float(cells[-1]))
-            cells += [f"{float(per[(batch.t >= a) & (batch.t < b)].mean()):.5f}" for a, b in itertools.pairwise(edges)]
+            values = [float(per.mean()), float((min_snr_weights(scheduler, batch.t, args.gamma) * per).mean())]
+            values += [float(per[(batch.t >= a) & (batch.t < b)].mean()) for a, b in itertools.pairwise(edges)]
+        else:
+            values = [float(LOSSES[cfg.objective](model, batch, scheduler))]
+        points.append(values)
+        cells = [f"{v:.6f}" for v in values[:2]] + [f"{v:.5f}" for v in values[2:]]
         print(f"| {path} | " + " | ".join(cells) + " |")
     if args.plot:
         plot(args.exports, points, seen_in_all(args.exports), args.gamma, args.plot)
