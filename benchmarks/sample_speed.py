@@ -11,7 +11,7 @@ schedule's exact call counts::
 The baseline is the same code with one seed per batch (batch = the patches of one image,
 fp32, eager), which is what the published code does; it is timed in the same run, on a
 copy of the network computed as the publication does (:func:`publication_net`: the
-weight standardisation recomputed at every call).
+weight standardisation recomputed at every call, the linear attention in its direct form).
 The row "1, fp32, our kernels" separates what the kernels give from what batching gives.
 ``--end-to-end`` also runs the real pipeline for a preset to check the extrapolation.
 
@@ -76,10 +76,12 @@ def load_net(weights: str | None, device):
 
 def publication_net(net: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``net`` that computes as the publication's code does: every
-    :class:`~mssfs.model.WSConv2d` standardises its kernel at every call (no cache)."""
+    :class:`~mssfs.model.WSConv2d` standardises its kernel at every call (no cache), and
+    every :class:`~mssfs.model.LinearAttention` materialises its values and output
+    (:func:`~mssfs.model.linear_attention_reference`) instead of our re-associated form."""
     import copy
 
-    from mssfs.model import WSConv2d, standardize_kernel
+    from mssfs.model import LinearAttention, WSConv2d, standardize_kernel
 
     class _Uncached(WSConv2d):
         def standardized_weight(self):
@@ -89,6 +91,8 @@ def publication_net(net: torch.nn.Module) -> torch.nn.Module:
     for m in out.modules():
         if isinstance(m, WSConv2d):
             m.__class__ = _Uncached
+        elif isinstance(m, LinearAttention):
+            m.reassociate = False
     return out
 
 

@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from mssfs.model import (
+    LinearAttention,
     UNet,
     UNetConfig,
     count_parameters,
     flops_per_patch,
+    linear_attention_reference,
     predict_regression,
     sinusoidal_embedding,
     upsample_nearest2x,
@@ -32,6 +34,9 @@ def test_default_matches_published_size():
     assert abs(n - 2.57e6) / 2.57e6 < 0.01, n  # DESIGN §4: about 2.57 M parameters
     flops = flops_per_patch(model)
     assert abs(flops - 78.5e6) / 78.5e6 < 0.05, flops  # about 78.5 MFLOP per patch
+    executed = flops_per_patch(model, direct=False)  # the re-associated linear attention
+    assert executed < 0.95 * flops, executed
+    assert all(m.reassociate for m in model.modules() if isinstance(m, LinearAttention))  # flags restored
 
 
 def test_call_contract_shapes_and_dtype():
@@ -153,3 +158,52 @@ def test_ws_conv_caches_only_frozen_weights_and_follows_in_place_updates():
     y = conv(x.double())
     assert y.dtype == torch.float64
     torch.testing.assert_close(y, direct(x.double()))
+
+
+# (dim, heads, head_dim, side): the first three take the re-associated branch
+# (positions >= 2 x channels), the last the direct one.
+ATTN_SHAPES = [(16, 4, 32, 16), (8, 2, 8, 8), (16, 1, 4, 8), (32, 2, 8, 4)]
+
+
+def _attention(dim, heads, head_dim, dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    m = LinearAttention(dim, heads, head_dim).to(dtype)
+    with torch.no_grad():  # move the norms' gains and the biases off their initial values
+        for p in m.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return m
+
+
+@pytest.mark.parametrize("dim,heads,head_dim,side", ATTN_SHAPES)
+def test_linear_attention_reassociated_equals_direct_form(dim, heads, head_dim, side):
+    m = _attention(dim, heads, head_dim)
+    x = torch.randn(3, dim, side, side, dtype=torch.float64, requires_grad=True)
+    y = m(x)
+    ref = linear_attention_reference(m, x)
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
+    # Same gradients for the input and every parameter (training runs this form too).
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, [x, *m.parameters()], g)
+    want = torch.autograd.grad(ref, [x, *m.parameters()], g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_linear_attention_gradcheck_and_flag():
+    m = _attention(8, 2, 4)
+    x = torch.randn(2, 8, 4, 4, dtype=torch.float64, requires_grad=True)  # 16 positions >= 2 x 8 channels
+    assert torch.autograd.gradcheck(m, (x,))
+    m.reassociate = False
+    torch.testing.assert_close(m(x), linear_attention_reference(m, x), rtol=0, atol=0)
+
+
+def test_linear_attention_bf16_autocast_no_worse_than_direct_form():
+    m = _attention(16, 4, 32, dtype=torch.float32).requires_grad_(False)
+    x = torch.randn(16, 16, 16, 16)
+    with torch.no_grad():
+        exact = linear_attention_reference(m.double(), x.double()).float()
+        m.float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ours, direct = m(x).float(), linear_attention_reference(m, x).float()
+    err_ours, err_direct = (ours - exact).abs().max(), (direct - exact).abs().max()
+    assert err_ours <= 1.5 * err_direct and err_ours < 0.1, (err_ours, err_direct)
