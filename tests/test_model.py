@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mssfs.model import (
+    ChannelNorm,
     LinearAttention,
     UNet,
     UNetConfig,
@@ -207,3 +208,16 @@ def test_linear_attention_bf16_autocast_no_worse_than_direct_form():
             ours, direct = m(x).float(), linear_attention_reference(m, x).float()
     err_ours, err_direct = (ours - exact).abs().max(), (direct - exact).abs().max()
     assert err_ours <= 1.5 * err_direct and err_ours < 0.1, (err_ours, err_direct)
+
+
+def test_channel_norm_equals_normalize_form():
+    m = ChannelNorm(6).double()
+    with torch.no_grad():
+        m.gain.copy_(torch.rand(1, 6, 1, 1) + 0.5)
+    x = torch.randn(2, 6, 3, 4, dtype=torch.float64)
+    x[0, :, 1, 2] = 0  # a zero vector stays zero
+    want = torch.nn.functional.normalize(x, dim=1) * m.gain * 6**0.5
+    torch.testing.assert_close(m(x), want, rtol=1e-12, atol=1e-12)
+    assert torch.all(m(x)[0, :, 1, 2] == 0)
+    xg = torch.randn(1, 6, 2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(m, (xg,))
