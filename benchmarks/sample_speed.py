@@ -63,15 +63,22 @@ class Config(NamedTuple):
                 f"{' graphs' if self.graphs else ''}")
 
 
-def load_net(weights: str | None, device):
-    if weights:
+def load_net(weights: str | None, device, linear_attn_from: int = 0):
+    """The package weights (``"default"``), an export folder, or random weights (``None``);
+    ``linear_attn_from`` > 0 gives a random network without the linear attentions below
+    that level (:class:`mssfs.model.UNetConfig`), for speed only."""
+    if weights and not linear_attn_from:
         from mssfs.pipeline import resolve_model
 
         return resolve_model(None if weights == "default" else weights, device)[0]
     from mssfs.model import UNet, UNetConfig
 
     torch.manual_seed(0)
-    return UNet(UNetConfig()).to(device).eval().requires_grad_(False)
+    return UNet(UNetConfig(linear_attn_from=linear_attn_from)).to(device).eval().requires_grad_(False)
+
+
+def variant_label(level: int) -> str:
+    return f"ours, no linear attention below level {level}"
 
 
 def publication_net(net: torch.nn.Module) -> torch.nn.Module:
@@ -137,6 +144,8 @@ def measure(args, configs) -> dict:
     device = torch.device(args.device)
     base = load_net(args.weights, device)
     models = {"ours": base, "published": publication_net(base)}
+    if args.linear_attn_from:
+        models[variant_label(args.linear_attn_from)] = load_net(None, device, args.linear_attn_from)
     nets = {c: CountingDenoiser(models[c.kernels], bf16=c.bf16, chunk=c.chunk, workers=c.workers, cuda_graphs=c.graphs)
             for c in configs}
     sched = resolve_schedule(args.schedule, args.preset)
@@ -186,7 +195,7 @@ def measure(args, configs) -> dict:
 def peak_memory_worker(args) -> float:
     """MiB above the loaded model for one guided call of ``--worker`` samples at the finest size."""
     device = torch.device(args.device)
-    net = load_net(args.weights, device)
+    net = load_net(args.weights, device, args.linear_attn_from)
     net = CountingDenoiser(publication_net(net) if args.published else net, bf16=args.bf16, chunk=args.chunk or None,
                            workers=args.workers)
     r = max(s.resolution for s in resolve_schedule(args.schedule, args.preset).stages)
@@ -210,11 +219,11 @@ def extrapolate(sched, per_call: dict, n: int) -> float:
     return total / n
 
 
-def end_to_end(args, n: int, bf16: bool, chunk, workers: int, graphs: bool = False) -> float:
+def end_to_end(args, n: int, bf16: bool, chunk, workers: int, graphs: bool = False, variant: bool = False) -> float:
     from mssfs.pipeline import sample
 
     device = torch.device(args.device)
-    net = load_net(args.weights, device)
+    net = load_net(args.weights, device, args.linear_attn_from if variant else 0)
     img = np.load(os.path.join(os.path.dirname(__file__), "..", "src", "mssfs", "stimuli", "star.npy"))
     t0 = time.perf_counter()
     sample(img, n=n, seed=0, preset=args.preset, schedule=args.schedule, model=net, device=device, bf16=bf16,
@@ -242,6 +251,10 @@ def main(argv=None) -> int:
                    "(the other rows use torch's threads inside each call)")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="add rows (whole calls, fp32) replayed from CUDA graphs")
+    p.add_argument("--linear-attn-from", type=int, default=0, metavar="K",
+                   help="also measure the best configuration (bf16 if --bf16, sliced, --workers) with a "
+                        "random network without linear attention below level K (an architecture that "
+                        "needs its own training; mssfs train --linear-attn-from K)")
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     p.add_argument("--published", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -259,6 +272,8 @@ def main(argv=None) -> int:
     if args.workers > 1 and chunk:
         configs += [Config(n, bf16, chunk, "ours", args.workers) for bf16 in ([False, True] if args.bf16 else [False])
                     for n in sizes]
+    if args.linear_attn_from:
+        configs += [Config(n, args.bf16, chunk, variant_label(args.linear_attn_from), args.workers) for n in sizes]
     if args.cuda_graphs:
         if torch.device(args.device).type != "cuda":
             p.error("--cuda-graphs needs --device cuda")
@@ -274,10 +289,11 @@ def main(argv=None) -> int:
             cmd += ["--chunk", str(ch or 0), "--workers", str(workers)]
             cmd += ["--weights", args.weights] if args.weights else []
             cmd += ["--published"] if kernels == "published" else []
+            cmd += ["--linear-attn-from", str(args.linear_attn_from)] if kernels.startswith("ours, no") else []
             res = subprocess.run(cmd, check=True, capture_output=True, text=True)
             rows[c]["mem"] = json.loads(res.stdout.strip().splitlines()[-1])["peak_mb"] / n
         if args.end_to_end:
-            rows[c]["measured"] = end_to_end(args, n, bf16, ch, workers, graphs)
+            rows[c]["measured"] = end_to_end(args, n, bf16, ch, workers, graphs, kernels.startswith("ours, no"))
     base = rows[baseline]["s"]
     print(f"\npreset {sched.name}: {calls} denoiser calls and {patches:,} patch forwards per sample; "
           f"device {args.device}, {torch.get_num_threads()} threads, {'package' if args.weights else 'random'} weights; "

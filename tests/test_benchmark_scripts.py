@@ -28,6 +28,11 @@ def test_publication_net_same_values_with_published_kernels():
     torch.testing.assert_close(pub(x, t, s), net(x, t, s), atol=1e-5, rtol=1e-4)
     pub(x, t, s)
     assert all(getattr(m, "_ws_cache", None) is None for m in pub.modules() if isinstance(m, WSConv2d))
+    from mssfs.model import LinearAttention
+
+    # the publication computes its linear attentions in the direct form; ours re-associates
+    assert all(not m.reassociate for m in pub.modules() if isinstance(m, LinearAttention))
+    assert all(m.reassociate for m in net.modules() if isinstance(m, LinearAttention))
 
 
 def test_sample_speed_runs_on_a_tiny_schedule(tmp_path, capsys):
@@ -42,6 +47,19 @@ def test_sample_speed_runs_on_a_tiny_schedule(tmp_path, capsys):
     assert len(rows) == 10
     assert "| published | all | 1 |" in rows[0] and "1.00x" in rows[0]
     assert all("| <= 4 | 2 |" in row for row in rows[6:])
+
+
+def test_sample_speed_measures_an_architecture_variant(tmp_path, capsys):
+    speed = _load("sample_speed")
+    sched = tmp_path / "tiny.yaml"
+    sched.write_text("name: tiny\nnum_steps: 2\nfuse_last: 1\nstages:\n  - {resolution: 32, lr: 1.0, restart_t: 299}\n")
+    assert speed.main(["--schedule", str(sched), "--samples-list", "2", "--reps", "1", "--chunk", "4",
+                       "--linear-attn-from", "1", "--end-to-end"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "no linear attention below level 1" in line]
+    assert len(rows) == 2 and all("| fp32 |" in r and "| <= 4 | 1 |" in r for r in rows)  # 1 and 2 samples
+    assert all(float(r.rstrip(" |").rsplit("|", 1)[1]) > 0 for r in rows)  # measured end to end
+    net = speed.load_net(None, torch.device("cpu"), 1)
+    assert net.config.linear_attn_from == 1 and not any(n.startswith("down.0.attn.") for n, _ in net.named_parameters())
 
 
 def test_denoiser_kernels_prints_one_row_per_size(capsys):
@@ -67,7 +85,7 @@ def test_a_failing_graph_capture_drops_only_its_row(tmp_path, monkeypatch, capsy
     configs = [speed.Config(1, False, None, "published"), speed.Config(2, False, None, "ours"),
                speed.Config(2, False, None, "ours", 1, True)]
     args = argparse.Namespace(device="cpu", weights=None, schedule=str(sched), preset="paper", measure_res=None,
-                              reps=1, iters=1)
+                              reps=1, iters=1, linear_attn_from=0)
     out = speed.measure(args, configs)
     assert len(configs) == 2 and not any(c.graphs for c in configs) and set(out) == set(configs)
     assert "capture FAILED, row dropped: RuntimeError" in capsys.readouterr().err

@@ -221,3 +221,21 @@ def test_channel_norm_equals_normalize_form():
     assert torch.all(m(x)[0, :, 1, 2] == 0)
     xg = torch.randn(1, 6, 2, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(m, (xg,))
+
+
+def test_linear_attn_from_drops_the_attentions_below_that_level():
+    full, cut = UNet(), UNet(UNetConfig(linear_attn_from=1))
+    assert sum(isinstance(m, LinearAttention) for m in full.modules()) == 8
+    attns = [n for n, m in cut.named_modules() if isinstance(m, LinearAttention)]
+    assert len(attns) == 6 and not any(n.startswith(("down.0.", "up.3.")) for n in attns)  # up.3 is level 0
+    assert count_parameters(full) - count_parameters(cut) == 2 * sum(
+        p.numel() for p in full.down[0].attn.parameters())
+    x, t, s = _inputs(3)
+    assert cut(x, t, s).shape == (3, 3, 16, 16)
+    assert flops_per_patch(cut) < 0.85 * flops_per_patch(full)
+    assert UNetConfig.from_dict(UNetConfig(linear_attn_from=2).to_dict()).linear_attn_from == 2
+    old = UNetConfig().to_dict()
+    del old["linear_attn_from"]  # config.json files written before the field existed
+    assert UNetConfig.from_dict(old) == UNetConfig()
+    with pytest.raises(ValueError, match="linear_attn_from"):
+        UNetConfig(linear_attn_from=5)

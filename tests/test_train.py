@@ -461,6 +461,34 @@ def test_init_refuses_other_objective_or_shape(tmp_path, export_dir):
         train(micro_config(init=str(tmp_path / "missing")), tmp_path / "c", source=SphereImages(), progress=False)
 
 
+def test_init_may_drop_linear_attentions_but_not_add_them(tmp_path, export_dir):
+    import dataclasses
+
+    import mssfs
+    from mssfs.train import initialise_from
+    from mssfs.weights import export_checkpoint
+
+    no_attn = dataclasses.replace(MICRO, linear_attn_from=1)  # MICRO has one level: no linear attention left
+    model = UNet(no_attn)
+    info = initialise_from(model, micro_config(model=no_attn, init=str(export_dir)))
+    assert info["dropped"] == ["down.0.attn", "up.0.attn"]
+    src = mssfs.load_model(export_dir).state_dict()
+    got = model.state_dict()
+    assert set(got) < set(src) and all(torch.equal(got[k], src[k]) for k in got)
+    assert not any(".attn." in k for k in got)
+    run = tmp_path / "drop"
+    train(micro_config(model=no_attn, steps=1, checkpoint_every=1, val_every=0, init=str(export_dir)), run,
+          source=SphereImages(), progress=False)
+    card = (export_checkpoint(run, tmp_path / "drop_exp") / "MODEL_CARD.md").read_text()
+    assert "without its down.0.attn, up.0.attn" in card
+    # the other way round (the run would have attentions the export lacks) is refused
+    train(micro_config(model=no_attn, steps=2, checkpoint_every=2), tmp_path / "na", source=SphereImages(), progress=False)
+    small = export_checkpoint(tmp_path / "na", tmp_path / "na_exp")
+    assert mssfs.load_model(small).config.linear_attn_from == 1
+    with pytest.raises(TrainingError, match="only dropping linear attentions"):
+        initialise_from(UNet(MICRO), micro_config(init=str(small)))
+
+
 def test_max_minutes_stops_with_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):
     import mssfs.train as T
 

@@ -42,6 +42,10 @@ class UNetConfig:
         time_sin_dim: size of the sinusoidal timestep encoding.
         time_dim: size of the time embedding after the MLP.
         attn_heads, attn_head_dim: heads and per-head width of both attention kinds.
+        linear_attn_from: first level with a linear-attention residual (down and up
+            path); the levels below it have none.  0 (every level) is the published
+            network; 1 drops the two attentions at full patch resolution, a third of a
+            CPU guidance iteration (docs/sampling.md), and needs training of its own.
         init_kernel: kernel size of the stem convolution.
         shading_channels, normal_channels: input channels (``concat(shading, x_t)``).
         patch: patch size the network is built for (must be divisible by
@@ -56,6 +60,7 @@ class UNetConfig:
     time_dim: int = 128
     attn_heads: int = 4
     attn_head_dim: int = 32
+    linear_attn_from: int = 0
     init_kernel: int = 7
     shading_channels: int = 1
     normal_channels: int = 3
@@ -70,6 +75,8 @@ class UNetConfig:
             raise ValueError(f"patch {self.patch} cannot be halved {len(self.mults) - 1} times")
         if self.time_sin_dim % 2:
             raise ValueError("time_sin_dim must be even")
+        if not 0 <= self.linear_attn_from <= len(self.mults):
+            raise ValueError(f"linear_attn_from must be in [0, {len(self.mults)}], got {self.linear_attn_from}")
 
     def widths(self) -> list[int]:
         return [self.base_width * m for m in self.mults]
@@ -101,6 +108,7 @@ FIELD_HELP = {
     "time_dim": "size of the time embedding after its MLP",
     "attn_heads": "attention heads (linear and full attention)",
     "attn_head_dim": "width per attention head",
+    "linear_attn_from": "first level with linear attention (0: every level, as published; 1: none at full patch resolution)",
     "init_kernel": "kernel size of the stem convolution",
     "shading_channels": "input shading channels",
     "normal_channels": "normal channels (input x_t and output)",
@@ -326,9 +334,9 @@ class _UpsampleNearest2x(torch.autograd.Function):
 
 
 class _Level(nn.Module):
-    """One U-Net level: residual blocks, a linear-attention residual, a resampler."""
+    """One U-Net level: residual blocks, a linear-attention residual (or identity), a resampler."""
 
-    def __init__(self, blocks: list[ResBlock], attn: LinearAttention, resample: nn.Module):
+    def __init__(self, blocks: list[ResBlock], attn: nn.Module, resample: nn.Module):
         super().__init__()
         self.blocks, self.attn, self.resample = nn.ModuleList(blocks), attn, resample
 
@@ -357,7 +365,7 @@ class UNet(nn.Module):
             self.down.append(
                 _Level(
                     [ResBlock(a, a, td, g) for _ in range(cfg.res_blocks)],
-                    LinearAttention(a, heads, hd),
+                    LinearAttention(a, heads, hd) if i >= cfg.linear_attn_from else nn.Identity(),
                     nn.Conv2d(a, b, 3, padding=1) if last else Downsample(a, b),
                 )
             )
@@ -371,7 +379,7 @@ class UNet(nn.Module):
             self.up.append(
                 _Level(
                     [ResBlock(b + a, b, td, g) for _ in range(cfg.res_blocks)],
-                    LinearAttention(b, heads, hd),
+                    LinearAttention(b, heads, hd) if i >= cfg.linear_attn_from else nn.Identity(),
                     nn.Conv2d(b, a, 3, padding=1) if first else Upsample(b, a),
                 )
             )

@@ -926,12 +926,22 @@ def initialise_from(model: UNet, cfg: TrainConfig) -> dict:
     info = getattr(src, "info", {}) or {}
     if info.get("objective", "diffusion") != cfg.objective:
         raise TrainingError(f"--init {cfg.init} holds a {info.get('objective')!r} model; this run trains {cfg.objective!r}")
-    if src.config.to_dict() != cfg.model.to_dict():
-        raise TrainingError(f"--init {cfg.init}: its model shape {src.config.to_dict()} differs from this run's {cfg.model.to_dict()}")
-    model.load_state_dict(src.state_dict())
+    theirs, ours = src.config.to_dict(), cfg.model.to_dict()
+    fewer_attn = ours["linear_attn_from"] >= theirs["linear_attn_from"]
+    if {k: v for k, v in theirs.items() if k != "linear_attn_from"} != {
+            k: v for k, v in ours.items() if k != "linear_attn_from"} or not fewer_attn:
+        raise TrainingError(f"--init {cfg.init}: its model shape {theirs} differs from this run's {ours} "
+                            "(only dropping linear attentions, a larger linear_attn_from, is allowed)")
+    state = src.state_dict()
+    wanted = model.state_dict().keys()
+    dropped = sorted({k.rsplit(".attn.", 1)[0] + ".attn" for k in state if k not in wanted})
+    model.load_state_dict({k: state[k] for k in wanted})  # every tensor of this model comes from the export
     tr = info.get("training", {})
-    return {"path": str(cfg.init), "sha256": info.get("weights", {}).get("sha256"),
-            "steps": tr.get("steps"), "patches_seen": tr.get("patches_seen")}
+    out = {"path": str(cfg.init), "sha256": info.get("weights", {}).get("sha256"),
+           "steps": tr.get("steps"), "patches_seen": tr.get("patches_seen")}
+    if dropped:
+        out["dropped"] = dropped
+    return out
 
 
 def _append_log(path: Path, row: dict) -> None:

@@ -221,7 +221,8 @@ def model_card(cfg: dict, note: str = "") -> str:
     init = tr.get("init")
     if init:
         lines.append(f"- started from the weights in `{init.get('path')}` (sha256 {str(init.get('sha256'))[:12]}..., "
-                     f"{init.get('steps') or 0:,} steps, {init.get('patches_seen') or 0:,} patches seen before this run)")
+                     f"{init.get('steps') or 0:,} steps, {init.get('patches_seen') or 0:,} patches seen before this run)"
+                     + (f", without its {', '.join(init['dropped'])}" if init.get("dropped") else ""))
     lines += [
         "- validation loss (Huber, EMA weights, fixed held-out patches and t): "
         + (f"{val:.4f}" if isinstance(val, (int, float)) else "not measured"),
