@@ -83,16 +83,23 @@ def variant_label(level: int) -> str:
 
 def publication_net(net: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``net`` that computes as the publication's code does: every
-    :class:`~mssfs.model.WSConv2d` standardises its kernel at every call (no cache), and
+    :class:`~mssfs.model.WSConv2d` standardises its kernel at every call (no cache),
     every :class:`~mssfs.model.LinearAttention` materialises its values and output
-    (:func:`~mssfs.model.linear_attention_reference`) instead of our re-associated form."""
+    (:func:`~mssfs.model.linear_attention_reference`) instead of our re-associated form,
+    and every :class:`~mssfs.model.ChannelNorm` divides by ``F.normalize``'s norm."""
     import copy
 
-    from mssfs.model import LinearAttention, WSConv2d, standardize_kernel
+    import torch.nn.functional as F
+
+    from mssfs.model import ChannelNorm, LinearAttention, WSConv2d, standardize_kernel
 
     class _Uncached(WSConv2d):
         def standardized_weight(self):
             return standardize_kernel(self.weight)
+
+    class _NormalizeNorm(ChannelNorm):
+        def forward(self, x):
+            return F.normalize(x, dim=1) * self.gain * x.shape[1] ** 0.5
 
     out = copy.deepcopy(net)
     for m in out.modules():
@@ -100,6 +107,8 @@ def publication_net(net: torch.nn.Module) -> torch.nn.Module:
             m.__class__ = _Uncached
         elif isinstance(m, LinearAttention):
             m.reassociate = False
+        elif isinstance(m, ChannelNorm):
+            m.__class__ = _NormalizeNorm
     return out
 
 

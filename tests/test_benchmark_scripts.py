@@ -33,6 +33,10 @@ def test_publication_net_same_values_with_published_kernels():
     # the publication computes its linear attentions in the direct form; ours re-associates
     assert all(not m.reassociate for m in pub.modules() if isinstance(m, LinearAttention))
     assert all(m.reassociate for m in net.modules() if isinstance(m, LinearAttention))
+    from mssfs.model import ChannelNorm
+
+    assert all(type(m) is ChannelNorm for m in net.modules() if isinstance(m, ChannelNorm))
+    assert all(type(m) is not ChannelNorm for m in pub.modules() if isinstance(m, ChannelNorm))
 
 
 def test_sample_speed_runs_on_a_tiny_schedule(tmp_path, capsys):

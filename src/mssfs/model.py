@@ -217,8 +217,13 @@ class LinearAttention(nn.Module):
         C_h = (softmax_n(k_h) xn^T) Wv_h^T          # d x c, then d x d
         out = sum_h (W_out,h C_h^T) q'_h            # c x d matrices times q'
 
-    Same parameters and the same function up to rounding; on a CPU a guidance
-    iteration of this module on 16 x 16 patches runs ~1.8x faster (docs/sampling.md).
+    Same parameters and the same function up to rounding (closer to float64 than the
+    direct form under bf16 autocast); each product is a batched matrix product per patch,
+    so a patch's rounding does not depend on the batch.  Used on CPUs where the positions
+    are at least twice the channels (levels 0 and 1 of the published network): there a
+    bf16 guidance iteration of the level-0 attention runs about 2x faster and the whole
+    U-Net's about 1.4x (docs/sampling.md, "Re-associated linear attention").  Elsewhere,
+    and with ``reassociate = False``, the direct form runs.
     """
 
     def __init__(self, dim: int, heads: int, head_dim: int):
