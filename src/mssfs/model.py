@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["UNetConfig", "UNet", "count_parameters", "flops_per_patch", "sinusoidal_embedding", "predict_regression"]
+__all__ = ["UNetConfig", "UNet", "count_parameters", "flops_per_patch", "sinusoidal_embedding", "predict_regression",
+           "linear_attention_reference"]
 
 
 @dataclass
