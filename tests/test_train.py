@@ -480,7 +480,7 @@ def test_init_may_drop_linear_attentions_but_not_add_them(tmp_path, export_dir):
     train(micro_config(model=no_attn, steps=1, checkpoint_every=1, val_every=0, init=str(export_dir)), run,
           source=SphereImages(), progress=False)
     card = (export_checkpoint(run, tmp_path / "drop_exp") / "MODEL_CARD.md").read_text()
-    assert "without its down.0.attn, up.0.attn" in card
+    assert "without its down.0.attn, up.0.attn" in card and "no linear attention below level 1" in card
     # the other way round (the run would have attentions the export lacks) is refused
     train(micro_config(model=no_attn, steps=2, checkpoint_every=2), tmp_path / "na", source=SphereImages(), progress=False)
     small = export_checkpoint(tmp_path / "na", tmp_path / "na_exp")

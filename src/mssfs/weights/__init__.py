@@ -199,7 +199,9 @@ def model_card(cfg: dict, note: str = "") -> str:
         "# mssfs patch denoiser" + (" (regression baseline)" if cfg["objective"] == "regression" else ""),
         "",
         f"Conditional U-Net on 16x16 patches (DESIGN.md §4): base width {m['base_width']}, "
-        f"multipliers {tuple(m['mults'])}, {m['res_blocks']} residual blocks per level; "
+        f"multipliers {tuple(m['mults'])}, {m['res_blocks']} residual blocks per level"
+        + (f", no linear attention below level {m['linear_attn_from']}" if m.get("linear_attn_from") else "")
+        + "; "
         f"{cfg['parameters'] / 1e6:.2f} M parameters, {cfg['flops_per_patch'] / 1e6:.1f} MFLOP per patch forward "
         "(2 x multiply-accumulates).",
         "",
