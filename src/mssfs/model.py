@@ -248,10 +248,9 @@ class LinearAttention(nn.Module):
         d = w_q.shape[0] // heads
         xn = self.norm(x).flatten(2)  # (b, c, n)
         xt = xn.transpose(1, 2)  # (b, n, c)
-        # Each softmax runs over the last, contiguous dimension: queries as (b, n, heads, d),
-        # keys as (b, heads, d, n).
-        # Batched products (one small matrix product per patch) keep each patch's rounding
-        # independent of the batch size.
+        # Each softmax runs over the last, contiguous dimension (queries as (b, n, heads, d),
+        # keys as (b, heads, d, n)); batched products, one small matrix product per patch,
+        # keep each patch's rounding independent of the batch size.
         q = torch.bmm(xt, w_q.t().expand(b, -1, -1)).unflatten(-1, (heads, d)).softmax(dim=-1)
         k = torch.bmm(w_k.expand(b, -1, -1), xn).unflatten(1, (heads, d)).softmax(dim=-1)
         kx = torch.matmul(k, xt.unsqueeze(1))  # (b, heads, d, c)
@@ -264,7 +263,8 @@ class LinearAttention(nn.Module):
 
 def linear_attention_reference(attn: LinearAttention, x: torch.Tensor) -> torch.Tensor:
     """The direct form of :class:`LinearAttention` (values and attention output
-    materialised, as the publication computes it); for tests and benchmarks."""
+    materialised, as the publication computes it): what its forward runs where the
+    re-association does not pay, and the reference in tests and benchmarks."""
     b, _, h, w = x.shape
     q, k, v = attn.qkv(attn.norm(x)).reshape(b, 3, attn.heads, -1, h * w).unbind(1)  # (b, heads, d, n)
     q = q.softmax(dim=-2) * attn.scale
