@@ -267,6 +267,11 @@ def main(argv=None) -> int:
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     p.add_argument("--published", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    from mssfs.model import UNetConfig
+
+    if not 0 <= args.linear_attn_from <= len(UNetConfig().mults):
+        p.error(f"--linear-attn-from must be between 0 and {len(UNetConfig().mults)} (the U-Net's levels), "
+                f"got {args.linear_attn_from}")
     if args.worker:
         print(json.dumps({"peak_mb": peak_memory_worker(args)}))
         return 0
@@ -298,11 +303,11 @@ def main(argv=None) -> int:
             cmd += ["--chunk", str(ch or 0), "--workers", str(workers)]
             cmd += ["--weights", args.weights] if args.weights else []
             cmd += ["--published"] if kernels == "published" else []
-            cmd += ["--linear-attn-from", str(args.linear_attn_from)] if kernels.startswith("ours, no") else []
+            cmd += ["--linear-attn-from", str(args.linear_attn_from)] if kernels == variant_label(args.linear_attn_from) else []
             res = subprocess.run(cmd, check=True, capture_output=True, text=True)
             rows[c]["mem"] = json.loads(res.stdout.strip().splitlines()[-1])["peak_mb"] / n
         if args.end_to_end:
-            rows[c]["measured"] = end_to_end(args, n, bf16, ch, workers, graphs, kernels.startswith("ours, no"))
+            rows[c]["measured"] = end_to_end(args, n, bf16, ch, workers, graphs, kernels == variant_label(args.linear_attn_from))
     base = rows[baseline]["s"]
     print(f"\npreset {sched.name}: {calls} denoiser calls and {patches:,} patch forwards per sample; "
           f"device {args.device}, {torch.get_num_threads()} threads, {'package' if args.weights else 'random'} weights; "
