@@ -10,8 +10,10 @@ schedule's exact call counts::
 
 The baseline is the same code with one seed per batch (batch = the patches of one image,
 fp32, eager), which is what the published code does; it is timed in the same run, on a
-copy of the network computed as the publication does (:func:`publication_net`: the
-weight standardisation recomputed at every call, the linear attention in its direct form).
+network of the publication's architecture (linear attention at every level:
+:func:`published_architecture`) computed as the publication does (:func:`publication_net`:
+the weight standardisation recomputed at every call, the linear attention in its direct
+form).
 The row "1, fp32, our kernels" separates what the kernels give from what batching gives.
 ``--end-to-end`` also runs the real pipeline for a preset to check the extrapolation.
 
@@ -24,13 +26,15 @@ The row "1, fp32, our kernels" separates what the kernels give from what batchin
 ``--cuda-graphs`` adds rows whose calls replay CUDA graphs (:mod:`mssfs.cudagraphs`); the
 one-off capture of each shape happens in the warm-up call and is reported separately.
 
-Weights do not change speed: without ``--model`` the published-size U-Net is used with
-random weights (the package weights when ``--weights default`` is given).
+Weights do not change speed: without ``--weights`` the rows marked "ours" use the package
+weights' architecture with random weights (the package weights themselves with
+``--weights default``); the baseline always has the publication's architecture.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -63,22 +67,40 @@ class Config(NamedTuple):
                 f"{' graphs' if self.graphs else ''}")
 
 
-def load_net(weights: str | None, device, linear_attn_from: int = 0):
-    """The package weights (``"default"``), an export folder, or random weights (``None``);
-    ``linear_attn_from`` > 0 gives a random network without the linear attentions below
-    that level (:class:`mssfs.model.UNetConfig`), for speed only."""
-    if weights and not linear_attn_from:
+def load_net(weights: str | None, device, linear_attn_from: int | None = None):
+    """The package weights (``"default"``), an export folder, or random weights (``None``).
+
+    Random weights use the architecture of the package weights (their ``config.json``);
+    ``linear_attn_from`` gives that architecture with linear attention from level K on
+    (0: every level, as published) and random weights, for speed only.
+    """
+    if weights and linear_attn_from is None:
         from mssfs.pipeline import resolve_model
 
         return resolve_model(None if weights == "default" else weights, device)[0]
     from mssfs.model import UNet, UNetConfig
+    from mssfs.weights import DEFAULT_DIR, read_export_config
+
+    cfg = UNetConfig.from_dict(read_export_config(DEFAULT_DIR)["model"])
+    if linear_attn_from is not None:
+        cfg = dataclasses.replace(cfg, linear_attn_from=linear_attn_from)
+    torch.manual_seed(0)
+    return UNet(cfg).to(device).eval().requires_grad_(False)
+
+
+def published_architecture(net: torch.nn.Module, device) -> torch.nn.Module:
+    """``net`` itself if it has the publication's architecture (linear attention at every
+    level), else a network of that architecture with random weights (timing only)."""
+    if net.config.linear_attn_from == 0:
+        return net
+    from mssfs.model import UNet
 
     torch.manual_seed(0)
-    return UNet(UNetConfig(linear_attn_from=linear_attn_from)).to(device).eval().requires_grad_(False)
+    return UNet(dataclasses.replace(net.config, linear_attn_from=0)).to(device).eval().requires_grad_(False)
 
 
 def variant_label(level: int) -> str:
-    return f"ours, no linear attention below level {level}"
+    return "ours, published architecture" if level == 0 else f"ours, no linear attention below level {level}"
 
 
 def publication_net(net: torch.nn.Module) -> torch.nn.Module:
@@ -152,8 +174,8 @@ def measure(args, configs) -> dict:
     """
     device = torch.device(args.device)
     base = load_net(args.weights, device)
-    models = {"ours": base, "published": publication_net(base)}
-    if args.linear_attn_from:
+    models = {"ours": base, "published": publication_net(published_architecture(base, device))}
+    if args.linear_attn_from is not None:
         models[variant_label(args.linear_attn_from)] = load_net(None, device, args.linear_attn_from)
     nets = {c: CountingDenoiser(models[c.kernels], bf16=c.bf16, chunk=c.chunk, workers=c.workers, cuda_graphs=c.graphs)
             for c in configs}
@@ -205,8 +227,9 @@ def peak_memory_worker(args) -> float:
     """MiB above the loaded model for one guided call of ``--worker`` samples at the finest size."""
     device = torch.device(args.device)
     net = load_net(args.weights, device, args.linear_attn_from)
-    net = CountingDenoiser(publication_net(net) if args.published else net, bf16=args.bf16, chunk=args.chunk or None,
-                           workers=args.workers)
+    if args.published:
+        net = publication_net(published_architecture(net, device))
+    net = CountingDenoiser(net, bf16=args.bf16, chunk=args.chunk or None, workers=args.workers)
     r = max(s.resolution for s in resolve_schedule(args.schedule, args.preset).stages)
     x, shading = _inputs(args.worker, r, device)
     if device.type == "cuda":
@@ -232,7 +255,7 @@ def end_to_end(args, n: int, bf16: bool, chunk, workers: int, graphs: bool = Fal
     from mssfs.pipeline import sample
 
     device = torch.device(args.device)
-    net = load_net(args.weights, device, args.linear_attn_from if variant else 0)
+    net = load_net(args.weights, device, args.linear_attn_from if variant else None)
     img = np.load(os.path.join(os.path.dirname(__file__), "..", "src", "mssfs", "stimuli", "star.npy"))
     t0 = time.perf_counter()
     sample(img, n=n, seed=0, preset=args.preset, schedule=args.schedule, model=net, device=device, bf16=bf16,
@@ -260,16 +283,16 @@ def main(argv=None) -> int:
                    "(the other rows use torch's threads inside each call)")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="add rows (whole calls, fp32) replayed from CUDA graphs")
-    p.add_argument("--linear-attn-from", type=int, default=0, metavar="K",
+    p.add_argument("--linear-attn-from", type=int, metavar="K",
                    help="also measure the best configuration (bf16 if --bf16, sliced, --workers) with a "
-                        "random network without linear attention below level K (an architecture that "
-                        "needs its own training; mssfs train --linear-attn-from K)")
+                        "random network with linear attention from level K on (0: every level, the "
+                        "publication's architecture; mssfs train --linear-attn-from K)")
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     p.add_argument("--published", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     from mssfs.model import UNetConfig
 
-    if not 0 <= args.linear_attn_from <= len(UNetConfig().mults):
+    if args.linear_attn_from is not None and not 0 <= args.linear_attn_from <= len(UNetConfig().mults):
         p.error(f"--linear-attn-from must be between 0 and {len(UNetConfig().mults)} (the U-Net's levels), "
                 f"got {args.linear_attn_from}")
     if args.worker:
@@ -286,7 +309,7 @@ def main(argv=None) -> int:
     if args.workers > 1 and chunk:
         configs += [Config(n, bf16, chunk, "ours", args.workers) for bf16 in ([False, True] if args.bf16 else [False])
                     for n in sizes]
-    if args.linear_attn_from:
+    if args.linear_attn_from is not None:
         configs += [Config(n, args.bf16, chunk, variant_label(args.linear_attn_from), args.workers) for n in sizes]
     if args.cuda_graphs:
         if torch.device(args.device).type != "cuda":
@@ -296,6 +319,7 @@ def main(argv=None) -> int:
     rows = {}
     for c in configs:
         n, bf16, ch, kernels, workers, graphs = c
+        variant = args.linear_attn_from is not None and kernels == variant_label(args.linear_attn_from)
         rows[c] = {"s": extrapolate(sched, per_call[c], n)}
         if not args.no_memory and not graphs:  # graph pools are not comparable with eager peaks
             cmd = [sys.executable, __file__, "--worker", str(n), "--preset", args.preset, "--device", args.device]
@@ -303,11 +327,11 @@ def main(argv=None) -> int:
             cmd += ["--chunk", str(ch or 0), "--workers", str(workers)]
             cmd += ["--weights", args.weights] if args.weights else []
             cmd += ["--published"] if kernels == "published" else []
-            cmd += ["--linear-attn-from", str(args.linear_attn_from)] if kernels == variant_label(args.linear_attn_from) else []
+            cmd += ["--linear-attn-from", str(args.linear_attn_from)] if variant else []
             res = subprocess.run(cmd, check=True, capture_output=True, text=True)
             rows[c]["mem"] = json.loads(res.stdout.strip().splitlines()[-1])["peak_mb"] / n
         if args.end_to_end:
-            rows[c]["measured"] = end_to_end(args, n, bf16, ch, workers, graphs, kernels == variant_label(args.linear_attn_from))
+            rows[c]["measured"] = end_to_end(args, n, bf16, ch, workers, graphs, variant)
     base = rows[baseline]["s"]
     print(f"\npreset {sched.name}: {calls} denoiser calls and {patches:,} patch forwards per sample; "
           f"device {args.device}, {torch.get_num_threads()} threads, {'package' if args.weights else 'random'} weights; "

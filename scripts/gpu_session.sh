@@ -96,7 +96,8 @@ $MS train $COMMON --out "$W/runs/main" --num-workers "$DIFF_WORKERS" ${INIT_MAIN
 P_MAIN=$!
 P_REG=""
 if [ "$REG" = 1 ]; then
-  $MS train $COMMON --objective regression --out "$W/runs/regression" --num-workers "$REG_WORKERS" ${INIT_REG:+--init $INIT_REG} \
+  # the regression baseline keeps the publication's network (its weights have every linear attention)
+  $MS train $COMMON --objective regression --linear-attn-from 0 --out "$W/runs/regression" --num-workers "$REG_WORKERS" ${INIT_REG:+--init $INIT_REG} \
     > "$W/res/train_regression.log" 2>&1 &
   P_REG=$!
 fi

@@ -66,6 +66,26 @@ def test_sample_speed_measures_an_architecture_variant(tmp_path, capsys):
     assert net.config.linear_attn_from == 1 and not any(n.startswith("down.0.attn.") for n, _ in net.named_parameters())
 
 
+def test_the_baseline_has_the_publications_architecture():
+    """Random-weight rows use the package weights' architecture; the publication loop always
+    runs the publication's (linear attention at every level), whatever ships."""
+    import dataclasses
+
+    from mssfs.weights import DEFAULT_DIR, read_export_config
+
+    speed = _load("sample_speed")
+    cpu = torch.device("cpu")
+    shipped = UNetConfig.from_dict(read_export_config(DEFAULT_DIR)["model"])
+    assert speed.load_net(None, cpu).config == shipped
+    lean = speed.load_net(None, cpu, 1)
+    pub = speed.published_architecture(lean, cpu)
+    assert pub.config == dataclasses.replace(lean.config, linear_attn_from=0)
+    assert any(n.startswith("down.0.attn.") for n, _ in pub.named_parameters())
+    full = speed.load_net(None, cpu, 0)
+    assert speed.published_architecture(full, cpu) is full
+    assert speed.variant_label(0) == "ours, published architecture"
+
+
 def test_denoiser_kernels_prints_one_row_per_size(capsys):
     assert _load("denoiser_kernels").main(["--patches", "2,3", "--reps", "1"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 2 ") or line.startswith("| 3 ")]

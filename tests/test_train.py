@@ -509,3 +509,33 @@ def test_max_minutes_stops_with_a_checkpoint_and_resume_continues(tmp_path, monk
     assert tr.step == 40
     with pytest.raises(TrainingError, match="max_minutes"):
         micro_config(max_minutes=-1)
+
+
+def test_cli_train_init_without_model_options_takes_the_exports_shape(tmp_path, capsys):
+    """`mssfs train --init EXPORT` with no model options continues EXPORT's architecture
+    (e.g. the shipped weights, which lack the level-0 linear attentions); a config that
+    names another shape is still refused."""
+    import dataclasses
+
+    from mssfs.cli import main
+    from mssfs.weights import export_checkpoint
+
+    lean = dataclasses.replace(TINY, linear_attn_from=1)
+    train(micro_config(model=lean, steps=2, checkpoint_every=2), tmp_path / "lean", source=SphereImages(), progress=False)
+    exp = export_checkpoint(tmp_path / "lean", tmp_path / "lean_exp")
+    cfg = {"steps": 1, "patches_per_step": 4, "image_size": 32, "val_patches": 8, "val_every": 0,
+           "checkpoint_every": 1, "precision": "fp32"}
+    (tmp_path / "c.yaml").write_text(json.dumps(cfg))
+    run = tmp_path / "more"
+    assert main(["train", "--config", str(tmp_path / "c.yaml"), "--init", str(exp), "--out", str(run),
+                 "--no-progress"]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert UNetConfig.from_dict(saved["model"]) == lean
+    # a file inside the export works as well; an explicit other shape is refused with the reason
+    assert main(["train", "--config", str(tmp_path / "c.yaml"), "--init", str(exp / "model.safetensors"),
+                 "--out", str(tmp_path / "more2"), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--config", str(tmp_path / "c.yaml"), "--init", str(exp), "--linear-attn-from", "0",
+                 "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
+    assert "only dropping linear attentions" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -232,7 +232,8 @@ FIELD_HELP = {
     "device": "auto, cpu, cuda or cuda:N (under torchrun: the local rank's GPU)",
     "max_minutes": "stop with a checkpoint after this many minutes of training (0: no limit; --resume continues)",
     "min_snr_gamma": "0: plain Huber loss (DESIGN.md §5); > 0: weight each patch by min(SNR, gamma)/SNR (diffusion only; validation stays unweighted)",
-    "init": "start the model and EMA from an exported model folder (e.g. src/mssfs/weights/default); fresh optimiser",
+    "init": "start the model and EMA from an exported model folder (e.g. src/mssfs/weights/default); fresh "
+            "optimiser; without model options (config file or command line) the run takes the export's model shape",
 }
 
 
