@@ -57,12 +57,13 @@ class Config(NamedTuple):
     n: int
     bf16: bool
     chunk: int | None
-    kernels: str  # "ours" or "published"
+    kernels: str  # "ours", "published" (the baseline) or a variant_label()
     workers: int = 1
     graphs: bool = False
 
     def label(self) -> str:
-        return (f"N={self.n}{' published' if self.kernels == 'published' else ''}{' bf16' if self.bf16 else ''}"
+        kernels = "" if self.kernels == "ours" else " published" if self.kernels == "published" else f" [{self.kernels}]"
+        return (f"N={self.n}{kernels}{' bf16' if self.bf16 else ''}"
                 f"{f' chunk {self.chunk}' if self.chunk else ''}{f' x{self.workers}' if self.workers > 1 else ''}"
                 f"{' graphs' if self.graphs else ''}")
 
