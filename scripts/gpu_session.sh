@@ -16,7 +16,8 @@
 # Everything is bounded by BUDGET seconds from the start. Variables (defaults for one
 # H100/H200 with 16 cores): DEVICE, BUDGET, TRAIN_END, NMAPS, WORKERS, DIFF_WORKERS,
 # REG_WORKERS, REG (0: no regression run), PPS (patches per step), LR, INIT_MAIN,
-# INIT_REG, EXTRA_TRAIN (more `mssfs train` options), BENCH_SAMPLES (samples per batch
+# INIT_REG, EXTRA_TRAIN (more `mssfs train` options for the denoiser), EXTRA_REG (the same
+# for the regression run; e.g. --min-snr-gamma applies to the denoiser only), BENCH_SAMPLES (samples per batch
 # benchmarked; empty: no benchmark), LANES, SAMPLES_FIG, FIG_PRESET, SAMPLES_OBJ,
 # SAMPLES_STIM, EVAL_ARGS (extra `mssfs evaluate` options), SKIP_TRAIN.
 # Checked on a CPU with small settings (docs/training.md); measured on an H200.
@@ -35,6 +36,7 @@ LR=${LR:-4e-4}
 INIT_MAIN=${INIT_MAIN-src/mssfs/weights/default}
 INIT_REG=${INIT_REG-src/mssfs/weights/regression}
 EXTRA_TRAIN=${EXTRA_TRAIN:-}
+EXTRA_REG=${EXTRA_REG:-}
 SAMPLES_FIG=${SAMPLES_FIG:-8}
 FIG_PRESET=${FIG_PRESET:-paper}
 EVAL_ARGS=${EVAL_ARGS:-}
@@ -90,14 +92,14 @@ fi
 MINUTES=$($PY -c "print(round(max(0.5, ($(until_t "$TRAIN_END") - 30) / 60), 2))")
 log "training for $MINUTES min: $PPS patches/step, lr $LR"
 COMMON="--config configs/default.yaml --device $DEVICE $DATA_OPT --patches-per-step $PPS --lr $LR --max-minutes $MINUTES
-        --checkpoint-minutes 1.25 --keep-checkpoints 0 --val-every 250 --log-every 50 --no-progress $EXTRA_TRAIN"
-$MS train $COMMON --out "$W/runs/main" --num-workers "$DIFF_WORKERS" ${INIT_MAIN:+--init $INIT_MAIN} \
+        --checkpoint-minutes 1.25 --keep-checkpoints 0 --val-every 250 --log-every 50 --no-progress"
+$MS train $COMMON $EXTRA_TRAIN --out "$W/runs/main" --num-workers "$DIFF_WORKERS" ${INIT_MAIN:+--init $INIT_MAIN} \
   > "$W/res/train_main.log" 2>&1 &
 P_MAIN=$!
 P_REG=""
 if [ "$REG" = 1 ]; then
   # the regression baseline keeps the publication's network (its weights have every linear attention)
-  $MS train $COMMON --objective regression --linear-attn-from 0 --out "$W/runs/regression" --num-workers "$REG_WORKERS" ${INIT_REG:+--init $INIT_REG} \
+  $MS train $COMMON $EXTRA_REG --objective regression --linear-attn-from 0 --out "$W/runs/regression" --num-workers "$REG_WORKERS" ${INIT_REG:+--init $INIT_REG} \
     > "$W/res/train_regression.log" 2>&1 &
   P_REG=$!
 fi
