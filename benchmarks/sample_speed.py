@@ -79,12 +79,19 @@ def load_net(weights: str | None, device, linear_attn_from: int | None = None):
         from mssfs.pipeline import resolve_model
 
         return resolve_model(None if weights == "default" else weights, device)[0]
-    from mssfs.model import UNet, UNetConfig
+    from mssfs.model import UNetConfig
     from mssfs.weights import DEFAULT_DIR, read_export_config
 
     cfg = UNetConfig.from_dict(read_export_config(DEFAULT_DIR)["model"])
     if linear_attn_from is not None:
         cfg = dataclasses.replace(cfg, linear_attn_from=linear_attn_from)
+    return _random_net(cfg, device)
+
+
+def _random_net(cfg, device) -> torch.nn.Module:
+    """A frozen U-Net of shape ``cfg`` with seeded random weights (timing only)."""
+    from mssfs.model import UNet
+
     torch.manual_seed(0)
     return UNet(cfg).to(device).eval().requires_grad_(False)
 
@@ -94,10 +101,7 @@ def published_architecture(net: torch.nn.Module, device) -> torch.nn.Module:
     level), else a network of that architecture with random weights (timing only)."""
     if net.config.linear_attn_from == 0:
         return net
-    from mssfs.model import UNet
-
-    torch.manual_seed(0)
-    return UNet(dataclasses.replace(net.config, linear_attn_from=0)).to(device).eval().requires_grad_(False)
+    return _random_net(dataclasses.replace(net.config, linear_attn_from=0), device)
 
 
 def variant_label(level: int) -> str:

@@ -105,19 +105,10 @@ def collect_overrides(args) -> dict:
     return out
 
 
-def init_model_shape(path) -> dict:
-    """The model shape of the export ``path`` (a folder or a file in it), from its config.json."""
-    from pathlib import Path
-
-    from ..weights import read_export_config
-
-    folder = Path(path)
-    return dict(read_export_config(folder.parent if folder.is_file() else folder)["model"])
-
-
 def run(args) -> int:
     from ..checkpoint import CheckpointError
     from ..train import TrainConfig, TrainingError, load_config_file, train
+    from ..weights import read_export_config
 
     overrides = collect_overrides(args)
     try:
@@ -133,7 +124,7 @@ def run(args) -> int:
         model.update(overrides.pop("model", {}))
         d.update(overrides)
         if not model and d.get("init"):
-            model = init_model_shape(d["init"])  # continuing an export needs no model options
+            model = dict(read_export_config(d["init"])["model"])  # continuing an export needs no model options
         d["model"] = model
         cfg = TrainConfig.from_dict(d)
         train(cfg, args.out or "runs/train", overwrite=args.overwrite, progress=not args.no_progress)

@@ -20,7 +20,7 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["load_model", "export_checkpoint", "read_export_config", "DEFAULT_DIR", "WEIGHTS_FORMAT"]
+__all__ = ["load_model", "export_checkpoint", "read_export_config", "export_folder", "DEFAULT_DIR", "WEIGHTS_FORMAT"]
 
 WEIGHTS_FORMAT = "mssfs-weights/1"
 DEFAULT_DIR = Path(__file__).resolve().parent / "default"
@@ -35,11 +35,18 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def export_folder(path: str | os.PathLike | None) -> Path:
+    """The export folder of ``path``: the folder itself, or the folder of a file in it
+    (``config.json``, ``model.safetensors``); ``None`` is the package default."""
+    folder = Path(path) if path is not None else DEFAULT_DIR
+    return folder.parent if folder.is_file() else folder
+
+
 def read_export_config(folder: str | os.PathLike) -> dict:
-    """Parse and check ``folder/config.json`` of an export."""
+    """Parse and check ``config.json`` of the export ``folder`` (or of a file in it)."""
     from ..checkpoint import CheckpointError
 
-    path = Path(folder) / CONFIG_FILE
+    path = export_folder(folder) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{path}: missing (not an exported mssfs model folder)")
     try:
@@ -69,9 +76,7 @@ def load_model(path: str | os.PathLike | None = None, device="cpu"):
     from ..checkpoint import CheckpointError
     from ..model import UNet, UNetConfig
 
-    folder = Path(path) if path is not None else DEFAULT_DIR
-    if folder.is_file():
-        folder = folder.parent
+    folder = export_folder(path)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such model folder")
     cfg = read_export_config(folder)
