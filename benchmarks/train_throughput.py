@@ -85,7 +85,7 @@ def main(argv=None) -> int:
         for name in names:
             try:
                 results[name] = measure(VARIANTS[name], batch, args.steps, args.warmup, args.device, tmp)
-            except Exception as exc:  # report and go on: e.g. torch.compile without a compiler
+            except Exception as exc:  # noqa: BLE001 -- report and go on: e.g. torch.compile without a compiler
                 msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:100]
                 results[name] = {"error": msg}
             r = results[name]

@@ -29,7 +29,12 @@ import time
 
 import numpy as np
 
-from mssfs.analysis import BumpDentLayout, bump_dent_relief, generated_bump_dent_layout, normals_from_depth
+from mssfs.analysis import (
+    BumpDentLayout,
+    bump_dent_relief,
+    generated_bump_dent_layout,
+    normals_from_depth,
+)
 from mssfs.evaluate import LAYOUT_SEED_OFFSET, method_schedule, score_stimulus
 from mssfs.geometry import angular_error
 from mssfs.lighting import flip_normals

@@ -252,7 +252,7 @@ def test_load_sample_set_checks_files(tmp_path, layout):
 
 
 def test_cli_analyze_writes_reports(tmp_path, layout, capsys):
-    samples, truth = mode_samples(layout, [6, 3, 1], seed=5)
+    samples, _truth = mode_samples(layout, [6, 3, 1], seed=5)
     lights = np.tile(layout.light, (len(samples), 1))
     root = tmp_path / "run"
     write_set(root / "a", samples, layout.image, layout.mask, lights, stem="a")

@@ -1,12 +1,11 @@
 import numpy as np
 import pytest
+from test_geometry import sphere
 
 from mssfs import baselines as B
 from mssfs.analysis import generated_bump_dent_layout
 from mssfs.geometry import error_metrics, normalize
 from mssfs.render import render
-
-from test_geometry import sphere
 
 
 def angle(a, b):

@@ -46,7 +46,7 @@ def test_sample_speed_runs_on_a_tiny_schedule(tmp_path, capsys):
     assert speed.main(["--schedule", str(sched), "--samples-list", "2", "--bf16", "--no-memory", "--reps", "1",
                        "--chunk", "4", "--workers", "2"]) == 0
     out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith("| 1") or line.startswith("| 2")]
+    rows = [line for line in out.splitlines() if line.startswith(("| 1", "| 2"))]
     # baseline, 1 and 2 with our kernels, 2 chunked, 1 and 2 bf16, then 1 and 2 on 2 workers in fp32 and bf16
     assert len(rows) == 10
     assert "| published | all | 1 |" in rows[0] and "1.00x" in rows[0]
@@ -88,7 +88,7 @@ def test_the_baseline_has_the_publications_architecture():
 
 def test_denoiser_kernels_prints_one_row_per_size(capsys):
     assert _load("denoiser_kernels").main(["--patches", "2,3", "--reps", "1"]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 2 ") or line.startswith("| 3 ")]
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| 2 ", "| 3 "))]
     assert len(rows) == 2 and all(row.count("x)") == 4 for row in rows)
 
 

@@ -47,7 +47,7 @@ def count_cells(mask):
 
 @pytest.mark.parametrize("fmt", ["ply", "ply-ascii", "obj"])
 def test_mesh_files_parse_back(tmp_path, fmt):
-    z, n, mask = hemisphere(32, 12.0)
+    z, _n, mask = hemisphere(32, 12.0)
     mesh = relief.mesh_from_depth(z, mask)
     assert len(mesh.vertices) == mask.sum()
     assert len(mesh.faces) == 2 * count_cells(mask)
@@ -94,7 +94,7 @@ def test_tile_layout():
 
 
 def make_folder(tmp_path, n_samples=3):
-    z, n, mask = hemisphere(32, 12.0)
+    _z, n, mask = hemisphere(32, 12.0)
     rng = np.random.default_rng(0)
     normals = np.stack([normalize(n + rng.normal(0, 0.01, n.shape)) * mask[..., None] for _ in range(n_samples)])
     folder = tmp_path / "set"

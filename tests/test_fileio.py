@@ -10,10 +10,9 @@ from mssfs.fileio import atomic_path, save_json, save_npy, save_png
 def test_atomic_path_keeps_old_file_on_error(tmp_path):
     target = tmp_path / "out.txt"
     target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("crash")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash")
     assert target.read_text() == "old"
     assert list(tmp_path.iterdir()) == [target]
 

@@ -11,13 +11,13 @@ from mssfs.model import (
     LinearAttention,
     UNet,
     UNetConfig,
+    WSConv2d,
     count_parameters,
     flops_per_patch,
     linear_attention_reference,
     predict_regression,
     sinusoidal_embedding,
     upsample_nearest2x,
-    WSConv2d,
 )
 
 TINY = UNetConfig(base_width=8, mults=(1, 2), res_blocks=1, attn_heads=2, attn_head_dim=8, time_sin_dim=8, time_dim=16)

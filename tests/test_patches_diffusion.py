@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -43,7 +45,7 @@ def test_diffusers_scheduler_uses_same_betas_and_noising():
 def test_ddim_grid():
     g = NoiseSchedule().ddim_grid(50)
     assert len(g) == 50 and g[0] == 299 and g[-1] == 0
-    assert all(a > b for a, b in zip(g, g[1:]))
+    assert all(a > b for a, b in itertools.pairwise(g))
 
 
 def test_ddim_step_matches_diffusers_on_uniform_grid():

@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from test_sampling import sphere_image, tiny_model, tiny_schedule
 
 from mssfs import pipeline
 from mssfs.cli import main
-from test_sampling import sphere_image, tiny_model, tiny_schedule
 
 
 @pytest.fixture

@@ -131,7 +131,7 @@ class Squash(nn.Module):
 
 
 def test_guidance_lowers_seam_loss():
-    loss = lambda x: float(seam_loss(from_patches(x, 48, 48)))  # noqa: E731
+    loss = lambda x: float(seam_loss(from_patches(x, 48, 48)))
     plain = loss(_single_stage_run(Squash(), 0.0)[0])
     guided = loss(_single_stage_run(Squash(), 20.0)[0])
     assert guided < 0.5 * plain

@@ -51,35 +51,41 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .geometry import angular_error, depth_from_normals, foreground_mask, normalize, normals_from_depth
+from .geometry import (
+    angular_error,
+    depth_from_normals,
+    foreground_mask,
+    normalize,
+    normals_from_depth,
+)
 from .lighting import estimate_light
 from .render import render
 
 __all__ = [
-    "SampleSetError",
+    "Analysis",
+    "BumpDentLayout",
+    "Clustering",
     "SampleSet",
-    "find_sample_folders",
-    "load_sample_set",
-    "resize_normals",
-    "implied_lights",
-    "mean_curvature",
+    "SampleSetError",
+    "analyze",
+    "angular_spread",
+    "bump_dent_relief",
+    "cluster_samples",
+    "consistency",
     "convexity_readings",
     "curvature_level",
-    "reading_distances",
-    "normal_distances",
-    "Clustering",
-    "cluster_samples",
-    "angular_spread",
     "embed",
-    "wasserstein",
-    "region_readings",
-    "consistency",
-    "BumpDentLayout",
+    "find_sample_folders",
     "generated_bump_dent_layout",
-    "bump_dent_relief",
+    "implied_lights",
     "light_angles",
-    "Analysis",
-    "analyze",
+    "load_sample_set",
+    "mean_curvature",
+    "normal_distances",
+    "reading_distances",
+    "region_readings",
+    "resize_normals",
+    "wasserstein",
 ]
 
 #: Default cut of the reading distance that separates interpretations.
@@ -491,7 +497,7 @@ def wasserstein(a: np.ndarray, b: np.ndarray, mask_a=None, mask_b=None) -> float
 
 
 def _region_masks(regions, shape) -> list[np.ndarray]:
-    if isinstance(regions, np.ndarray) and regions.ndim == 2 and not regions.dtype == bool:
+    if isinstance(regions, np.ndarray) and regions.ndim == 2 and regions.dtype != bool:
         return [regions == k for k in range(1, int(regions.max()) + 1)]
     masks = [np.asarray(r, bool) for r in regions]
     for m in masks:
@@ -530,7 +536,7 @@ def region_readings(
         union |= m
     rings = []
     for m in masks:
-        width = max(2, int(round(math.sqrt(m.sum() / math.pi) / 3)))
+        width = max(2, round(math.sqrt(m.sum() / math.pi) / 3))
         ring = ndimage.binary_dilation(m, iterations=width) & ~union & mask
         if not ring.any():
             raise ValueError("a region has no free border inside the mask to compare its height with")

@@ -46,7 +46,7 @@ from scipy import ndimage
 
 from .geometry import depth_from_normals, normalize, normals_from_depth
 
-__all__ = ["flat_normals", "LightEstimate", "estimate_light_from_image", "classical_sfs"]
+__all__ = ["LightEstimate", "classical_sfs", "estimate_light_from_image", "flat_normals"]
 
 
 def _mask_of(image: np.ndarray, mask) -> np.ndarray:
@@ -131,7 +131,7 @@ def _resize(x: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.ndarray
 
 def _solve_level(img, mask, n, light, lam, iters, integrability, integrate_every, damping=2 / 3):
     """Jacobi iterations of the Brooks-Horn update on one pyramid level."""
-    edge, outward = _contour(mask)
+    _edge, outward = _contour(mask)
     outside = ~mask
     contour_n = np.concatenate([outward, np.zeros(mask.shape + (1,))], -1)
     for it in range(iters):

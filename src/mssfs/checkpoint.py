@@ -24,17 +24,17 @@ from pathlib import Path
 import torch
 
 __all__ = [
-    "CheckpointError",
     "Checkpoint",
-    "save_checkpoint",
-    "load_checkpoint",
-    "atomic_write_bytes",
+    "CheckpointError",
     "atomic_save_safetensors",
-    "flatten_optimizer_state",
-    "unflatten_optimizer_state",
+    "atomic_write_bytes",
     "checkpoint_path",
-    "list_checkpoints",
+    "flatten_optimizer_state",
     "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "save_checkpoint",
+    "unflatten_optimizer_state",
 ]
 
 FORMAT = "mssfs-checkpoint/1"
@@ -122,7 +122,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         flat = {}
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("mssfs")
-            for key in f.keys():
+            for key in f.keys():  # noqa: SIM118 -- safe_open has keys() but is not iterable
                 flat[key] = f.get_tensor(key)
     except CheckpointError:
         raise

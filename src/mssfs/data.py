@@ -35,14 +35,14 @@ from .render import MAX_LIGHT_ANGLE_DEG, render, sample_lights
 
 __all__ = [
     "SHARD_FORMAT",
-    "make_shards",
+    "HeldoutImages",
     "ShardSet",
     "TrainingImages",
-    "HeldoutImages",
     "augment",
     "augment_grid",
     "augment_vectors",
     "check_size",
+    "make_shards",
 ]
 
 SHARD_FORMAT = "mssfs-shards-1"

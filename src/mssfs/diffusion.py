@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["cosine_betas", "NoiseSchedule", "DDIMStepOutput", "T_DEFAULT"]
+__all__ = ["T_DEFAULT", "DDIMStepOutput", "NoiseSchedule", "cosine_betas"]
 
 T_DEFAULT = 300
 

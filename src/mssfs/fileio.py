@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-__all__ = ["atomic_path", "save_npy", "save_json", "save_png"]
+__all__ = ["atomic_path", "save_json", "save_npy", "save_png"]
 
 
 @contextmanager

@@ -28,17 +28,17 @@ import scipy.sparse.linalg as spla
 from .fileio import atomic_path
 
 __all__ = [
-    "normalize",
-    "foreground_mask",
     "angular_error",
-    "error_metrics",
-    "normals_to_slopes",
-    "slopes_to_normals",
-    "integrability_residual",
     "depth_from_normals",
-    "normals_from_depth",
-    "save_normals",
+    "error_metrics",
+    "foreground_mask",
+    "integrability_residual",
     "load_normals",
+    "normalize",
+    "normals_from_depth",
+    "normals_to_slopes",
+    "save_normals",
+    "slopes_to_normals",
 ]
 
 

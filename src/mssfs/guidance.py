@@ -17,7 +17,7 @@ import torch
 
 from .patches import PATCH
 
-__all__ = ["safe_angle", "seam_loss", "integrability_loss", "slopes_published", "SLOPE_CLAMP"]
+__all__ = ["SLOPE_CLAMP", "integrability_loss", "safe_angle", "seam_loss", "slopes_published"]
 
 #: Slopes are clamped to ``[-SLOPE_CLAMP, SLOPE_CLAMP]`` in the integrability loss.
 SLOPE_CLAMP = 10.0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ImageError", "read_image", "alpha_mask", "validate_image", "load_input", "load_input_with_alpha", "MIN_SIZE"]
+__all__ = ["MIN_SIZE", "ImageError", "alpha_mask", "load_input", "load_input_with_alpha", "read_image", "validate_image"]
 
 MIN_SIZE = 16
 _LUMA = np.array([0.299, 0.587, 0.114])

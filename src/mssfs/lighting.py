@@ -26,13 +26,13 @@ import numpy as np
 from .patches import PATCH
 
 __all__ = [
-    "select_pixels",
-    "patch_lights",
-    "flip_decisions",
     "LightingResult",
     "consistent_lighting",
     "estimate_light",
+    "flip_decisions",
     "flip_normals",
+    "patch_lights",
+    "select_pixels",
 ]
 
 

@@ -26,8 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["UNetConfig", "UNet", "count_parameters", "flops_per_patch", "sinusoidal_embedding", "predict_regression",
-           "linear_attention_reference"]
+__all__ = [
+    "UNet",
+    "UNetConfig",
+    "count_parameters",
+    "flops_per_patch",
+    "linear_attention_reference",
+    "predict_regression",
+    "sinusoidal_embedding",
+]
 
 
 @dataclass
@@ -88,7 +95,7 @@ class UNetConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "UNetConfig":
+    def from_dict(cls, d: dict) -> UNetConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:

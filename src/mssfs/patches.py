@@ -11,7 +11,7 @@ import torch
 
 PATCH = 16
 
-__all__ = ["PATCH", "to_patches", "from_patches"]
+__all__ = ["PATCH", "from_patches", "to_patches"]
 
 
 def to_patches(x: torch.Tensor, patch: int = PATCH) -> torch.Tensor:

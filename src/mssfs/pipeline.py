@@ -21,9 +21,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -42,14 +42,14 @@ from .schedules import Schedule, resolve_schedule
 __all__ = [
     "PreparedInput",
     "SampleResult",
-    "prepare_input",
     "auto_mask",
-    "sample_seed",
+    "prepare_input",
     "resolve_device",
     "resolve_model",
     "run_vcycle",
-    "sample_many",
     "sample",
+    "sample_many",
+    "sample_seed",
 ]
 
 #: Pixels at or below this value count as black background for the automatic mask.

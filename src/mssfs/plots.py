@@ -13,7 +13,7 @@ import numpy as np
 
 from .fileio import atomic_path
 
-__all__ = ["normal_rgb", "save_figure", "report_figure"]
+__all__ = ["normal_rgb", "report_figure", "save_figure"]
 
 
 def normal_rgb(n: np.ndarray) -> np.ndarray:

@@ -32,12 +32,12 @@ __all__ = [
     "depth_maps",
     "depth_png16",
     "mesh_from_depth",
-    "write_ply",
-    "write_obj",
-    "read_ply",
     "read_obj",
+    "read_ply",
     "relight",
     "tile",
+    "write_obj",
+    "write_ply",
 ]
 
 #: Default relighting direction: from the upper left, 25 degrees above the image plane.

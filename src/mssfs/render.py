@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-__all__ = ["render", "sample_lights", "add_sensor_noise", "MAX_LIGHT_ANGLE_DEG"]
+__all__ = ["MAX_LIGHT_ANGLE_DEG", "add_sensor_noise", "render", "sample_lights"]
 
 #: Training lights lie within this angle of the view direction (l_z >= cos(0.4 pi)).
 MAX_LIGHT_ANGLE_DEG = 72.0

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn

@@ -28,7 +28,7 @@ from pathlib import Path
 from .diffusion import NoiseSchedule
 from .patches import PATCH
 
-__all__ = ["Stage", "Schedule", "StageRun", "StageCost", "PRESETS", "get_preset", "load_schedule", "resolve_schedule"]
+__all__ = ["PRESETS", "Schedule", "Stage", "StageCost", "StageRun", "get_preset", "load_schedule", "resolve_schedule"]
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,10 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -57,20 +57,20 @@ from .model import UNet, UNetConfig
 from .patches import PATCH, to_patches
 
 __all__ = [
-    "TrainConfig",
-    "TrainingError",
-    "PatchBatch",
-    "TrainingImagesSource",
-    "StepBatches",
     "EMA",
+    "PatchBatch",
+    "StepBatches",
+    "TrainConfig",
     "Trainer",
-    "train",
+    "TrainingError",
+    "TrainingImagesSource",
     "derive_seed",
-    "sample_patches",
     "diffusion_loss",
+    "load_config_file",
     "min_snr_weights",
     "regression_loss",
-    "load_config_file",
+    "sample_patches",
+    "train",
 ]
 
 OBJECTIVES = ("diffusion", "regression")
@@ -191,7 +191,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -289,10 +289,10 @@ class PatchBatch:
     t: torch.Tensor
     noise: torch.Tensor
 
-    def to(self, device, non_blocking: bool = False) -> "PatchBatch":
+    def to(self, device, non_blocking: bool = False) -> PatchBatch:
         return PatchBatch(*(getattr(self, f.name).to(device, non_blocking=non_blocking) for f in dataclasses.fields(self)))
 
-    def pin_memory(self) -> "PatchBatch":
+    def pin_memory(self) -> PatchBatch:
         return PatchBatch(*(getattr(self, f.name).pin_memory() for f in dataclasses.fields(self)))
 
 
@@ -312,7 +312,7 @@ def sample_patches(
     """Draw images from ``images`` and pick ``n`` patches, at most ``floor(frac * n)`` of
     them background (mask all zero).  Returns ``shading (n,1,P,P), normals (n,3,P,P),
     mask (n,1,P,P)``; patch order is random."""
-    n_bg_max = int(math.floor(max_background_frac * n))
+    n_bg_max = math.floor(max_background_frac * n)
     fg, bg = [], []
     n_fg = n_bg = drawn = 0
     while drawn < min_images or n_fg < n - min(n_bg, n_bg_max):
@@ -753,9 +753,8 @@ def merge_resume_config(saved: dict, overrides: dict) -> dict:
     """The checkpoint's config with ``overrides`` applied; only :data:`RESUMABLE_KEYS` may differ."""
     cfg = dict(saved)
     for k, v in overrides.items():
-        if k == "model" or k not in RESUMABLE_KEYS:
-            if k not in cfg or _norm(cfg[k]) != _norm(v):
-                raise TrainingError(f"option {k!r} cannot change when resuming (checkpoint has {cfg.get(k)!r}, got {v!r})")
+        if (k == "model" or k not in RESUMABLE_KEYS) and (k not in cfg or _norm(cfg[k]) != _norm(v)):
+            raise TrainingError(f"option {k!r} cannot change when resuming (checkpoint has {cfg.get(k)!r}, got {v!r})")
         cfg[k] = v
     return cfg
 

@@ -203,6 +203,7 @@ def contact_sheet(items: list[dict], path, cols: int = 6) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+
     from ..plots import save_figure
 
     rows = -(-len(items) // cols)

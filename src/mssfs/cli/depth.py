@@ -110,7 +110,7 @@ def process(folder: Path, method: str, light, mesh: str, overwrite: bool) -> dic
             m = relief.mesh_from_depth(z, samples.mask)
             path = folder / f"mesh_{i:02d}.{kind}"
             relief.write_ply(path, m, binary=binary) if kind == "ply" else relief.write_obj(path, m)
-            entry.update(mesh=path.name, vertices=int(len(m.vertices)), faces=int(len(m.faces)))
+            entry.update(mesh=path.name, vertices=len(m.vertices), faces=len(m.faces))
         entries.append(entry)
     save_png(folder / "relit.png", np.round(relief.tile(relit) * 255).astype(np.uint8))
     info = {
@@ -138,7 +138,7 @@ def run(args) -> int:
         for folder in folders:
             try:
                 n = np.load(folder / "normals.npy", mmap_mode="r", allow_pickle=False).shape[0]
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 -- any reader error becomes a usage error
                 raise UsageError(f"{folder / 'normals.npy'}: could not be read ({exc})") from None
             _refuse_existing(folder, n, args.mesh)
     for folder in folders:

@@ -25,8 +25,8 @@ elliptical, of mixed sizes and signs.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -35,16 +35,16 @@ from .frame import normals_from_gradient, random_rotation, steepness_scale
 from .raycast import fit_view, render_implicit
 
 __all__ = [
-    "GENERATOR_VERSION",
-    "TRAIN_SEED_LIMIT",
-    "HELDOUT_SEED_BASE",
-    "Family",
-    "FAMILIES",
     "DEFAULT_MIX",
+    "FAMILIES",
+    "GENERATOR_VERSION",
+    "HELDOUT_SEED_BASE",
     "OBJECT_FAMILIES",
     "RELIEF_FAMILIES",
-    "generate",
+    "TRAIN_SEED_LIMIT",
+    "Family",
     "family_rng",
+    "generate",
     "parse_mix",
 ]
 

@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["pixel_grid", "random_rotation", "normals_from_gradient", "steepness_scale"]
+__all__ = ["normals_from_gradient", "pixel_grid", "random_rotation", "steepness_scale"]
 
 
 @functools.lru_cache(maxsize=8)

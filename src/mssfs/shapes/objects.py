@@ -14,7 +14,7 @@ import numpy as np
 
 from .frame import random_rotation
 
-__all__ = ["Sphere", "PerturbedSphere", "BlendedQuadrics", "Torus", "Capsules", "Revolution", "Extrusion"]
+__all__ = ["BlendedQuadrics", "Capsules", "Extrusion", "PerturbedSphere", "Revolution", "Sphere", "Torus"]
 
 
 def _f(a) -> list:

@@ -19,7 +19,7 @@ from scipy.ndimage import binary_dilation
 
 from .frame import pixel_grid
 
-__all__ = ["View", "first_hit", "render_implicit", "fit_view"]
+__all__ = ["View", "first_hit", "fit_view", "render_implicit"]
 
 
 @dataclass(frozen=True)

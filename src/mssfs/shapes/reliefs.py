@@ -15,7 +15,7 @@ from scipy.ndimage import gaussian_filter
 
 from .frame import pixel_grid
 
-__all__ = ["bumps", "ridges", "craters", "noise_field"]
+__all__ = ["bumps", "craters", "noise_field", "ridges"]
 
 _NOISE_GRID = 128
 
@@ -24,9 +24,9 @@ def _window(size: int, cx: float, cy: float, reach: float):
     """Row and column slices of the pixels within ``reach`` (frame units) of ``(cx, cy)``."""
     half = size / 2.0
     c0 = max(0, int((cx - reach + 1.0) * half))
-    c1 = min(size, int(math.ceil((cx + reach + 1.0) * half)))
+    c1 = min(size, math.ceil((cx + reach + 1.0) * half))
     r0 = max(0, int((1.0 - cy - reach) * half))
-    r1 = min(size, int(math.ceil((1.0 - cy + reach) * half)))
+    r1 = min(size, math.ceil((1.0 - cy + reach) * half))
     return slice(r0, r1), slice(c0, c1)
 
 

@@ -20,7 +20,7 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["load_model", "export_checkpoint", "read_export_config", "export_folder", "DEFAULT_DIR", "WEIGHTS_FORMAT"]
+__all__ = ["DEFAULT_DIR", "WEIGHTS_FORMAT", "export_checkpoint", "export_folder", "load_model", "read_export_config"]
 
 WEIGHTS_FORMAT = "mssfs-weights/1"
 DEFAULT_DIR = Path(__file__).resolve().parent / "default"
@@ -125,7 +125,13 @@ def export_checkpoint(
     ``config.json`` (which carries the weights' SHA-256) after it.
     """
     from .. import __version__
-    from ..checkpoint import CheckpointError, atomic_save_safetensors, atomic_write_bytes, latest_checkpoint, load_checkpoint
+    from ..checkpoint import (
+        CheckpointError,
+        atomic_save_safetensors,
+        atomic_write_bytes,
+        latest_checkpoint,
+        load_checkpoint,
+    )
     from ..model import UNet, UNetConfig, count_parameters, flops_per_patch
 
     checkpoint = Path(checkpoint)
