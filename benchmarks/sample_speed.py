@@ -333,8 +333,12 @@ def main(argv=None) -> int:
             cmd += ["--weights", args.weights] if args.weights else []
             cmd += ["--published"] if kernels == "published" else []
             cmd += ["--linear-attn-from", str(args.linear_attn_from)] if variant else []
-            res = subprocess.run(cmd, check=True, capture_output=True, text=True)
-            rows[c]["mem"] = json.loads(res.stdout.strip().splitlines()[-1])["peak_mb"] / n
+            res = subprocess.run(cmd, check=False, capture_output=True, text=True)
+            if res.returncode == 0:
+                rows[c]["mem"] = json.loads(res.stdout.strip().splitlines()[-1])["peak_mb"] / n
+            else:  # keep the timings: a failed memory probe costs its column, not the run
+                tail = (res.stderr.strip().splitlines() or ["no output"])[-1]
+                print(f"peak-memory probe for {n} per batch failed (exit {res.returncode}): {tail}", file=sys.stderr)
         if args.end_to_end:
             rows[c]["measured"] = end_to_end(args, n, bf16, ch, workers, graphs, variant)
     base = rows[baseline]["s"]

@@ -19,7 +19,8 @@
 # INIT_REG, EXTRA_TRAIN (more `mssfs train` options for the denoiser), EXTRA_REG (the same
 # for the regression run; e.g. --min-snr-gamma applies to the denoiser only), BENCH_SAMPLES (samples per batch
 # benchmarked; empty: no benchmark), BENCH_ARGS (more sample_speed.py options; default
-# --no-memory, set it to "" or "--linear-attn-from 0" to measure peak memory too), LANES, SAMPLES_FIG, FIG_PRESET, SAMPLES_OBJ,
+# "--linear-attn-from 0": also the publication's network with our sampler, and peak memory
+# per row; add --no-memory to skip the memory probes), LANES, SAMPLES_FIG, FIG_PRESET, SAMPLES_OBJ,
 # SAMPLES_STIM, EVAL_ARGS (extra `mssfs evaluate` options), SKIP_TRAIN.
 # Checked on a CPU with small settings (docs/training.md); measured on an H200.
 set -u
@@ -43,8 +44,8 @@ FIG_PRESET=${FIG_PRESET:-paper}
 EVAL_ARGS=${EVAL_ARGS:-}
 SAMPLES_OBJ=${SAMPLES_OBJ:-8}
 SAMPLES_STIM=${SAMPLES_STIM:-16}
-BENCH_SAMPLES=${BENCH_SAMPLES-1,16,64}
-BENCH_ARGS=${BENCH_ARGS---no-memory}  # e.g. "--linear-attn-from 0" (empty: also peak memory per row)
+BENCH_SAMPLES=${BENCH_SAMPLES-1,4,16,64}
+BENCH_ARGS=${BENCH_ARGS---linear-attn-from 0}  # add --no-memory to skip the peak-memory probes (one process per row)
 LANES=${LANES:-1}             # 0: no evaluation lanes after the benchmark
 SKIP_TRAIN=${SKIP_TRAIN:-0}   # 1: skip steps 2-4 (check the rest with the weights in the repository)
 OUT=${OUT:-/tmp/mssfs_out}
@@ -143,7 +144,8 @@ if [ "$SKIP_TRAIN" != 1 ]; then pack; fi
 [ -n "$P_TESTS" ] && wait "$P_TESTS"
 if [ "$DEVICE" != cpu ] && [ -n "$BENCH_SAMPLES" ]; then
   log "benchmark"
-  timeout "$(until_t $(( TRAIN_END + 95 )))" $PY benchmarks/sample_speed.py --device "$DEVICE" --cuda-graphs --chunk 0 \
+  BENCH_END=$(( TRAIN_END + 150 )); [ "$BENCH_END" -gt $(( BUDGET - 15 )) ] && BENCH_END=$(( BUDGET - 15 ))
+  timeout "$(until_t "$BENCH_END")" $PY benchmarks/sample_speed.py --device "$DEVICE" --cuda-graphs --chunk 0 \
     --samples-list "$BENCH_SAMPLES" --reps 3 --iters 3 $BENCH_ARGS --weights default > "$W/res/sample_speed_gpu.md" 2>&1
   log "benchmark exit $?"
 fi

@@ -113,3 +113,26 @@ def test_a_failing_graph_capture_drops_only_its_row(tmp_path, monkeypatch, capsy
     out = speed.measure(args, configs)
     assert len(configs) == 2 and not any(c.graphs for c in configs) and set(out) == set(configs)
     assert "capture FAILED, row dropped: RuntimeError" in capsys.readouterr().err
+
+
+def test_a_failing_memory_probe_keeps_the_timings(tmp_path, monkeypatch, capsys):
+    import subprocess
+
+    speed = _load("sample_speed")
+    sched = tmp_path / "tiny.yaml"
+    sched.write_text("name: tiny\nnum_steps: 2\nfuse_last: 1\nstages:\n  - {resolution: 32, lr: 1.0, restart_t: 299}\n")
+    calls = []
+
+    def failing_run(cmd, **kw):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="Traceback ...\nRuntimeError: probe broke")
+
+    monkeypatch.setattr(speed.subprocess, "run", failing_run)
+    assert speed.main(["--schedule", str(sched), "--samples-list", "2", "--reps", "1"]) == 0
+    out, err = capsys.readouterr()
+    rows = [line for line in out.splitlines() if line.startswith(("| 1", "| 2"))]
+    # baseline, 1, 2 and 2 in chunks: each row probed once, each probe failed
+    assert len(rows) == len(calls) == 4
+    assert all(row.rstrip(" |").endswith("nan") for row in rows)  # memory column empty, timings kept
+    assert all(float(row.split("|")[7]) > 0 for row in rows)
+    assert err.count("RuntimeError: probe broke") == 4
