@@ -169,3 +169,33 @@ def test_compare_evaluations_against_a_single_output_method(tmp_path, capsys):
     assert set(rows) == {"mean", "best", "fused"}  # the single result stands in for every scoring, fused included
     assert "30.0° | 33.0° | +3.00°" in rows["fused"] and "0/8" in rows["fused"]
     assert "8/8" in rows["best"] and "0/8" in rows["mean"]
+
+
+def test_fused_vs_samples_scores_prefixes_as_runs_with_fewer_samples(tmp_path, monkeypatch, capsys):
+    """The k-prefix rows equal a run drawing k samples, and the reference is paired per image."""
+    import json
+
+    from test_sampling import tiny_model
+
+    import mssfs.weights
+
+    mod = _load_script("fused_vs_samples")
+    monkeypatch.setattr(mssfs.weights, "load_model", lambda path=None, **kw: tiny_model())
+    common = ["--n-objects", "2", "--n-reliefs", "1", "--size", "32", "--model", "tiny"]
+    assert mod.main([*common, "--samples", "2", "--prefixes", "1,2", "--out", str(tmp_path / "two.json")]) == 0
+    assert mod.main([*common, "--samples", "3", "--prefixes", "2,3", "--out", str(tmp_path / "three.json")]) == 0
+    two = json.loads((tmp_path / "two.json").read_text())["items"]
+    three = json.loads((tmp_path / "three.json").read_text())["items"]
+    assert [r["item"] for r in two] == [r["item"] for r in three] and len(two) == 3
+    for a, b in zip(two, three):
+        for s in ("mean", "best", "fused"):
+            assert abs(a["k"]["2"][s] - b["k"]["2"][s]) < 0.5  # same samples up to float rounding
+        assert a["k"]["1"]["best"] == a["k"]["1"]["mean"] == a["k"]["1"]["fused"]  # one sample: all alike
+    ref = {"items": {"regression": [{"item": r["item"], "mean": {"mean": r["k"]["2"]["fused"] + 1.0}} for r in two]}}
+    (tmp_path / "ref.json").write_text(json.dumps(ref))
+    capsys.readouterr()
+    assert mod.main([*common, "--samples", "2", "--prefixes", "2", "--reference", str(tmp_path / "ref.json")]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| objects | 2 |")]
+    assert len(rows) == 1 and "-1.00° ± 0.00" in rows[0] and "| 2/2 |" in rows[0]
+    with pytest.raises(SystemExit):
+        mod.main([*common, "--samples", "2", "--prefixes", "3"])

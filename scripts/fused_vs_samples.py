@@ -1,0 +1,111 @@
+"""How the objects suite's scorings depend on the number of samples N.
+
+The fused result (renormalised mean of the samples) estimates the posterior mean of the
+normals, which is what the regression baseline is trained to predict; with few samples
+that estimate is noisy. This draws ``--samples`` samples per image of the objects suite
+(the images, seeds, preset and resolution of ``mssfs evaluate --suite objects``) once and
+scores the first k of them for every k in ``--prefixes``: because sample i depends only
+on the image's seed and i (docs/sampling.md, "Batched seeds"), the first k of N samples
+are the samples a run with N = k draws, so one run gives every row.
+
+    OMP_NUM_THREADS=1 python scripts/fused_vs_samples.py --n-objects 20 --n-reliefs 10 \
+        --samples 16 --bf16 --reference docs/results/objects_regression_stop17.json --out fvn.json
+
+``--reference`` adds a method of another ``results.json`` (default ``regression``) as
+the row to compare with, paired per image (mean difference and Wilcoxon p).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from mssfs import evaluate as ev
+
+
+def score_prefixes(samples: np.ndarray, gt: np.ndarray, mask: np.ndarray, prefixes) -> dict[int, dict]:
+    """Mean angular error of mean-of-k, best-of-k and fused-k for each k (degrees)."""
+    out = {}
+    for k in prefixes:
+        s = ev.score_samples(samples[:k], gt, mask)
+        out[k] = {"mean": s.mean["mean"], "best": s.best["mean"], "fused": s.fused["mean"]}
+    return out
+
+
+def paired(a: list[float], b: list[float]) -> tuple[float, float, int, float]:
+    """Mean of b - a, its standard error, how often b < a, two-sided Wilcoxon p."""
+    d = np.asarray(b) - np.asarray(a)
+    p = float(stats.wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return float(d.mean()), se, int((d < 0).sum()), p
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n-objects", type=int, default=20)
+    p.add_argument("--n-reliefs", type=int, default=10)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--samples", type=int, default=16, help="samples per image (the largest k)")
+    p.add_argument("--prefixes", default="1,2,4,8,16", help="k values scored (each <= --samples)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default="fast")
+    p.add_argument("--model", default=None, help="denoiser export (default: the package weights)")
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--reference", default=None, help="results.json of `mssfs evaluate` with the method to compare")
+    p.add_argument("--reference-method", default="regression")
+    p.add_argument("--out", default=None, help="write the per-image scores as JSON here")
+    args = p.parse_args(argv)
+    prefixes = sorted({int(k) for k in args.prefixes.split(",")})
+    if not prefixes or prefixes[0] < 1 or prefixes[-1] > args.samples:
+        p.error(f"--prefixes must lie in 1..{args.samples} (--samples), got {args.prefixes}")
+    ref = None
+    if args.reference:
+        try:
+            ref_items = json.loads(Path(args.reference).read_text())["items"][args.reference_method]
+        except (OSError, ValueError, KeyError) as exc:
+            p.error(f"{args.reference}: no per-image results for {args.reference_method!r} ({exc})")
+        ref = {r["item"]: r["mean"]["mean"] for r in ref_items}
+
+    from mssfs.weights import load_model
+
+    model = load_model(args.model) if args.model else None
+    items = ev.heldout_items(args.n_objects, args.n_reliefs, args.size)
+    methods, _ = ev.build_methods(["ours"], args.preset, None, args.size)
+    settings = ev.RunSettings(args.samples, args.seed, "cpu", args.bf16, model)
+    rows, seconds = ev._run_methods(
+        items, methods, settings, True,
+        lambda it, normals: {"item": it.name, "kind": it.kind,
+                             "k": score_prefixes(normals, it.normals, it.mask, prefixes)},
+    )
+    rows = rows["ours"]
+    if ref is not None and any(r["item"] not in ref for r in rows):
+        p.error(f"{args.reference}: scored other images than this run (use the same --n-objects/--n-reliefs/--size)")
+    print(f"\nobjects suite, {args.preset} preset, {args.samples} samples per image, "
+          f"{seconds['ours'] / len(items):.1f} s per image\n")
+    print("| images | k | mean of k | best of k | fused | fused - reference (± s.e.) | fused lower on | Wilcoxon p |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        sel = [r for r in rows if r["kind"] == kind]
+        if ref is not None:
+            print(f"| {kind} | {args.reference_method} | | | {np.mean([ref[r['item']] for r in sel]):.1f}° | | | |")
+        for k in prefixes:
+            m = {s: float(np.mean([r["k"][k][s] for r in sel])) for s in ("mean", "best", "fused")}
+            line = f"| {kind} | {k} | {m['mean']:.1f}° | {m['best']:.1f}° | {m['fused']:.1f}° |"
+            if ref is not None:
+                d, se, lower, pv = paired([ref[r["item"]] for r in sel], [r["k"][k]["fused"] for r in sel])
+                line += f" {d:+.2f}° ± {se:.2f} | {lower}/{len(sel)} | {pv:.3f} |"
+            else:
+                line += " | | |"
+            print(line)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"args": vars(args), "seconds": seconds["ours"], "items": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
