@@ -5,7 +5,7 @@ normals, which is what the regression baseline is trained to predict; with few s
 that estimate is noisy. This draws ``--samples`` samples per image of the objects suite
 (the images, seeds, preset and resolution of ``mssfs evaluate --suite objects``) once and
 scores the first k of them for every k in ``--prefixes``: because sample i depends only
-on the image's seed and i (docs/sampling.md, "Batched seeds"), the first k of N samples
+on the image's seed and i (docs/sampling.md, "Python API", Seeds), the first k of N samples
 are the samples a run with N = k draws, so one run gives every row.
 
     OMP_NUM_THREADS=1 python scripts/fused_vs_samples.py --n-objects 20 --n-reliefs 10 \
