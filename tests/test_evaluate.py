@@ -228,6 +228,24 @@ def test_cli_objects_end_to_end(cli_env, tmp_path, capsys):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
+def test_cli_objects_with_a_schedule_file(cli_env, tmp_path):
+    """``--schedule FILE`` replaces the preset for ours and the ablations, not for 'fast'."""
+    sched = tmp_path / "mine.yaml"
+    sched.write_text("name: mine\nnum_steps: 3\nfuse_last: 1\nstages:\n"
+                     "  - {resolution: 64, lr: 3.5, restart_t: 299, inner_iters_high: 2}\n")
+    out = tmp_path / "ev"
+    argv = ["evaluate", "--suite", "objects", "--n-objects", "1", "--n-reliefs", "0", "--size", "32",
+            "--samples", "1", "--methods", "ours,no-lighting,fast", "--schedule", str(sched), "-q", "--out", str(out)]
+    assert main(argv) == 0
+    data = json.loads((out / "results.json").read_text())
+    ours, abl, fast = (data["methods"][m]["schedule"] for m in ("ours", "no-lighting", "fast"))
+    assert ours["num_steps"] == 3 and [s["lr"] for s in ours["stages"]] == [3.5]
+    assert [s["resolution"] for s in ours["stages"]] == [32]  # scaled down to the image, as presets are
+    assert abl["num_steps"] == 3 and abl["stages"][0]["inner_iters_high"] == 2
+    assert fast["num_steps"] == 4 and 3.5 not in [s["lr"] for s in fast["stages"]]  # cli_env's tiny preset
+    assert "--schedule " + str(sched) in data["command"] and data["settings"]["schedule_file"] == str(sched)
+
+
 def test_batched_images_match_image_by_image(cli_env):
     """All images in one sampler call give the samples of one call per image (seed S + i)."""
     items = ev.heldout_items(2, 1, 32)
@@ -316,6 +334,7 @@ def test_cli_ablation_figure(cli_env, tmp_path, capsys):
         (["--suite", "stimuli", "--stimuli", "none", "--n-layouts", "0"], "nothing to evaluate"),
         (["--ablation-figure", "stimulus:circles", "--methods", "flat"], "sampler methods only"),
         (["--ablation-figure", "stimulus:nope"], "unknown stimulus"),
+        (["--suite", "objects", "--schedule", "no/such/schedule.yaml"], "--schedule: no/such/schedule.yaml: no such schedule file"),
     ],
 )
 def test_bad_arguments_are_usage_errors(cli_env, tmp_path, capsys, extra, message):

@@ -153,9 +153,11 @@ def ablation_schedule(base: Schedule, name: str) -> Schedule:
 
 
 def method_schedule(
-    name: str, preset: str = "fast", finest: int | None = None, max_finest: int | None = None
+    name: str, preset: str | Schedule = "fast", finest: int | None = None, max_finest: int | None = None
 ) -> Schedule:
-    """The schedule of sampler method ``name`` (``ours`` = ``preset``).
+    """The schedule of sampler method ``name`` (``ours`` = ``preset``, a preset name or a
+    :class:`~mssfs.schedules.Schedule`, e.g. from a user's schedule file; the ablations
+    modify it; ``paper`` and ``fast`` are always those presets).
 
     ``finest`` scales the preset so that its finest resolution is exactly that;
     ``max_finest`` only scales it down when its finest resolution is larger (e.g. the
@@ -163,7 +165,10 @@ def method_schedule(
     """
     if name not in SAMPLER_METHODS:
         raise ValueError(f"{name!r} is not a sampler method ({', '.join(SAMPLER_METHODS)})")
-    base = get_preset(name if name in ("paper", "fast") else preset)
+    if name in ("paper", "fast"):
+        base = get_preset(name)
+    else:
+        base = preset if isinstance(preset, Schedule) else get_preset(preset)
     if finest is not None:
         base = scale_schedule(base, finest)
     elif max_finest is not None and base.finest > max_finest:
@@ -220,7 +225,7 @@ def _regression_predictor(model) -> Callable:
 
 def build_methods(
     names,
-    preset: str = "fast",
+    preset: str | Schedule = "fast",
     finest: int | None = None,
     max_finest: int | None = None,
     regression_model=None,

@@ -32,7 +32,8 @@ suites:
 
 methods (--methods, comma-separated; default: ours and the ablations, regression when
 weights exist, classical, flat):
-  ours          the sampler with --preset          paper, fast   those presets
+  ours          the sampler with --preset (or      paper, fast   those presets
+                --schedule FILE)
   no-guidance   lr 0, no lighting consistency      seams-only    no integrability, no lighting
   no-lighting   no lighting consistency            single-scale  one stage from noise, stage-1 guidance
   regression    regression U-Net (--regression-model PATH or weights/regression/)
@@ -79,6 +80,8 @@ def register(subparsers) -> None:
     p.add_argument("--size", type=int, metavar="S",
                    help="image size, a multiple of 16 (default 64 for objects, 128 for stimuli)")
     p.add_argument("--preset", default="fast", choices=("paper", "fast"), help="schedule of 'ours' and the ablations (default fast)")
+    p.add_argument("--schedule", metavar="FILE",
+                   help="a schedule file (YAML/JSON, docs/sampling.md) for 'ours' and the ablations instead of --preset")
     p.add_argument("--resolution", type=_resolution, default="auto", metavar="auto|preset|R",
                    help="finest sampling resolution: auto = the preset's, scaled down to the image size when "
                    "larger (default); preset = as the preset has it; R = scale the preset's stages to R")
@@ -120,6 +123,14 @@ def _check(args) -> None:
     r = args.resolution
     if isinstance(r, int) and (r < 2 * PATCH or r % PATCH):
         raise UsageError(f"--resolution must be a multiple of {PATCH} and at least {2 * PATCH}, got {r}")
+    args.base_schedule = args.preset
+    if args.schedule:
+        from ..schedules import load_schedule
+
+        try:
+            args.base_schedule = load_schedule(args.schedule)
+        except ValueError as exc:
+            raise UsageError(f"--schedule: {exc}") from exc
 
 
 def _stimulus_names(args) -> list[str]:
@@ -169,7 +180,8 @@ def _command(args, methods: list[str], size: int) -> str:
             parts.append(f"--stimuli {','.join(args.stimulus_names) or 'none'}")
     if not args.ablation_figure:
         parts.append(f"--size {size}")
-    parts.append(f"--preset {args.preset} --resolution {args.resolution} --seed {args.seed}")
+    parts.append(f"--schedule {args.schedule}" if args.schedule else f"--preset {args.preset}")
+    parts.append(f"--resolution {args.resolution} --seed {args.seed}")
     for flag, value in (("--model", args.model), ("--regression-model", args.regression_model), ("--device", args.device)):
         if value and not (flag == "--device" and value == "cpu"):
             parts.append(f"{flag} {value}")
@@ -212,7 +224,7 @@ def run(args) -> int:
     from ..checkpoint import CheckpointError
 
     try:
-        methods, skipped = ev.build_methods(names, args.preset, finest, max_finest, args.regression_model, device)
+        methods, skipped = ev.build_methods(names, args.base_schedule, finest, max_finest, args.regression_model, device)
     except (OSError, ValueError, CheckpointError) as exc:
         raise UsageError(f"could not set up the methods: {exc}") from exc
     model, info = None, None
@@ -255,6 +267,7 @@ def run(args) -> int:
         "suite": args.suite,
         "command": command,
         "settings": {"samples": args.samples, "seed": args.seed, "size": size, "preset": args.preset,
+                     "schedule_file": args.schedule,
                      "resolution": args.resolution, "device": str(device), "bf16": args.bf16,
                      "n_objects": args.n_objects, "n_reliefs": args.n_reliefs, "n_layouts": args.n_layouts,
                      "stimuli": args.stimulus_names},
