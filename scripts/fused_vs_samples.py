@@ -56,6 +56,7 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="fast")
     p.add_argument("--model", default=None, help="denoiser export (default: the package weights)")
     p.add_argument("--bf16", action="store_true")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--reference", default=None, help="results.json of `mssfs evaluate` with the method to compare")
     p.add_argument("--reference-method", default="regression")
     p.add_argument("--out", default=None, help="write the per-image scores as JSON here")
@@ -71,12 +72,17 @@ def main(argv=None) -> int:
             p.error(f"{args.reference}: no per-image results for {args.reference_method!r} ({exc})")
         ref = {r["item"]: r["mean"]["mean"] for r in ref_items}
 
+    from mssfs.pipeline import resolve_device
     from mssfs.weights import load_model
 
-    model = load_model(args.model) if args.model else None
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        p.error(str(exc))
+    model = load_model(args.model, device)  # None: the package weights, loaded once
     items = ev.heldout_items(args.n_objects, args.n_reliefs, args.size)
     methods, _ = ev.build_methods(["ours"], args.preset, None, args.size)
-    settings = ev.RunSettings(args.samples, args.seed, "cpu", args.bf16, model)
+    settings = ev.RunSettings(args.samples, args.seed, str(device), args.bf16, model)
     rows, seconds = ev._run_methods(
         items, methods, settings, True,
         lambda it, normals: {"item": it.name, "kind": it.kind,

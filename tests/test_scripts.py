@@ -180,7 +180,7 @@ def test_fused_vs_samples_scores_prefixes_as_runs_with_fewer_samples(tmp_path, m
     import mssfs.weights
 
     mod = _load_script("fused_vs_samples")
-    monkeypatch.setattr(mssfs.weights, "load_model", lambda path=None, **kw: tiny_model())
+    monkeypatch.setattr(mssfs.weights, "load_model", lambda path=None, device="cpu": tiny_model().to(device))
     common = ["--n-objects", "2", "--n-reliefs", "1", "--size", "32", "--model", "tiny"]
     assert mod.main([*common, "--samples", "2", "--prefixes", "1,2", "--out", str(tmp_path / "two.json")]) == 0
     assert mod.main([*common, "--samples", "3", "--prefixes", "2,3", "--out", str(tmp_path / "three.json")]) == 0
