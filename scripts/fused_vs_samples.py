@@ -12,7 +12,10 @@ are the samples a run with N = k draws, so one run gives every row.
         --samples 16 --bf16 --reference docs/results/objects_regression_stop17.json --out fvn.json
 
 ``--reference`` adds a method of another ``results.json`` (default ``regression``) as
-the row to compare with, paired per image (mean difference and Wilcoxon p).
+the row to compare with, paired per image (mean difference, its standard error, on how
+many images ours is lower, Wilcoxon p), and the fused error is fitted as ``a + b / k``
+(``a``: the limit with endless samples). ``--from-json FILE`` re-prints a saved ``--out``
+file without sampling.
 """
 
 from __future__ import annotations
@@ -45,6 +48,42 @@ def paired(a: list[float], b: list[float]) -> tuple[float, float, int, float]:
     return float(d.mean()), se, int((d < 0).sum()), p
 
 
+def fit_limit(ks, errors) -> tuple[float, float]:
+    """Least-squares ``(a, b)`` of ``error ~ a + b / k``: ``a`` is the error with endless samples."""
+    ks = np.asarray(ks, float)
+    coef, *_ = np.linalg.lstsq(np.c_[np.ones_like(ks), 1 / ks], np.asarray(errors, float), rcond=None)
+    return float(coef[0]), float(coef[1])
+
+
+def print_table(rows: list[dict], prefixes, ref: dict | None, ref_name: str) -> None:
+    """The markdown table (and the a + b / k fits) of per-image prefix scores ``rows``."""
+    fits = []
+    print("| images | k | mean of k | best of k | best - reference (± s.e.; lower on; p) | fused "
+          "| fused - reference (± s.e.; lower on; p) |")
+    print("|---|---:|---:|---:|---|---:|---|")
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        sel = [r for r in rows if r["kind"] == kind]
+        if ref is not None:
+            print(f"| {kind} | {ref_name} | | | | {np.mean([ref[r['item']] for r in sel]):.1f}° | |")
+        for k in prefixes:
+            m = {s: float(np.mean([r["k"][k][s] for r in sel])) for s in ("mean", "best", "fused")}
+            cells = {}
+            for s in ("best", "fused"):
+                cells[s] = ""
+                if ref is not None:
+                    d, se, lower, pv = paired([ref[r["item"]] for r in sel], [r["k"][k][s] for r in sel])
+                    cells[s] = f"{d:+.2f}° ± {se:.2f}; {lower}/{len(sel)}; {pv:.3f}"
+            print(f"| {kind} | {k} | {m['mean']:.1f}° | {m['best']:.1f}° | {cells['best']} | {m['fused']:.1f}° "
+                  f"| {cells['fused']} |")
+        for low in dict.fromkeys([prefixes[0], 4] if 4 in prefixes else [prefixes[0]]):  # all k, and k >= 4
+            ks = [k for k in prefixes if k >= low]
+            if len(ks) >= 3:
+                a, b = fit_limit(ks, [float(np.mean([r["k"][k]["fused"] for r in sel])) for k in ks])
+                fits.append(f"{kind}: fused ~ a + b / k over k = {ks[0]}..{ks[-1]}: limit a = {a:.1f}°, b = {b:.1f}°")
+    if fits:
+        print("\n" + "\n".join(fits))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n-objects", type=int, default=20)
@@ -60,6 +99,7 @@ def main(argv=None) -> int:
     p.add_argument("--reference", default=None, help="results.json of `mssfs evaluate` with the method to compare")
     p.add_argument("--reference-method", default="regression")
     p.add_argument("--out", default=None, help="write the per-image scores as JSON here")
+    p.add_argument("--from-json", metavar="FILE", help="print the table of a saved --out file instead of sampling")
     args = p.parse_args(argv)
     prefixes = sorted({int(k) for k in args.prefixes.split(",")})
     if not prefixes or prefixes[0] < 1 or prefixes[-1] > args.samples:
@@ -72,6 +112,17 @@ def main(argv=None) -> int:
             p.error(f"{args.reference}: no per-image results for {args.reference_method!r} ({exc})")
         ref = {r["item"]: r["mean"]["mean"] for r in ref_items}
 
+    if args.from_json:
+        try:
+            saved = json.loads(Path(args.from_json).read_text())
+        except (OSError, ValueError) as exc:
+            p.error(f"{args.from_json}: cannot read a saved run ({exc})")
+        rows = [{**r, "k": {int(k): v for k, v in r["k"].items()}} for r in saved["items"]]
+        if any(k not in r["k"] for r in rows for k in prefixes):
+            p.error(f"{args.from_json}: has no scores for some of --prefixes {args.prefixes}")
+        print_table(rows, prefixes, ref, args.reference_method)
+        return 0
+
     from mssfs.pipeline import resolve_device
     from mssfs.weights import load_model
 
@@ -81,6 +132,8 @@ def main(argv=None) -> int:
         p.error(str(exc))
     model = load_model(args.model, device)  # None: the package weights, loaded once
     items = ev.heldout_items(args.n_objects, args.n_reliefs, args.size)
+    if ref is not None and any(it.name not in ref for it in items):
+        p.error(f"{args.reference}: scored other images than this run would (use the same --n-objects/--n-reliefs/--size)")
     methods, _ = ev.build_methods(["ours"], args.preset, None, args.size)
     settings = ev.RunSettings(args.samples, args.seed, str(device), args.bf16, model)
     rows, seconds = ev._run_methods(
@@ -89,25 +142,9 @@ def main(argv=None) -> int:
                              "k": score_prefixes(normals, it.normals, it.mask, prefixes)},
     )
     rows = rows["ours"]
-    if ref is not None and any(r["item"] not in ref for r in rows):
-        p.error(f"{args.reference}: scored other images than this run (use the same --n-objects/--n-reliefs/--size)")
     print(f"\nobjects suite, {args.preset} preset, {args.samples} samples per image, "
           f"{seconds['ours'] / len(items):.1f} s per image\n")
-    print("| images | k | mean of k | best of k | fused | fused - reference (± s.e.) | fused lower on | Wilcoxon p |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for kind in dict.fromkeys(r["kind"] for r in rows):
-        sel = [r for r in rows if r["kind"] == kind]
-        if ref is not None:
-            print(f"| {kind} | {args.reference_method} | | | {np.mean([ref[r['item']] for r in sel]):.1f}° | | | |")
-        for k in prefixes:
-            m = {s: float(np.mean([r["k"][k][s] for r in sel])) for s in ("mean", "best", "fused")}
-            line = f"| {kind} | {k} | {m['mean']:.1f}° | {m['best']:.1f}° | {m['fused']:.1f}° |"
-            if ref is not None:
-                d, se, lower, pv = paired([ref[r["item"]] for r in sel], [r["k"][k]["fused"] for r in sel])
-                line += f" {d:+.2f}° ± {se:.2f} | {lower}/{len(sel)} | {pv:.3f} |"
-            else:
-                line += " | | |"
-            print(line)
+    print_table(rows, prefixes, ref, args.reference_method)
     if args.out:
         Path(args.out).write_text(json.dumps({"args": vars(args), "seconds": seconds["ours"], "items": rows}, indent=1))
     return 0

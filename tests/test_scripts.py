@@ -196,6 +196,13 @@ def test_fused_vs_samples_scores_prefixes_as_runs_with_fewer_samples(tmp_path, m
     capsys.readouterr()
     assert mod.main([*common, "--samples", "2", "--prefixes", "2", "--reference", str(tmp_path / "ref.json")]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| objects | 2 |")]
-    assert len(rows) == 1 and "-1.00° ± 0.00" in rows[0] and "| 2/2 |" in rows[0]
+    assert len(rows) == 1 and rows[0].rstrip(" |").endswith("-1.00° ± 0.00; 2/2; 0.500")
+    a, b = mod.fit_limit([1, 2, 4, 8], [30 + 6 / k for k in (1, 2, 4, 8)])
+    assert abs(a - 30) < 1e-9 and abs(b - 6) < 1e-9  # the limit with endless samples
     with pytest.raises(SystemExit):
         mod.main([*common, "--samples", "2", "--prefixes", "3"])
+    capsys.readouterr()  # a saved run re-printed without sampling gives the same rows
+    assert mod.main(["--from-json", str(tmp_path / "two.json"), "--samples", "2", "--prefixes", "1,2"]) == 0
+    reprinted = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| objects | 2 |")]
+    k2 = [r["k"]["2"]["best"] for r in two if r["kind"] == "objects"]
+    assert len(reprinted) == 1 and f"| {sum(k2) / len(k2):.1f}° |" in reprinted[0]
