@@ -31,7 +31,8 @@ import json
 import sys
 
 import numpy as np
-from scipy import stats
+
+from mssfs.evaluate import paired_difference
 
 SCORINGS = ("mean", "best", "fused")
 
@@ -62,12 +63,7 @@ def compare(a: list[dict], b: list[dict]) -> list[dict]:
             if not pairs:
                 continue
             va, vb = np.array(pairs).T
-            d = vb - va
-            n = len(d)
-            p = float(stats.wilcoxon(d).pvalue) if n >= 6 and np.any(d != 0) else float("nan")
-            rows.append({"kind": kind, "scoring": sc, "n": n, "a": float(va.mean()), "b": float(vb.mean()),
-                         "diff": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
-                         "b_lower": int(np.sum(d < 0)), "p": p})
+            rows.append({"kind": kind, "scoring": sc, **paired_difference(va, vb, min_n_for_p=6)})
     return rows
 
 

@@ -26,26 +26,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from mssfs import evaluate as ev
+from mssfs.fileio import atomic_path
+from mssfs.geometry import error_metrics
 
 
 def score_prefixes(samples: np.ndarray, gt: np.ndarray, mask: np.ndarray, prefixes) -> dict[int, dict]:
-    """Mean angular error of mean-of-k, best-of-k and fused-k for each k (degrees)."""
-    out = {}
-    for k in prefixes:
-        s = ev.score_samples(samples[:k], gt, mask)
-        out[k] = {"mean": s.mean["mean"], "best": s.best["mean"], "fused": s.fused["mean"]}
-    return out
-
-
-def paired(a: list[float], b: list[float]) -> tuple[float, float, int, float]:
-    """Mean of b - a, its standard error, how often b < a, two-sided Wilcoxon p."""
-    d = np.asarray(b) - np.asarray(a)
-    p = float(stats.wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
-    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
-    return float(d.mean()), se, int((d < 0).sum()), p
+    """Mean angular error of mean-of-k, best-of-k and fused-k for each k (degrees); each
+    sample is scored once (as :func:`mssfs.evaluate.score_samples` scores it)."""
+    per = [error_metrics(x, gt, mask)["mean"] for x in samples[: max(prefixes)]]
+    return {k: {"mean": float(np.mean(per[:k])), "best": float(min(per[:k])),
+                "fused": error_metrics(ev.fuse_samples(samples[:k], mask), gt, mask)["mean"]} for k in prefixes}
 
 
 def fit_limit(ks, errors) -> tuple[float, float]:
@@ -71,8 +63,8 @@ def print_table(rows: list[dict], prefixes, ref: dict | None, ref_name: str) -> 
             for s in ("best", "fused"):
                 cells[s] = ""
                 if ref is not None:
-                    d, se, lower, pv = paired([ref[r["item"]] for r in sel], [r["k"][k][s] for r in sel])
-                    cells[s] = f"{d:+.2f}° ± {se:.2f}; {lower}/{len(sel)}; {pv:.3f}"
+                    c = ev.paired_difference([ref[r["item"]] for r in sel], [r["k"][k][s] for r in sel])
+                    cells[s] = f"{c['diff']:+.2f}° ± {c['se']:.2f}; {c['b_lower']}/{c['n']}; {c['p']:.3f}"
             print(f"| {kind} | {k} | {m['mean']:.1f}° | {m['best']:.1f}° | {cells['best']} | {m['fused']:.1f}° "
                   f"| {cells['fused']} |")
         for low in dict.fromkeys([prefixes[0], 4] if 4 in prefixes else [prefixes[0]]):  # all k, and k >= 4
@@ -104,6 +96,8 @@ def main(argv=None) -> int:
     prefixes = sorted({int(k) for k in args.prefixes.split(",")})
     if not prefixes or prefixes[0] < 1 or prefixes[-1] > args.samples:
         p.error(f"--prefixes must lie in 1..{args.samples} (--samples), got {args.prefixes}")
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        p.error(f"--out {args.out}: its folder does not exist")
     ref = None
     if args.reference:
         try:
@@ -146,7 +140,8 @@ def main(argv=None) -> int:
           f"{seconds['ours'] / len(items):.1f} s per image\n")
     print_table(rows, prefixes, ref, args.reference_method)
     if args.out:
-        Path(args.out).write_text(json.dumps({"args": vars(args), "seconds": seconds["ours"], "items": rows}, indent=1))
+        with atomic_path(args.out) as tmp:  # no half-written file if anything fails
+            tmp.write_text(json.dumps({"args": vars(args), "seconds": seconds["ours"], "items": rows}, indent=1))
     return 0
 
 

@@ -353,3 +353,12 @@ def test_suite_and_figure_are_exclusive(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", "--suite", "objects", "--ablation-figure", "stimulus:circles", "--out", str(tmp_path)])
     assert exc.value.code == 2
+
+
+def test_paired_difference():
+    r = ev.paired_difference([10, 12, 14, 16, 18, 20], [9, 11, 13, 15, 17, 21])
+    assert r["n"] == 6 and r["b_lower"] == 5 and abs(r["diff"] - (-4 / 6)) < 1e-12
+    assert abs(r["a"] - 15) < 1e-12 and r["se"] > 0 and 0 < r["p"] < 1
+    assert np.isnan(ev.paired_difference([1, 2], [0, 1], min_n_for_p=6)["p"])  # too few images for a p-value
+    assert ev.paired_difference([1, 2, 3], [1, 2, 3])["p"] == 1.0  # no difference at all
+    assert np.isnan(ev.paired_difference([1.0], [0.5])["se"])

@@ -206,3 +206,27 @@ def test_fused_vs_samples_scores_prefixes_as_runs_with_fewer_samples(tmp_path, m
     reprinted = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| objects | 2 |")]
     k2 = [r["k"]["2"]["best"] for r in two if r["kind"] == "objects"]
     assert len(reprinted) == 1 and f"| {sum(k2) / len(k2):.1f}° |" in reprinted[0]
+
+
+def test_fused_vs_samples_prefix_scores_equal_the_suites_scoring():
+    import numpy as np
+
+    from mssfs import evaluate as ev
+    from mssfs.geometry import normalize
+
+    mod = _load_script("fused_vs_samples")
+    rng = np.random.default_rng(0)
+    gt = normalize(rng.normal(size=(32, 32, 3)) + [0, 0, 2])
+    mask = rng.random((32, 32)) > 0.2
+    samples = normalize(rng.normal(size=(6, 32, 32, 3)) + [0, 0, 1.5]).astype(np.float32)
+    scores = mod.score_prefixes(samples, gt, mask, [1, 4, 6])
+    for k, got in scores.items():
+        ref = ev.score_samples(samples[:k], gt, mask)
+        assert got == pytest.approx({"mean": ref.mean["mean"], "best": ref.best["mean"], "fused": ref.fused["mean"]})
+
+
+def test_fused_vs_samples_refuses_an_out_path_in_a_missing_folder(tmp_path):
+    mod = _load_script("fused_vs_samples")
+    with pytest.raises(SystemExit):
+        mod.main(["--n-objects", "1", "--n-reliefs", "0", "--out", str(tmp_path / "missing" / "x.json")])
+    assert not (tmp_path / "missing").exists()

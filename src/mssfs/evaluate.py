@@ -376,6 +376,27 @@ def score_samples(samples: np.ndarray, gt: np.ndarray, mask: np.ndarray | None =
     return ImageScores(per, mean, dict(per[best]), best, fused)
 
 
+def paired_difference(a, b, min_n_for_p: int = 1) -> dict:
+    """Per-image errors ``b`` against ``a`` (same images, same order).
+
+    Returns ``n``, the means ``a`` and ``b``, ``diff`` (mean of ``b - a``), ``se`` (its
+    standard error; NaN for one image), ``b_lower`` (images where ``b < a``) and ``p``
+    (two-sided Wilcoxon signed-rank; NaN below ``min_n_for_p`` images, 1 when every
+    difference is 0).
+    """
+    from scipy import stats
+
+    va, vb = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    d = vb - va
+    n = len(d)
+    if n < max(1, min_n_for_p):
+        p = float("nan")
+    else:
+        p = float(stats.wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
+    return {"n": n, "a": float(va.mean()), "b": float(vb.mean()), "diff": float(d.mean()),
+            "se": float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"), "b_lower": int(np.sum(d < 0)), "p": p}
+
+
 def aggregate(metrics: list[dict]) -> dict:
     """Over images: ``mean`` = mean of the per-image mean errors, ``median`` = mean of the
     per-image median errors, ``median_of_means``, and mean per-image pixel shares."""
