@@ -105,9 +105,9 @@ def test_schedule_files_round_trip(tmp_path):
 
 
 # ---------------------------------------------------------------- guided DDIM
-def _single_stage_run(model, lr, seed=0, r=48):
+def _single_stage_run(model, lr, seed=0, r=48, **stage_kw):
     noise = NoiseSchedule()
-    stage = Stage(r, lr, restart_t=299, guidance_start_t=299, inner_iters_high=2, inner_iters_low=2)
+    stage = Stage(r, lr, restart_t=299, guidance_start_t=299, inner_iters_high=2, inner_iters_low=2, **stage_kw)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(((r // 16) ** 2, 3, 16, 16), generator=g)
     img = torch.from_numpy(sphere_image(r, r)).float()[None, None]
@@ -135,6 +135,20 @@ def test_guidance_lowers_seam_loss():
     plain = loss(_single_stage_run(Squash(), 0.0)[0])
     guided = loss(_single_stage_run(Squash(), 20.0)[0])
     assert guided < 0.5 * plain
+
+
+def test_seam_weight_scales_the_seam_step():
+    # Without the integrability term and with the clamp out of reach, weight w at lr equals
+    # weight 1 at lr * w; weight 0 leaves the seams as unguided sampling does.
+    kw = dict(integrability_weight=0.0, grad_clip=1e6)
+    a = _single_stage_run(Squash(), 10.0, seam_weight=2.0, **kw)[0]
+    b = _single_stage_run(Squash(), 20.0, **kw)[0]
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    c = _single_stage_run(Squash(), 20.0, seam_weight=0.0, **kw)[0]
+    torch.testing.assert_close(c, _single_stage_run(Squash(), 0.0)[0])
+    assert not torch.allclose(a, c, atol=1e-3)
+    with pytest.raises(ValueError, match="seam_weight"):
+        Stage(32, 1.0, seam_weight=-1.0)
 
 
 def test_lr_decays_cumulatively_after_late_t(model):

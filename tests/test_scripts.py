@@ -230,3 +230,46 @@ def test_fused_vs_samples_refuses_an_out_path_in_a_missing_folder(tmp_path):
     with pytest.raises(SystemExit):
         mod.main(["--n-objects", "1", "--n-reliefs", "0", "--out", str(tmp_path / "missing" / "x.json")])
     assert not (tmp_path / "missing").exists()
+
+
+def test_guidance_strength_variants_and_seams(tmp_path, monkeypatch, capsys):
+    """Variants scale or set stage fields; stronger guidance gives smaller seams."""
+    import json
+
+    from test_sampling import Squash, tiny_schedule
+
+    import mssfs
+
+    mod = _load_script("guidance_strength")
+    base = tiny_schedule()
+    doubled = mod.apply_variant(base, "lr*=2, inner_iters_low=3")
+    assert [s.lr for s in doubled.stages] == [2 * s.lr for s in base.stages]
+    assert all(s.inner_iters_low == 3 and isinstance(s.inner_iters_low, int) for s in doubled.stages)
+    assert mod.apply_variant(base, "lighting=0").stages[0].lighting is False
+    with pytest.raises(ValueError, match="speed"):
+        mod.apply_variant(base, "speed=2")
+
+    import numpy as np
+
+    from mssfs.geometry import normalize, normals_from_depth
+
+    yy, xx = np.mgrid[0:32, 0:32] / 32.0
+    smooth = normals_from_depth(np.sin(3 * xx) * np.cos(2 * yy))[None]  # a height field: no curl
+    noisy = normalize(np.random.default_rng(0).normal(size=(1, 32, 32, 3)) + [0, 0, 2])
+    full = np.ones((32, 32), bool)
+    assert mod.curl(smooth, full)[1] < 0.05 < mod.curl(noisy, full)[1]
+
+    (tmp_path / "tiny.json").write_text(json.dumps(base.to_dict()))
+    monkeypatch.setattr(mssfs, "load_model", lambda path=None, device="cpu": Squash())
+    out = tmp_path / "g.json"
+    argv = ["--base", str(tmp_path / "tiny.json"), "--size", "64", "--samples", "2", "--model", "squash",
+            "--variant", "lr=0", "--out", str(out)]
+    assert mod.main(argv) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["tiny", "lr=0"] and len(rows[0]["seam_stages"]) == 3
+    assert rows[0]["seam_output"] < rows[1]["seam_output"]  # guidance removes seams
+    assert all(0 <= r["consistent"] <= 1 and r["tilt"] > 0 for r in rows)  # circles: scored by regions
+    table = capsys.readouterr().out
+    assert "| lr=0 |" in table and "seam, stage 3 (48)" in table
+    assert mod.main([*argv[:-2], "--out", str(tmp_path / "missing" / "g.json")]) == 2
+    assert mod.main(["--variant", "nonsense"]) == 2

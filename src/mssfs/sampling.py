@@ -192,7 +192,7 @@ def guided_ddim(
                 x = x.detach().requires_grad_(True)
                 x0 = noise.predict_x0(x, model(x, tt, shading), t)
                 img = from_patches(x0, h, w)
-                loss = seam_loss(img, mask)
+                loss = stage.seam_weight * seam_loss(img, mask)
                 if late:
                     loss = loss + stage.integrability_weight * integrability_loss(img, mask)
                 (grad,) = torch.autograd.grad(loss.sum(), x)  # per-image losses: samples stay independent

@@ -53,6 +53,9 @@ class Stage:
         late_t: once ``t <= late_t`` (published ``g[40] = 55``) the integrability loss is
             added and ``lr`` is divided by ``lr_decay`` at every inner iteration.
         integrability_weight: weight of the integrability loss (0.5).
+        seam_weight: weight of the seam loss (1, DESIGN.md §6: the mean over all seam
+            pixels of both directions).  The publication's code adds the two directions'
+            means instead, which is ``seam_weight = 2`` (docs/sampling.md, "Seam weight").
         lr_decay: 1.5.
         grad_clip: the gradient is clamped to ``[-grad_clip, grad_clip]`` (5).
     """
@@ -68,6 +71,7 @@ class Stage:
     high_iters_min_t: int = 207
     late_t: int = 55
     integrability_weight: float = 0.5
+    seam_weight: float = 1.0
     lr_decay: float = 1.5
     grad_clip: float = 5.0
 
@@ -78,6 +82,8 @@ class Stage:
             raise ValueError(f"stage resolution {self.resolution} is below {2 * PATCH}: a single patch has no seams")
         if self.lr < 0 or self.lr_decay <= 0 or self.grad_clip <= 0:
             raise ValueError("lr must be >= 0 and lr_decay, grad_clip > 0")
+        if self.seam_weight < 0 or self.integrability_weight < 0:
+            raise ValueError("seam_weight and integrability_weight must be >= 0")
         if self.inner_iters_high < 0 or self.inner_iters_low < 0:
             raise ValueError("inner iteration counts must be >= 0")
         if self.restart_t < 0 or self.lighting_restart_t < 0:
