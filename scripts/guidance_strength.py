@@ -54,12 +54,21 @@ def apply_variant(base: Schedule, spec: str) -> Schedule:
         if key not in STAGE_FIELDS or not value:
             raise ValueError(f"variant {spec!r}: {part!r} is not field=value or field*=factor "
                              f"with a stage field ({', '.join(STAGE_FIELDS)})")
-        v = float(value)
+        try:
+            v = float(value)
+        except ValueError:
+            raise ValueError(f"variant {spec!r}: {value!r} is not a number") from None
         new = []
         for s in stages:
             old = getattr(s, key)
             x = old * v if scale else v
-            new.append(replace(s, **{key: type(old)(x) if not isinstance(old, bool) else bool(x)}))
+            if isinstance(old, bool):
+                x = bool(x)
+            elif isinstance(old, int):
+                if x != int(x):
+                    raise ValueError(f"variant {spec!r}: {key} must be a whole number, got {x}")
+                x = int(x)
+            new.append(replace(s, **{key: x}))
         stages = new
     return replace(base, name=spec, stages=tuple(stages))
 

@@ -248,6 +248,8 @@ def test_guidance_strength_variants_and_seams(tmp_path, monkeypatch, capsys):
     assert mod.apply_variant(base, "lighting=0").stages[0].lighting is False
     with pytest.raises(ValueError, match="speed"):
         mod.apply_variant(base, "speed=2")
+    with pytest.raises(ValueError, match="whole number"):
+        mod.apply_variant(base, "inner_iters_low=2.5")
 
     import numpy as np
 
