@@ -22,6 +22,10 @@ each of B's scorings with its single result)::
 
     python scripts/compare_evaluations.py --method-a regression docs/results/objects_baselines.json \
         docs/results/objects_release.json
+
+``--items START:STOP`` compares only those images of each kind, counted from 0 in the
+suite's order (Python slice), e.g. the 20 objects of a 40-object run that a 20-object run
+does not have: ``--items 20:40``.
 """
 
 from __future__ import annotations
@@ -49,12 +53,25 @@ def load_items(path: str, method: str) -> list[dict]:
     return items
 
 
-def compare(a: list[dict], b: list[dict]) -> list[dict]:
-    """One row per (kind, scoring) over the images both runs scored, in A's order."""
+def parse_items(spec: str) -> slice:
+    """``START:STOP`` (either may be empty) as a slice; errors name the option."""
+    try:
+        start, stop = spec.split(":")
+        return slice(int(start) if start.strip() else None, int(stop) if stop.strip() else None)
+    except ValueError:
+        raise SystemExit(f"--items {spec!r}: expected START:STOP, e.g. 20:40") from None
+
+
+def compare(a: list[dict], b: list[dict], items: slice = slice(None)) -> list[dict]:
+    """One row per (kind, scoring) over the images both runs scored, in A's order; with
+    ``items``, only that slice of each kind's images."""
     ids_a, ids_b = [x["item"] for x in a], [x["item"] for x in b]
     if ids_a != ids_b:
         raise SystemExit("the two runs scored different images (or in another order); "
                          "use the same --n-objects/--n-reliefs/--seed/--size for both")
+    keep = {k: {x["item"] for x in [y for y in a if y["kind"] == k][items]} for k in {x["kind"] for x in a}}
+    a = [x for x in a if x["item"] in keep[x["kind"]]]
+    b = [y for y in b if y["item"] in keep[y["kind"]]]
     rows = []
     for kind in dict.fromkeys(x["kind"] for x in a):
         for sc in SCORINGS:
@@ -73,9 +90,10 @@ def main(argv=None) -> int:
     p.add_argument("b", help="results.json of the candidate run (B)")
     p.add_argument("--method", default="ours", help="method whose results are compared (default ours)")
     p.add_argument("--method-a", help="A's method, when it is not --method (e.g. regression)")
+    p.add_argument("--items", default=":", help="START:STOP, only those images of each kind (default all)")
     args = p.parse_args(argv)
     method_a = args.method_a or args.method
-    rows = compare(load_items(args.a, method_a), load_items(args.b, args.method))
+    rows = compare(load_items(args.a, method_a), load_items(args.b, args.method), parse_items(args.items))
     print(f"A = {args.a} ({method_a})\nB = {args.b} ({args.method})\n")
     print("| images | scoring | n | A mean err. | B mean err. | B - A (± s.e.) | B lower on | Wilcoxon p |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")

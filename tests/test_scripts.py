@@ -152,6 +152,19 @@ def test_compare_evaluations_pairs_images_and_finds_a_consistent_gain(tmp_path, 
         mod.compare(mod.load_items(a, "ours"), mod.load_items(write("d", base, [f"x-{i}" for i in range(12)]), "ours"))
     with pytest.raises(SystemExit, match="no per-image results"):
         mod.load_items(a, "regression")
+    # --items: a slice of each kind's images (objects 4-7; the 4 reliefs have no images 4-7)
+    capsys.readouterr()
+    assert mod.main([a, better, "--items", "4:8"]) == 0
+    out = capsys.readouterr().out
+    assert "| objects | fused | 4 |" in out and "| reliefs |" not in out
+    rows = mod.compare(mod.load_items(a, "ours"), mod.load_items(better, "ours"), mod.parse_items("0:2"))
+    assert {r["kind"]: r["n"] for r in rows} == {"objects": 2, "reliefs": 2}
+    sub = mod.compare(mod.load_items(a, "ours"), mod.load_items(noisy, "ours"), mod.parse_items("2:5"))
+    objs = [json.loads(Path(p).read_text())["items"]["ours"][2:5] for p in (a, noisy)]
+    want = np.mean([y["fused"]["mean"] - x["fused"]["mean"] for x, y in zip(*objs)])
+    assert next(r for r in sub if r["kind"] == "objects" and r["scoring"] == "fused")["diff"] == pytest.approx(want)
+    with pytest.raises(SystemExit, match="START:STOP"):
+        mod.parse_items("20")
 
 
 def test_compare_evaluations_against_a_single_output_method(tmp_path, capsys):
