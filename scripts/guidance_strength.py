@@ -8,7 +8,9 @@ the mean seam angle of every stage's output and of the final output (DESIGN.md �
 loss in degrees, on the 16-pixel grid of the stage; the output resized to the finest
 fused stage's resolution first), the mean tilt of the output normals
 (angle to the view direction), their integrability (mean absolute discrete curl of the
-slopes over the mean slope magnitude), the per-pixel spread of the samples and, for circles, the
+slopes over the mean slope magnitude), how well one light explains the image (the root of
+:func:`mssfs.guidance.shading_loss`: relative residual of the best single light), the
+per-pixel spread of the samples and, for circles, the
 share of samples consistent with one light (as ``mssfs evaluate --suite stimuli``).
 
     OMP_NUM_THREADS=1 python scripts/guidance_strength.py --samples 8 --bf16 \\
@@ -36,7 +38,7 @@ import mssfs
 from mssfs import evaluate as ev
 from mssfs.fileio import atomic_path
 from mssfs.geometry import integrability_residual, normals_to_slopes
-from mssfs.guidance import seam_loss
+from mssfs.guidance import seam_loss, shading_loss
 from mssfs.pipeline import resize_normals
 from mssfs.schedules import Schedule, Stage, resolve_schedule
 
@@ -102,6 +104,9 @@ def measure(schedule: Schedule, item, samples: int, seed: int = 0, model=None, b
     scores = ev.score_stimulus(res.normals, item.mask, item.regions, item.layout)
     tilt = np.degrees(np.arccos(np.clip(res.normals[..., 2][:, item.mask], -1, 1)))
     abs_curl, rel_curl = curl(res.normals, item.mask)
+    x = torch.from_numpy(res.normals).permute(0, 3, 1, 2).double()
+    img = torch.from_numpy(np.asarray(item.image, np.float64))[None, None].expand(len(x), 1, -1, -1)
+    resid = shading_loss(x, img, torch.from_numpy(item.mask)).mean().sqrt()
     return {
         "variant": schedule.name,
         "denoiser_calls_per_sample": schedule.total_cost()[0],
@@ -112,6 +117,7 @@ def measure(schedule: Schedule, item, samples: int, seed: int = 0, model=None, b
         "tilt": float(tilt.mean()),
         "curl": abs_curl,
         "curl_per_slope": rel_curl,
+        "shading_residual": float(resid),
         "spread": scores.spread,
         "consistent": scores.consistent,
         "true": scores.true,
@@ -123,13 +129,13 @@ def print_table(rows: list[dict]) -> None:
     pct = lambda v: "—" if v is None else f"{100 * v:.0f} %"
     res = rows[0]["stage_resolutions"]
     print("| variant | calls / sample | " + " | ".join(f"seam, stage {i + 1} ({r})" for i, r in enumerate(res))
-          + " | seam, output | tilt | curl / slope | spread | consistent (true / inverted) | s |")
-    print("|---|---:|" + "---:|" * len(res) + "---:|---:|---:|---:|---|---:|")
+          + " | seam, output | tilt | curl / slope | shading residual | spread | consistent (true / inverted) | s |")
+    print("|---|---:|" + "---:|" * len(res) + "---:|---:|---:|---:|---:|---|---:|")
     for r in rows:
         seams = " | ".join(f"{v:.1f}°" for v in r["seam_stages"])
         cons = f"{pct(r['consistent'])} ({pct(r['true'])} / {pct(r['inverted'])})"
         print(f"| {r['variant']} | {r['denoiser_calls_per_sample']} | {seams} | {r['seam_output']:.1f}° | "
-              f"{r['tilt']:.1f}° | {r['curl_per_slope']:.3f} | {r['spread']:.1f}° | {cons} | {r['seconds']:.0f} |")
+              f"{r['tilt']:.1f}° | {r['curl_per_slope']:.3f} | {r['shading_residual']:.2f} | {r['spread']:.1f}° | {cons} | {r['seconds']:.0f} |")
 
 
 def main(argv=None) -> int:

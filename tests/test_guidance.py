@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mssfs.geometry import integrability_residual, normals_from_depth, normals_to_slopes
-from mssfs.guidance import integrability_loss, safe_angle, seam_loss
+from mssfs.guidance import integrability_loss, safe_angle, seam_loss, shading_loss
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -104,3 +104,56 @@ def test_safe_angle_values():
     b = torch.tensor([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [-1.0, 0.0, 0.0]])
     ang = safe_angle(a, b, dim=1)
     assert torch.allclose(ang, torch.tensor([0.0, np.pi / 2, np.pi]), atol=3e-3)
+
+
+# ---------------------------------------------------------------- shading loss (ours)
+def rendered(light=(0.3, 0.5, 0.8), albedo=0.8, size=48, dtype=torch.float64):
+    """Normals of a height field, its mask-free shadowless Lambertian image (B=1)."""
+    x, n = height_normals(size, dtype)
+    l_vec = np.asarray(light) / np.linalg.norm(light)
+    img = albedo * np.clip(n @ l_vec, 0, None)
+    return x, torch.tensor(img, dtype=dtype)[None, None]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_shading_loss_zero_when_one_light_explains_the_image(dtype, device):
+    for light in [(0.3, 0.5, 0.8), (-0.6, 0.1, 0.7)]:
+        x, img = rendered(light, dtype=dtype)
+        x, img = x.to(device), img.to(device)
+        assert float(shading_loss(2.5 * x, img)) < 1e-4  # scale of x0 does not matter
+        flipped = x * torch.tensor([-1.0, -1.0, 1.0], dtype=dtype, device=device)[None, :, None, None]
+        assert float(shading_loss(flipped, img)) < 1e-4  # the convex/concave flip fits the mirrored light
+        flat = torch.zeros_like(x)
+        flat[:, 2] = 1
+        assert float(shading_loss(flat, img)) > 0.02  # a flat field cannot explain shading
+
+
+def test_shading_loss_sees_a_planted_wrong_region_and_the_mask_hides_it():
+    x, img = rendered()
+    bad = x.clone()
+    bad[:, 0, 10:30, 10:30] *= -1  # a region that reads the other way
+    assert float(shading_loss(bad, img)) > 0.01
+    mask = torch.ones(1, 1, 48, 48, dtype=torch.bool)
+    mask[..., 8:32, 8:32] = False
+    assert float(shading_loss(bad, img, mask)) < 1e-4
+    with pytest.raises(ValueError, match="does not match"):
+        shading_loss(x, img[..., :40])
+
+
+def test_shading_loss_gradient_is_exact_without_ridge():
+    # The light is held fixed; at its least-squares optimum the loss is stationary in the
+    # light (envelope theorem), so with ridge 0 the gradient is the loss's full gradient.
+    x, img = rendered()
+    g = torch.Generator().manual_seed(0)
+    x = (x + 0.1 * torch.randn(x.shape, generator=g, dtype=x.dtype)).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v: shading_loss(v, img, ridge=0.0).sum(), (x,), eps=1e-6, atol=1e-5)
+
+
+def test_shading_loss_is_per_image():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 3, 32, 32, generator=g)
+    img = torch.rand(3, 1, 32, 32, generator=g)
+    batch = shading_loss(x, img)
+    single = torch.stack([shading_loss(x[i : i + 1], img[i : i + 1])[0] for i in range(3)])
+    assert torch.allclose(batch, single, rtol=1e-5, atol=1e-6)

@@ -151,6 +151,19 @@ def test_seam_weight_scales_the_seam_step():
         Stage(32, 1.0, seam_weight=-1.0)
 
 
+def test_shading_weight_makes_samples_explain_the_image():
+    from mssfs.guidance import shading_loss
+
+    r = 48
+    img = torch.from_numpy(sphere_image(r, r)).float()[None, None]
+    score = lambda x: float(shading_loss(from_patches(x, r, r), img))
+    kw = dict(seam_weight=0.0, integrability_weight=0.0)
+    plain = score(_single_stage_run(Squash(), 0.0, **kw)[0])
+    guided = score(_single_stage_run(Squash(), 20.0, shading_weight=10.0, **kw)[0])
+    assert guided < 0.2 * plain
+    assert get_preset("paper").stages[0].shading_weight == 0  # off unless a schedule asks
+
+
 def test_lr_decays_cumulatively_after_late_t(model):
     _, infos, stage = _single_stage_run(model, 10.0)
     late_iters = 0

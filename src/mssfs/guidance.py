@@ -17,7 +17,7 @@ import torch
 
 from .patches import PATCH
 
-__all__ = ["SLOPE_CLAMP", "integrability_loss", "safe_angle", "seam_loss", "slopes_published"]
+__all__ = ["SLOPE_CLAMP", "integrability_loss", "safe_angle", "seam_loss", "shading_loss", "slopes_published"]
 
 #: Slopes are clamped to ``[-SLOPE_CLAMP, SLOPE_CLAMP]`` in the integrability loss.
 SLOPE_CLAMP = 10.0
@@ -139,3 +139,42 @@ def integrability_loss(x0: torch.Tensor, mask=None, clamp: float = SLOPE_CLAMP) 
     m = m[:, 0]
     cell = (m[:, :-1, :-1] * m[:, :-1, 1:] * m[:, 1:, :-1] * m[:, 1:, 1:]).expand_as(curl2)
     return (curl2 * cell).flatten(1).sum(1) / cell.flatten(1).sum(1).clamp_min(1.0)
+
+
+def shading_loss(x0: torch.Tensor, image: torch.Tensor, mask=None, min_level: float = 0.02,
+                 ridge: float = 1e-3) -> torch.Tensor:
+    """How badly one light explains the image, per image (ours, not in DESIGN.md).
+
+    With unit normals ``n = x0 / |x0|`` and the lit pixels (image above ``min_level``,
+    inside ``mask``; attached shadows carry no equation), the scaled light ``b = albedo * l``
+    of the image is the least-squares fit of ``n . b = I`` (ridge ``ridge`` times the pixel
+    count, so a flat field still gives a finite ``b``), held fixed (no gradient); the loss is
+    the relative squared residual ``sum (n . b - I)^2 / sum I^2``.  It is 0 when the normals
+    render to the image under one light and uniform albedo, whatever that light is, so it
+    ties the whole image to one light without choosing it.
+
+    Args:
+        x0: ``(B, 3, H, W)`` normals (need not be unit length).
+        image: ``(B, 1, H, W)`` shading in [0, 1].
+        mask: optional foreground ``(B, 1, H, W)`` / ``(H, W)``.
+    Returns:
+        ``(B,)`` loss; 0 for an image without lit pixels.
+    """
+    if image.shape[0] != x0.shape[0] or image.shape[-2:] != x0.shape[-2:]:
+        raise ValueError(f"image {tuple(image.shape)} does not match normals {tuple(x0.shape)}")
+    tiny = 1e-12 if x0.dtype == torch.float64 else 1e-8
+    n = x0 / x0.norm(dim=1, keepdim=True).clamp_min(tiny)
+    img = image[:, 0].to(x0.dtype)
+    w = (img > min_level).to(x0.dtype)
+    m = _as_mask(mask, x0)
+    if m is not None:
+        w = w * m[:, 0]
+    with torch.no_grad():
+        nd = n.detach()
+        a = torch.einsum("bihw,bjhw,bhw->bij", nd, nd, w)
+        r = torch.einsum("bihw,bhw,bhw->bi", nd, img, w)
+        count = w.flatten(1).sum(1).clamp_min(1.0)
+        eye = torch.eye(3, dtype=x0.dtype, device=x0.device)
+        b = torch.linalg.solve(a + ridge * count[:, None, None] * eye, r.unsqueeze(-1))[..., 0]
+    resid = torch.einsum("bihw,bi->bhw", n, b) - img
+    return (w * resid**2).flatten(1).sum(1) / (w * img**2).flatten(1).sum(1).clamp_min(tiny)

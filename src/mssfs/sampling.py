@@ -19,7 +19,7 @@ from torch import nn
 
 from .cudagraphs import GraphedCalls
 from .diffusion import NoiseSchedule
-from .guidance import integrability_loss, seam_loss
+from .guidance import integrability_loss, seam_loss, shading_loss
 from .patches import from_patches
 from .schedules import Stage
 
@@ -179,6 +179,7 @@ def guided_ddim(
     """
     h, w = image_size
     lr = float(stage.lr)
+    image = from_patches(shading, h, w) if stage.shading_weight > 0 else None
     for i, t in enumerate(timesteps):
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
@@ -193,6 +194,8 @@ def guided_ddim(
                 x0 = noise.predict_x0(x, model(x, tt, shading), t)
                 img = from_patches(x0, h, w)
                 loss = stage.seam_weight * seam_loss(img, mask)
+                if image is not None:
+                    loss = loss + stage.shading_weight * shading_loss(img, image, mask)
                 if late:
                     loss = loss + stage.integrability_weight * integrability_loss(img, mask)
                 (grad,) = torch.autograd.grad(loss.sum(), x)  # per-image losses: samples stay independent

@@ -56,6 +56,8 @@ class Stage:
         seam_weight: weight of the seam loss (1, DESIGN.md §6: the mean over all seam
             pixels of both directions).  The publication's code adds the two directions'
             means instead, which is ``seam_weight = 2`` (docs/sampling.md, "Seam weight").
+        shading_weight: weight of the shading loss (ours, default 0 = off;
+            :func:`mssfs.guidance.shading_loss`): how badly one light explains the image.
         lr_decay: 1.5.
         grad_clip: the gradient is clamped to ``[-grad_clip, grad_clip]`` (5).
     """
@@ -72,6 +74,7 @@ class Stage:
     late_t: int = 55
     integrability_weight: float = 0.5
     seam_weight: float = 1.0
+    shading_weight: float = 0.0
     lr_decay: float = 1.5
     grad_clip: float = 5.0
 
@@ -82,8 +85,8 @@ class Stage:
             raise ValueError(f"stage resolution {self.resolution} is below {2 * PATCH}: a single patch has no seams")
         if self.lr < 0 or self.lr_decay <= 0 or self.grad_clip <= 0:
             raise ValueError("lr must be >= 0 and lr_decay, grad_clip > 0")
-        if self.seam_weight < 0 or self.integrability_weight < 0:
-            raise ValueError("seam_weight and integrability_weight must be >= 0")
+        if min(self.seam_weight, self.integrability_weight, self.shading_weight) < 0:
+            raise ValueError("seam_weight, integrability_weight and shading_weight must be >= 0")
         if self.inner_iters_high < 0 or self.inner_iters_low < 0:
             raise ValueError("inner iteration counts must be >= 0")
         if self.restart_t < 0 or self.lighting_restart_t < 0:
