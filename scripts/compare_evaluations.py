@@ -25,7 +25,8 @@ each of B's scorings with its single result)::
 
 ``--items START:STOP`` compares only those images of each kind, counted from 0 in the
 suite's order (Python slice), e.g. the 20 objects of a 40-object run that a 20-object run
-does not have: ``--items 20:40``.
+does not have: ``--items 20:40``. ``--kind objects`` (or ``reliefs``) compares that kind
+only, so runs that differ in the other kind's images can still be paired.
 """
 
 from __future__ import annotations
@@ -91,9 +92,15 @@ def main(argv=None) -> int:
     p.add_argument("--method", default="ours", help="method whose results are compared (default ours)")
     p.add_argument("--method-a", help="A's method, when it is not --method (e.g. regression)")
     p.add_argument("--items", default=":", help="START:STOP, only those images of each kind (default all)")
+    p.add_argument("--kind", help="compare only images of this kind (objects, reliefs)")
     args = p.parse_args(argv)
     method_a = args.method_a or args.method
-    rows = compare(load_items(args.a, method_a), load_items(args.b, args.method), parse_items(args.items))
+    a, b = load_items(args.a, method_a), load_items(args.b, args.method)
+    if args.kind:
+        a, b = ([x for x in run if x["kind"] == args.kind] for run in (a, b))
+        if not a or not b:
+            raise SystemExit(f"no {args.kind!r} images in {args.a if not a else args.b}")
+    rows = compare(a, b, parse_items(args.items))
     print(f"A = {args.a} ({method_a})\nB = {args.b} ({args.method})\n")
     print("| images | scoring | n | A mean err. | B mean err. | B - A (± s.e.) | B lower on | Wilcoxon p |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")

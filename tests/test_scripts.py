@@ -165,6 +165,16 @@ def test_compare_evaluations_pairs_images_and_finds_a_consistent_gain(tmp_path, 
     assert next(r for r in sub if r["kind"] == "objects" and r["scoring"] == "fused")["diff"] == pytest.approx(want)
     with pytest.raises(SystemExit, match="START:STOP"):
         mod.parse_items("20")
+    # --kind: runs with different reliefs can still be paired on their objects
+    fewer = write("e", base[:10])  # 8 objects, 2 reliefs
+    with pytest.raises(SystemExit, match="different images"):
+        mod.main([a, fewer])
+    capsys.readouterr()
+    assert mod.main([a, fewer, "--kind", "objects"]) == 0
+    out = capsys.readouterr().out
+    assert "| objects | fused | 8 |" in out and "reliefs" not in out.split("Wilcoxon p |")[1]
+    with pytest.raises(SystemExit, match="no 'craters' images"):
+        mod.main([a, fewer, "--kind", "craters"])
 
 
 def test_compare_evaluations_against_a_single_output_method(tmp_path, capsys):
