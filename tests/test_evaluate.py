@@ -1,6 +1,7 @@
 """``mssfs evaluate``: scoring on constructed predictions, ablation schedules, the CLI."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -158,6 +159,11 @@ def test_ablation_schedules_are_built_from_the_preset():
     assert stage.resolution == base.finest and stage.restart_t >= 299 and not stage.lighting
     assert (stage.lr, stage.guidance_start_t, stage.inner_iters_high) == (first.lr, first.guidance_start_t, first.inner_iters_high)
     assert ss.fuse_last == 1 and ss.num_steps == base.num_steps
+    # a schedule with shading guidance: seams-only drops it, the others keep it
+    shaded = replace(base, stages=tuple(replace(s, shading_weight=100.0, seam_weight=2.0) for s in base.stages))
+    so = ev.ablation_schedule(shaded, "seams-only")
+    assert all(s.shading_weight == 0 and s.seam_weight == 2 for s in so.stages)
+    assert all(s.shading_weight == 100 for s in ev.ablation_schedule(shaded, "no-lighting").stages)
     with pytest.raises(ValueError, match="unknown ablation"):
         ev.ablation_schedule(base, "nothing")
 

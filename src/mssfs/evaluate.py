@@ -130,7 +130,7 @@ def ablation_schedule(base: Schedule, name: str) -> Schedule:
 
     * ``no-guidance``: ``lr = 0`` in every stage (no seam or integrability guidance) and
       no lighting consistency -- patches are sampled independently;
-    * ``seams-only``: integrability weight 0 and no lighting consistency;
+    * ``seams-only``: integrability and shading weights 0 and no lighting consistency;
     * ``no-lighting``: no lighting consistency;
     * ``single-scale``: one stage at ``base.finest`` from pure noise, with the first
       stage's guidance (``lr``, ``guidance_start_t``, inner iterations), no lighting.
@@ -138,7 +138,7 @@ def ablation_schedule(base: Schedule, name: str) -> Schedule:
     if name == "no-guidance":
         stages = tuple(replace(s, lr=0.0, lighting=False) for s in base.stages)
     elif name == "seams-only":
-        stages = tuple(replace(s, integrability_weight=0.0, lighting=False) for s in base.stages)
+        stages = tuple(replace(s, integrability_weight=0.0, shading_weight=0.0, lighting=False) for s in base.stages)
     elif name == "no-lighting":
         stages = tuple(replace(s, lighting=False) for s in base.stages)
     elif name == "single-scale":
