@@ -42,7 +42,7 @@ from mssfs.guidance import seam_loss, shading_loss
 from mssfs.pipeline import resize_normals
 from mssfs.schedules import Schedule, Stage, resolve_schedule
 
-STAGE_FIELDS = {f.name: f.type for f in fields(Stage)}
+STAGE_FIELDS = tuple(f.name for f in fields(Stage))
 
 
 def apply_variant(base: Schedule, spec: str) -> Schedule:

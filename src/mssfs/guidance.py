@@ -169,10 +169,9 @@ def shading_loss(x0: torch.Tensor, image: torch.Tensor, mask=None, min_level: fl
     m = _as_mask(mask, x0)
     if m is not None:
         w = w * m[:, 0]
-    with torch.no_grad():
-        nd = n.detach()
-        a = torch.einsum("bihw,bjhw,bhw->bij", nd, nd, w)
-        r = torch.einsum("bihw,bhw,bhw->bi", nd, img, w)
+    with torch.no_grad():  # the light is held fixed
+        a = torch.einsum("bihw,bjhw,bhw->bij", n, n, w)
+        r = torch.einsum("bihw,bhw,bhw->bi", n, img, w)
         count = w.flatten(1).sum(1).clamp_min(1.0)
         eye = torch.eye(3, dtype=x0.dtype, device=x0.device)
         b = torch.linalg.solve(a + ridge * count[:, None, None] * eye, r.unsqueeze(-1))[..., 0]
