@@ -104,6 +104,22 @@ def test_schedule_files_round_trip(tmp_path):
         load_schedule(tmp_path / "bad2.json")
 
 
+def test_documented_schedule_files_load_and_name_what_they_say():
+    """docs/results' schedule files load; the pre-stop-20 ``fast`` file is ``fast`` without shading."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    files = sorted((Path(__file__).resolve().parents[1] / "docs" / "results").glob("schedule_*.json"))
+    if not files:
+        pytest.skip("docs/results not in this checkout")
+    loaded = {f.stem: load_schedule(f) for f in files}
+    fast = get_preset("fast")
+    old = loaded["schedule_fast_stop19"]
+    assert old.stages == tuple(replace(s, shading_weight=0.0) for s in fast.stages)
+    assert (old.num_steps, old.fuse_last) == (fast.num_steps, fast.fuse_last)
+    assert loaded["schedule_fast_shading10"].stages == fast.stages
+
+
 # ---------------------------------------------------------------- guided DDIM
 def _single_stage_run(model, lr, seed=0, r=48, **stage_kw):
     noise = NoiseSchedule()
