@@ -34,8 +34,9 @@ methods (--methods, comma-separated; default: ours and the ablations, regression
 weights exist, classical, flat):
   ours          the sampler with --preset (or      paper, fast   those presets
                 --schedule FILE)
-  no-guidance   lr 0, no lighting consistency      seams-only    no integrability, no lighting
-  no-lighting   no lighting consistency            single-scale  one stage from noise, stage-1 guidance
+  no-guidance   lr 0, no lighting consistency      seams-only    seam guidance only (no integrability,
+  no-lighting   no lighting consistency                          shading guidance or lighting)
+                                                   single-scale  one stage from noise, stage-1 guidance
   regression    regression U-Net (--regression-model PATH or weights/regression/)
   classical     Brooks-Horn variational shape from shading (light estimated)
   flat          (0, 0, 1) everywhere
