@@ -95,3 +95,152 @@ def test_estimate_light(dtype):
     l = estimate_light(n.astype(dtype), img.astype(dtype))
     np.testing.assert_allclose(l, LIGHT, atol=1e-5)
     assert np.allclose(estimate_light(np.zeros_like(n), img), 0)
+
+
+# ----------------------------------------------------------------------------- region flips (ours)
+from mssfs.analysis import bump_dent_relief, generated_bump_dent_layout  # noqa: E402
+from mssfs.lighting import consistent_regions, region_flip_decisions, shading_regions  # noqa: E402
+
+
+def _matches(labels, truth):
+    """Each true region lies (but for rim pixels, whose slope is ~0) in one found region,
+    a different one for each, which stays within 4 pixels of it."""
+    from scipy import ndimage
+
+    found = set()
+    for k in range(1, truth.max() + 1):
+        vals, counts = np.unique(labels[truth == k], return_counts=True)
+        best = vals[np.argmax(counts)]
+        assert best > 0 and counts.max() >= 0.95 * (truth == k).sum()
+        assert not ((labels == best) & ~ndimage.binary_dilation(truth == k, iterations=4)).any()
+        found.add(int(best))
+    return found
+
+
+def test_shading_regions_find_the_features_of_layouts():
+    # Generated layouts put features as close as 3 pixels; at a coarse resolution two of
+    # them can touch and merge (3 of these 36 cases when this was written).
+    exact = 0
+    for size in (64, 96, 128):
+        for seed in range(12):
+            lay = generated_bump_dent_layout(seed, size)
+            labels = shading_regions(lay.image)
+            sizes = np.bincount(labels.ravel())[1:]
+            assert np.all(np.diff(sizes) <= 0)  # ordered by size
+            if labels.max() == lay.regions.max():
+                assert len(_matches(labels, lay.regions)) == lay.regions.max()
+                exact += 1
+    assert exact >= 30
+
+
+def test_shading_regions_single_region_without_featureless_areas():
+    _, img = bumpy_field()
+    assert shading_regions(img).max() == 1
+    mask = np.zeros(img.shape, bool)
+    mask[20:70, 10:80] = True
+    labels = shading_regions(img, mask)
+    assert labels.max() == 1 and not labels[~mask].any()
+    assert shading_regions(np.full((48, 48), 0.7)).max() == 0  # nothing featured
+    with pytest.raises(ValueError, match="flat_gradient"):
+        shading_regions(img, flat_gradient=0)
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        shading_regions(img[..., None])
+
+
+def _layout(count_signs, size=128, light=LIGHT):
+    """A relief of round features on flat ground: ``count_signs`` = list of (cy, cx, r, sign).
+
+    The region labels are grown by 2 pixels: the finite-difference normals of a feature
+    reach a pixel beyond its rim, and flipping ground pixels (normal +z) changes nothing.
+    """
+    from scipy import ndimage
+
+    height, regions = bump_dent_relief([f[:3] for f in count_signs], [f[3] for f in count_signs], size)
+    dist, (rows, cols) = ndimage.distance_transform_edt(regions == 0, return_indices=True)
+    grown = np.where(dist <= 2, regions[rows, cols], 0)
+    n = normals_from_depth(height)
+    return n, render(n, light), grown
+
+
+FOUR = [(32, 32, 18, 1), (32, 96, 18, 1), (96, 32, 18, 1), (96, 96, 18, -1)]
+
+
+@pytest.mark.parametrize("planted", [[2], [4], [1, 3]])
+def test_planted_flipped_regions_are_flipped_back(planted):
+    n, img, regions = _layout(FOUR)
+    bad = n.copy()
+    for k in planted:
+        bad[regions == k] = flip_normals(bad[regions == k])
+    res = consistent_regions(bad, img)
+    np.testing.assert_allclose(res.normals, n, atol=1e-12)
+    assert res.flipped.sum() == len(planted)
+    assert res.residual_after < 1e-6 < res.residual_before
+
+
+def test_fewer_pixels_are_flipped_when_both_readings_fit():
+    # Three of four features flipped: the consistent field with the fewest flips is the
+    # full inversion of the truth (one feature flipped, the light mirrored).
+    n, img, regions = _layout(FOUR)
+    bad = n.copy()
+    for k in (1, 2, 3):
+        bad[regions == k] = flip_normals(bad[regions == k])
+    res = consistent_regions(bad, img)
+    assert res.flipped.sum() == 1
+    expected = bad.copy()
+    expected[regions == 4] = flip_normals(expected[regions == 4])
+    np.testing.assert_allclose(res.normals, expected, atol=1e-12)
+    assert res.residual_after < 1e-6
+
+
+def test_consistent_and_single_region_fields_are_left_alone():
+    n, img, _ = _layout(FOUR)
+    res = consistent_regions(n, img)
+    assert not res.flipped.any() and res.flipped.shape == (4,)
+    np.testing.assert_array_equal(res.normals, n)
+    # one feature: flipping it is the other reading of the whole image, never a repair
+    n1, img1, reg1 = _layout([(64, 64, 30, 1)])
+    flipped = n1.copy()
+    flipped[reg1 == 1] = flip_normals(flipped[reg1 == 1])
+    assert not consistent_regions(flipped, img1).flipped.any()
+
+
+def test_region_flip_needs_the_threshold():
+    n, img, regions = _layout(FOUR)
+    bad = n.copy()
+    bad[regions == 2] = flip_normals(bad[regions == 2])
+    bad = bad + np.random.default_rng(0).normal(0, 0.05, bad.shape)  # no flip fits exactly
+    bad /= np.linalg.norm(bad, axis=-1, keepdims=True)
+    labels = shading_regions(img)
+    flip, before, after = region_flip_decisions(bad, img, labels, threshold=0.0)
+    assert flip.sum() == 1 and 0 < after < before
+    drop = 1 - after / before  # the relative drop the flip brings
+    assert region_flip_decisions(bad, img, labels, threshold=drop - 1e-6)[0].sum() == 1
+    flip, b2, a2 = region_flip_decisions(bad, img, labels, threshold=drop + 1e-6)
+    assert not flip.any() and a2 == b2 == before
+    with pytest.raises(ValueError, match="shapes disagree"):
+        region_flip_decisions(bad[:10], img, labels)
+
+
+def test_many_regions_take_the_greedy_search():
+    feats = [(14 + 25 * i, 14 + 25 * j, 9, 1 if (i + j) % 3 else -1) for i in range(5) for j in range(5)]
+    n, img, regions = _layout(feats, size=128)
+    labels = shading_regions(img)
+    assert labels.max() == 25 > 12
+    bad = n.copy()
+    for k in (3, 11, 19):
+        bad[regions == k] = flip_normals(bad[regions == k])
+    res = consistent_regions(bad, img)
+    assert res.flipped.sum() == 3
+    np.testing.assert_allclose(res.normals, n, atol=1e-12)
+
+
+def test_region_flips_ignore_masked_and_dark_pixels():
+    n, img, regions = _layout(FOUR)
+    bad = n.copy()
+    bad[regions == 2] = flip_normals(bad[regions == 2])
+    mask = regions != 2  # the flipped feature is outside the foreground
+    res = consistent_regions(bad, img, mask)
+    assert not res.flipped.any() and not res.labels[~mask].any()
+    np.testing.assert_array_equal(res.normals, bad)
+    dark = consistent_regions(bad, np.zeros_like(img))
+    assert not dark.flipped.any() and dark.residual_before == 0

@@ -131,25 +131,26 @@ def ablation_schedule(base: Schedule, name: str) -> Schedule:
     * ``no-guidance``: ``lr = 0`` in every stage (no seam or integrability guidance) and
       no lighting consistency -- patches are sampled independently;
     * ``seams-only``: integrability and shading weights 0 and no lighting consistency;
-    * ``no-lighting``: no lighting consistency;
+    * ``no-lighting``: no lighting consistency (neither patch nor region flips);
     * ``single-scale``: one stage at ``base.finest`` from pure noise, with the first
       stage's guidance (``lr``, ``guidance_start_t``, inner iterations), no lighting.
     """
+    off = dict(lighting=False, region_flips=False)
     if name == "no-guidance":
-        stages = tuple(replace(s, lr=0.0, lighting=False) for s in base.stages)
+        stages = tuple(replace(s, lr=0.0, **off) for s in base.stages)
     elif name == "seams-only":
-        stages = tuple(replace(s, integrability_weight=0.0, shading_weight=0.0, lighting=False) for s in base.stages)
+        stages = tuple(replace(s, integrability_weight=0.0, shading_weight=0.0, **off) for s in base.stages)
     elif name == "no-lighting":
-        stages = tuple(replace(s, lighting=False) for s in base.stages)
+        stages = tuple(replace(s, **off) for s in base.stages)
     elif name == "single-scale":
         from .diffusion import NoiseSchedule
 
         first = base.stages[0]
-        stage = replace(first, resolution=base.finest, restart_t=NoiseSchedule().T - 1, lighting=False)
-        return replace(base, name=f"{base.name}/{name}", stages=(stage,), fuse_last=1)
+        stage = replace(first, resolution=base.finest, restart_t=NoiseSchedule().T - 1, **off)
+        return replace(base, name=f"{base.name}/{name}", stages=(stage,), fuse_last=1, final_region_flips=False)
     else:
         raise ValueError(f"unknown ablation {name!r}; choose one of: {', '.join(ABLATIONS)}")
-    return replace(base, name=f"{base.name}/{name}", stages=stages)
+    return replace(base, name=f"{base.name}/{name}", stages=stages, final_region_flips=False)
 
 
 def method_schedule(

@@ -34,7 +34,7 @@ from . import __version__
 from .diffusion import NoiseSchedule
 from .geometry import normals_to_slopes, save_normals, slopes_to_normals
 from .images import ImageError, load_input_with_alpha
-from .lighting import consistent_lighting, estimate_light
+from .lighting import consistent_lighting, consistent_regions, estimate_light
 from .patches import PATCH, from_patches, to_patches
 from .sampling import CountingDenoiser, guided_ddim
 from .schedules import Schedule, resolve_schedule
@@ -265,12 +265,15 @@ class VCycleOutput:
         fused: ``(B, F, F, 3)`` float64 fused normals at the finest fused resolution.
         flips: per sample, the number of patches flipped at each lighting step.
         stage_seconds: wall time of every stage run.
+        region_flips: per sample, the number of regions flipped at each region step
+            (the stages' in order, then the fused result's).
     """
 
     stages: list[torch.Tensor]
     fused: np.ndarray
     flips: list[list[int]]
     stage_seconds: list[float]
+    region_flips: list[list[int]] = field(default_factory=list)
 
 
 def _draw(generators: list[torch.Generator], shape: tuple[int, ...], device) -> torch.Tensor:
@@ -309,6 +312,7 @@ def run_vcycle(
 
     stages: list[torch.Tensor] = []
     flips: list[list[int]] = [[] for _ in range(b)]
+    region_flips: list[list[int]] = [[] for _ in range(b)]
     seconds: list[float] = []
     prev = None  # (B, 3, r, r) normals of the last run
     for run in schedule.runs(noise):
@@ -331,9 +335,16 @@ def run_vcycle(
             callback=(lambda info: progress.update(1)) if progress is not None else None,
         )
         prev = F.normalize(from_patches(x, r, r).float(), dim=1, eps=1e-6)
+        im_np, m_np = img[:, 0].cpu().double().numpy(), msk[:, 0].cpu().numpy()
+        if s.region_flips:
+            maps = prev.permute(0, 2, 3, 1).cpu().numpy()
+            for k in range(b):
+                reg = consistent_regions(maps[k], im_np[k], m_np[k], schedule.region_threshold, schedule.flat_gradient)
+                maps[k] = reg.normals
+                region_flips[k].append(int(reg.flipped.sum()))
+            prev = torch.from_numpy(maps).permute(0, 3, 1, 2).to(device)
         if s.lighting and not run.rerun:
             maps = prev.permute(0, 2, 3, 1).cpu().numpy()
-            im_np, m_np = img[:, 0].cpu().double().numpy(), msk[:, 0].cpu().numpy()
             for k in range(b):
                 res = consistent_lighting(maps[k], im_np[k], m_np[k], schedule.min_pixels, schedule.flip_threshold)
                 maps[k] = res.normals
@@ -343,7 +354,14 @@ def run_vcycle(
             stages.append(prev.cpu())
         seconds.append(time.perf_counter() - start)
     fused = fuse_gradients(stages[-schedule.fuse_last :], schedule.finest)
-    return VCycleOutput(stages, fused, flips, seconds)
+    if schedule.final_region_flips:
+        img, msk = at(schedule.finest)
+        im_np, m_np = img[:, 0].cpu().double().numpy(), msk[:, 0].cpu().numpy()
+        for k in range(b):
+            reg = consistent_regions(fused[k], im_np[k], m_np[k], schedule.region_threshold, schedule.flat_gradient)
+            fused[k] = reg.normals
+            region_flips[k].append(int(reg.flipped.sum()))
+    return VCycleOutput(stages, fused, flips, seconds, region_flips)
 
 
 # ----------------------------------------------------------------------------- results
@@ -359,6 +377,8 @@ class SampleResult:
         stages: per V-cycle stage, ``(N, r, r, 3)`` float32 normals in the padded square
             frame at that stage's resolution.
         seeds: per-sample generator seeds (from ``seed`` and the sample index).
+        flips, region_flips: per sample, the patches flipped at each lighting step and
+            the regions flipped at each region step.
     """
 
     normals: np.ndarray
@@ -378,6 +398,7 @@ class SampleResult:
     notes: list[str]
     device: str
     bf16: bool
+    region_flips: list[list[int]] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -400,6 +421,7 @@ class SampleResult:
             "timings": self.timings,
             "work": self.work,
             "lighting_flips": self.flips,
+            "region_flips": self.region_flips,
             "lights": self.lights.tolist(),
             "notes": self.notes,
             "shape": list(self.normals.shape[1:3]),
@@ -561,6 +583,7 @@ def sample_many(
     out_normals = {k: [None] * n for k in range(len(items))}
     out_stages = {k: [None] * n for k in range(len(items))}
     out_flips = {k: [None] * n for k in range(len(items))}
+    out_region_flips = {k: [None] * n for k in range(len(items))}
     stage_seconds = np.zeros(len(per_stage))
     from tqdm.auto import tqdm
 
@@ -578,6 +601,7 @@ def sample_many(
                 out_normals[k][i] = _to_input_frame(res.fused[c], items[k])
                 out_stages[k][i] = [st[c].permute(1, 2, 0).numpy() for st in res.stages]
                 out_flips[k][i] = res.flips[c]
+                out_region_flips[k][i] = res.region_flips[c]
     total = time.perf_counter() - t_start
     results = []
     for k, item in enumerate(items):
@@ -603,7 +627,7 @@ def sample_many(
             SampleResult(
                 normals, lights, item.image.astype(np.float32), item.mask, stages, seeds[k],
                 [sample_seed(seeds[k], i) for i in range(n)], item.name, item.stem, sched, info,
-                timings, work, out_flips[k], list(item.notes), str(dev), bool(bf16),
+                timings, work, out_flips[k], list(item.notes), str(dev), bool(bf16), out_region_flips[k],
             )
         )
     return results

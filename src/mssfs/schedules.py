@@ -47,6 +47,10 @@ class Stage:
         lighting: after the stage, run lighting consistency (§8), noise the result to
             ``lighting_restart_t`` and run the stage again from there.
         lighting_restart_t: restart timestep of that second run (published 232).
+        region_flips: after every run of the stage, flip whole shading regions so that
+            one light explains the image (ours, default off;
+            :func:`mssfs.lighting.consistent_regions`); with ``lighting`` it runs before
+            the patch flips.
         inner_iters_high: guidance iterations per step while ``t >= high_iters_min_t``.
         inner_iters_low: guidance iterations per step below it.
         high_iters_min_t: published ``g[15] = 207``.
@@ -68,6 +72,7 @@ class Stage:
     guidance_start_t: int = 299
     lighting: bool = False
     lighting_restart_t: int = 232
+    region_flips: bool = False
     inner_iters_high: int = 10
     inner_iters_low: int = 3
     high_iters_min_t: int = 207
@@ -120,7 +125,15 @@ class StageCost:
 
 @dataclass(frozen=True)
 class Schedule:
-    """A V-cycle: stages run in order, the last ``fuse_last`` fused into the result."""
+    """A V-cycle: stages run in order, the last ``fuse_last`` fused into the result.
+
+    ``min_pixels`` and ``flip_threshold`` are the patch flips' settings (DESIGN.md §8);
+    ``region_threshold`` (relative drop of the one-light residual a region flip must
+    bring) and ``flat_gradient`` (image gradient, per image width, below which a pixel
+    is featureless and separates regions) are the region flips' (ours, used by stages
+    with ``region_flips`` and, with ``final_region_flips``, once more on the fused
+    result; :func:`mssfs.lighting.consistent_regions`).
+    """
 
     name: str
     stages: tuple[Stage, ...]
@@ -128,6 +141,9 @@ class Schedule:
     fuse_last: int = 3
     min_pixels: int = 10
     flip_threshold: float = 0.1
+    region_threshold: float = 0.0
+    flat_gradient: float = 1.0
+    final_region_flips: bool = False
     description: str = ""
 
     def __post_init__(self):
@@ -138,6 +154,10 @@ class Schedule:
             raise ValueError(f"fuse_last must lie in [1, {len(self.stages)}], got {self.fuse_last}")
         if self.num_steps < 2:
             raise ValueError(f"num_steps must be >= 2, got {self.num_steps}")
+        if not 0 <= self.region_threshold < 1:
+            raise ValueError(f"region_threshold must lie in [0, 1), got {self.region_threshold}")
+        if self.flat_gradient <= 0:
+            raise ValueError(f"flat_gradient must be > 0, got {self.flat_gradient}")
 
     @property
     def finest(self) -> int:
