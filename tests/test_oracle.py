@@ -52,21 +52,39 @@ def test_oracle_gradient_and_refusals():
         TwoReadingOracle(sphere_normals(), 1, weight_true=1.0)
 
 
+def _regions_only(size):
+    """``fast`` at ``size`` with region flips (every stage run and the fused result) in
+    place of the patch flips."""
+    from dataclasses import replace
+
+    base = method_schedule("no-lighting", "fast", finest=size)
+    return replace(base, name="regions-only", final_region_flips=True,
+                   stages=tuple(replace(s, region_flips=True) for s in base.stages))
+
+
 def test_lighting_consistency_makes_oracle_samples_consistent():
     """With an ideal bistable patch denoiser, the sampler's lighting step is what makes
     whole samples read one way (docs/evaluation.md, "The sampler with an ideal denoiser"):
-    most samples consistent and both readings present with it, few without it."""
+    most samples consistent and both readings present with it, few without it.  Region
+    flips alone (no patch flips) do the same."""
     size, n = 96, 8
-    with_lighting, without, readings = [], [], set()
+    schedules = {"fast": method_schedule("fast", "fast", finest=size),
+                 "no-lighting": method_schedule("no-lighting", "fast", finest=size),
+                 "regions-only": _regions_only(size)}
+    consistent = {k: [] for k in schedules}
+    readings = {k: set() for k in schedules}
     for seed in range(4):
         lay = generated_bump_dent_layout(seed, size)
-        for method, out in (("fast", with_lighting), ("no-lighting", without)):
-            res = sample(lay.image, n=n, seed=0, schedule=method_schedule(method, "fast", finest=size),
-                         model=TwoReadingOracle(lay.normals, n), mask=lay.mask, chunk_patches=None, workers=1)
+        for name, sched in schedules.items():
+            res = sample(lay.image, n=n, seed=0, schedule=sched, model=TwoReadingOracle(lay.normals, n),
+                         mask=lay.mask, chunk_patches=None, workers=1)
             sc = score_stimulus(res.normals, lay.mask, lay.regions, lay.layout)
-            out.append(sc.consistent)
-            if method == "fast":
-                readings.update(c for c in sc.classes if c is not None)
-    assert np.mean(with_lighting) >= 0.7
-    assert np.mean(with_lighting) >= np.mean(without) + 0.3
-    assert readings == {0, 1}  # the true reading and its inversion both occur
+            consistent[name].append(sc.consistent)
+            readings[name].update(c for c in sc.classes if c is not None)
+            if name == "regions-only":
+                assert all(len(f) == len(sched.runs()) + 1 for f in res.region_flips)
+                assert all(f == [] for f in res.flips)  # no patch flips
+    for name in ("fast", "regions-only"):
+        assert np.mean(consistent[name]) >= 0.7
+        assert np.mean(consistent[name]) >= np.mean(consistent["no-lighting"]) + 0.3
+        assert readings[name] == {0, 1}  # the true reading and its inversion both occur

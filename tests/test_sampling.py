@@ -308,6 +308,28 @@ def test_sample_result_shapes_and_background(model):
     assert any("padded" in n for n in res.notes)
 
 
+def test_region_flips_run_and_are_recorded(model, tmp_path):
+    from dataclasses import replace
+
+    img = sphere_image(40, 56)
+    plain = sample(img, n=2, seed=3, model=model, schedule=tiny_schedule())
+    assert plain.region_flips == [[], []] and plain.meta()["region_flips"] == [[], []]
+    base = tiny_schedule()
+    sched = replace(base, final_region_flips=True, stages=tuple(replace(s, region_flips=True) for s in base.stages))
+    res = sample(img, n=2, seed=3, model=model, schedule=sched)
+    # one entry per stage run (stage 1 runs twice, for its lighting step) and one for the fused result
+    assert [len(f) for f in res.region_flips] == [len(sched.runs()) + 1] * 2
+    assert all(isinstance(x, int) and x >= 0 for f in res.region_flips for x in f)
+    res.save(tmp_path / "out")
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["region_flips"] == res.region_flips
+    assert meta["schedule"]["final_region_flips"] is True
+    assert all(s["region_flips"] for s in meta["schedule"]["stages"])
+    for bad in (dict(region_threshold=1.0), dict(region_threshold=-0.1), dict(flat_gradient=0.0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            replace(base, **bad)
+
+
 #: Float tolerance for results computed in batches of different composition: batched
 #: convolutions reduce in a different order (~1e-7 relative), which guidance amplifies
 #: at a few pixels (the untrained test model saturates x0 at the clip, where seam angles

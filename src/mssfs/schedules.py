@@ -11,10 +11,11 @@ calls and 1/19 of the patch forwards, with shading guidance; see docs/sampling.m
     name: my-schedule
     num_steps: 50          # DDIM grid size (optional)
     fuse_last: 3           # stages averaged in gradient space at the end (optional)
+    final_region_flips: false  # region flips on the fused result (ours, optional)
     stages:
       - {resolution: 160, lr: 20, restart_t: 299, guidance_start_t: 250, lighting: true}
       - {resolution: 128, lr: 15, lighting: true}
-      - {resolution: 160, lr: 20}
+      - {resolution: 160, lr: 20, region_flips: false}
 
 Every :class:`Stage` field may be given per stage; omitted ones take their defaults.
 """
