@@ -164,6 +164,11 @@ def test_ablation_schedules_are_built_from_the_preset():
     so = ev.ablation_schedule(shaded, "seams-only")
     assert all(s.shading_weight == 0 and s.seam_weight == 2 for s in so.stages)
     assert all(s.shading_weight == 100 for s in ev.ablation_schedule(shaded, "no-lighting").stages)
+    # fast's region flips (stop 22): every ablation that drops lighting consistency drops them
+    assert base.final_region_flips and all(s.region_flips for s in base.stages)
+    for name in ("no-guidance", "seams-only", "no-lighting", "single-scale"):
+        abl = ev.ablation_schedule(base, name)
+        assert not abl.final_region_flips and not any(s.region_flips for s in abl.stages), name
     with pytest.raises(ValueError, match="unknown ablation"):
         ev.ablation_schedule(base, "nothing")
 

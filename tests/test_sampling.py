@@ -105,7 +105,9 @@ def test_schedule_files_round_trip(tmp_path):
 
 
 def test_documented_schedule_files_load_and_name_what_they_say():
-    """docs/results' schedule files load; the pre-stop-20 ``fast`` file is ``fast`` without shading."""
+    """docs/results' schedule files load and are what docs/evaluation.md says: the
+    pre-stop-20 ``fast`` is ``fast`` without shading guidance or region flips, the stop-20
+    one ``fast`` without region flips, and the region-flips candidate ``fast`` itself."""
     from dataclasses import replace
     from pathlib import Path
 
@@ -114,10 +116,14 @@ def test_documented_schedule_files_load_and_name_what_they_say():
         pytest.skip("docs/results not in this checkout")
     loaded = {f.stem: load_schedule(f) for f in files}
     fast = get_preset("fast")
+    no_regions = tuple(replace(s, region_flips=False) for s in fast.stages)
     old = loaded["schedule_fast_stop19"]
-    assert old.stages == tuple(replace(s, shading_weight=0.0) for s in fast.stages)
+    assert old.stages == tuple(replace(s, shading_weight=0.0) for s in no_regions)
     assert (old.num_steps, old.fuse_last) == (fast.num_steps, fast.fuse_last)
-    assert loaded["schedule_fast_shading10"].stages == fast.stages
+    stop20 = loaded["schedule_fast_shading10"]
+    assert stop20.stages == no_regions and not stop20.final_region_flips and not old.final_region_flips
+    regions = loaded["schedule_fast_regions"]
+    assert replace(regions, name=fast.name, description=fast.description) == fast
 
 
 # ---------------------------------------------------------------- guided DDIM
@@ -179,6 +185,7 @@ def test_shading_weight_makes_samples_explain_the_image():
     assert guided < 0.2 * plain
     assert all(s.shading_weight == 0 for s in get_preset("paper").stages)  # DESIGN.md's method
     assert all(s.shading_weight == 10 for s in get_preset("fast").stages)  # ours (docs/evaluation.md)
+    assert not any(s.region_flips for s in get_preset("paper").stages) and not get_preset("paper").final_region_flips
 
 
 def test_lr_decays_cumulatively_after_late_t(model):

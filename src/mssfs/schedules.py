@@ -6,7 +6,8 @@ grid keeps its meaning.  On the published 50-step grid ``g`` (``g[0] = 299``):
 ``g[8] = 250``, ``g[11] = 232``, ``g[15] = 207``, ``g[40] = 55``.
 
 Presets: ``paper`` (the published V-cycle) and ``fast`` (ours, 1/11 of the denoiser
-calls and 1/19 of the patch forwards, with shading guidance; see docs/sampling.md).  A schedule file is YAML or JSON::
+calls and 1/19 of the patch forwards, with shading guidance and region flips; see
+docs/sampling.md).  A schedule file is YAML or JSON::
 
     name: my-schedule
     num_steps: 50          # DDIM grid size (optional)
@@ -239,15 +240,20 @@ def _fast() -> Schedule:
     # Ours: a short V-cycle (96 -> 64 -> 96 -> 128) on a 20-step DDIM grid with 4 / 1
     # guidance iterations per step: 194 denoiser calls and 7,288 patch forwards per
     # sample (1/11 and 1/19 of ``paper``), plus shading guidance at weight 10 in every
-    # stage (adopted in stop 20 by the rule in docs/evaluation.md, "Shading guidance").
-    kw = dict(inner_iters_high=4, inner_iters_low=1, shading_weight=10.0)
+    # stage (adopted in stop 20 by the rule in docs/evaluation.md, "Shading guidance"),
+    # and region flips after every stage run and on the fused result (adopted in stop 22
+    # by the rule in docs/evaluation.md, "Region flips").
+    kw = dict(inner_iters_high=4, inner_iters_low=1, shading_weight=10.0, region_flips=True)
     stages = (
         Stage(96, 15, restart_t=299, guidance_start_t=250, lighting=True, **kw),
         Stage(64, 10, **kw),
         Stage(96, 15, **kw),
         Stage(128, 20, **kw),
     )
-    return Schedule("fast", stages, num_steps=20, fuse_last=2, description="ours: short V-cycle, 20-step grid, shading guidance 10")
+    return Schedule(
+        "fast", stages, num_steps=20, fuse_last=2, final_region_flips=True,
+        description="ours: short V-cycle, 20-step grid, shading guidance 10, region flips",
+    )
 
 
 PRESETS = {"paper": _paper, "fast": _fast}
