@@ -55,7 +55,7 @@ def write_set(folder, normals, image=None, mask=None, lights=None, stem="x"):
 def test_cluster_recovers_three_modes_and_shares(layout):
     samples, truth = mode_samples(layout, [10, 6, 4])
     c = A.cluster_samples(samples, layout.mask)
-    assert c.features == "readings"
+    assert c.features == "signs"
     assert c.n_modes == 3
     assert c.shares.tolist() == [0.5, 0.3, 0.2]
     # Same partition as the truth (mode k is the k-th largest).
@@ -98,7 +98,7 @@ def test_curvature_level_and_modes_do_not_depend_on_image_size(layout):
         n, m = A.resize_normals(samples, (size, size), layout.mask)
         levels.append(A.curvature_level(A.convexity_readings(n, m), (size, size)))
         c = A.cluster_samples(n, m)
-        assert c.features == "readings"
+        assert c.features == "signs"
         labels.append(c.labels)
     assert np.allclose(levels[1], levels[0], rtol=0.1) and np.allclose(levels[2], levels[0], rtol=0.1)
     assert np.median(levels[0]) > A.FLAT_LEVEL
@@ -133,7 +133,7 @@ def test_classical_reconstructions_under_both_lights_form_two_modes():
     for size in (64, 512):
         n, m = A.resize_normals(outs, (size, size), lay.mask)
         c = A.cluster_samples(n, m)
-        assert c.features == "readings" and c.n_modes == 2
+        assert c.features == "signs" and c.n_modes == 2
         assert np.array_equal(c.labels, c.labels[0] ^ np.array(truth))
 
 

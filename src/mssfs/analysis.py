@@ -85,16 +85,19 @@ __all__ = [
     "reading_distances",
     "region_readings",
     "resize_normals",
+    "sign_distances",
     "wasserstein",
 ]
 
-#: Default cut of the reading distance that separates interpretations.
+#: Default cut of the sign and reading distances that separates interpretations.
 READING_THRESHOLD = 0.2
 #: Median :func:`curvature_level` (mean |reading| x smaller image side, dimensionless)
 #: below which samples count as essentially flat.
 FLAT_LEVEL = 0.25
 #: Default cut (degrees) for the fallback distance on downsampled normal maps.
 NORMAL_THRESHOLD_DEG = 15.0
+#: What :func:`cluster_samples` can compare samples by.
+FEATURES = ("auto", "signs", "readings", "normals")
 
 
 class SampleSetError(ValueError):
@@ -331,6 +334,38 @@ def reading_distances(readings: np.ndarray) -> np.ndarray:
     return 0.5 * np.abs(r[:, None, :] - r[None, :, :]).sum(-1)
 
 
+def sign_distances(readings: np.ndarray) -> np.ndarray:
+    """Pairwise distances ``(N, N)`` in [0, 1] between ``(N, F)`` readings: the share of
+    the curvature two samples have in common that they read with opposite signs.
+
+    With ``a``, ``b`` the readings scaled to unit L1 mass and ``w_c = min(|a_c|, |b_c|)``
+    the curvature both put in cell ``c``,
+
+        d(a, b) = sum_c w_c [sign a_c != sign b_c] / sum_c w_c
+
+    0 when every shared cell has the same sign (however the strength is spread over the
+    cells), 1 for the full convex/concave inversion, and 1 when the two share no curved
+    cell.  Unlike :func:`reading_distances` it does not grow when two samples read the
+    same regions the same way with the curvature spread differently among them (one disc
+    drawn whole, another by its rim), which is how samples of one reading differ.
+    """
+    r = np.asarray(readings, np.float64)
+    a = np.abs(r)
+    mass = a.sum(1, keepdims=True)
+    a = np.where(mass > 0, a / np.maximum(mass, 1e-300), 0.0)
+    sign = np.sign(r)
+    n = r.shape[0]
+    d = np.ones((n, n))
+    for i in range(n):
+        w = np.minimum(a[i], a)  # (N, F)
+        shared = w.sum(1)
+        opposite = (w * (sign[i] * sign < 0)).sum(1)
+        d[i] = np.where(shared > 0, opposite / np.maximum(shared, 1e-300), 1.0)
+    d = np.maximum(d, d.T)
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
 def normal_distances(normals: np.ndarray, mask: np.ndarray, size: int = 16) -> np.ndarray:
     """Pairwise mean angle (degrees) ``(N, N)`` between maps downsampled to ``size x size``."""
     small, m = resize_normals(normals, (size, size), mask)
@@ -350,7 +385,7 @@ class Clustering:
         shares: ``(K,)`` fraction of samples in each mode.
         representatives: ``(K,)`` index of each mode's medoid sample.
         distances: ``(N, N)`` the distance matrix used.
-        features: ``"readings"`` or ``"normals"``.
+        features: ``"signs"``, ``"readings"`` or ``"normals"``.
         threshold: the cut used (None when the number of modes was fixed).
         levels: ``(N,)`` :func:`curvature_level` of each sample (the flat fallback
             compares their median with ``FLAT_LEVEL``).
@@ -381,29 +416,31 @@ def cluster_samples(
 
     Args:
         modes: ``"auto"`` (cut the tree at ``threshold``) or a fixed number of modes.
-        features: ``"readings"`` (convexity readings), ``"normals"`` (downsampled maps) or
-            ``"auto"`` (readings unless the samples are essentially flat).
-        threshold: distance cut; default 0.2 for readings, 15 degrees for normals.
+        features: ``"signs"`` (convexity readings compared by :func:`sign_distances`),
+            ``"readings"`` (the same readings by :func:`reading_distances`, the default
+            before stop 22), ``"normals"`` (downsampled maps) or ``"auto"`` (signs unless
+            the samples are essentially flat, then normals).
+        threshold: distance cut; default 0.2 for signs and readings, 15 degrees for normals.
     """
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
 
     normals = np.asarray(normals)
     n = normals.shape[0]
-    if features not in ("auto", "readings", "normals"):
-        raise ValueError(f"unknown features {features!r}; use 'auto', 'readings' or 'normals'")
+    if features not in FEATURES:
+        raise ValueError(f"unknown features {features!r}; use one of: {', '.join(map(repr, FEATURES))}")
     r = convexity_readings(normals, mask, grid=grid)
     levels = curvature_level(r, normals.shape[1:3])
-    if features in ("auto", "readings"):
-        flat = np.median(levels) < FLAT_LEVEL
-        if features == "readings" or not flat:
-            features, dist = "readings", reading_distances(r)
-        else:
-            features = "normals"
-    if features == "normals":
+    if features == "auto":
+        features = "normals" if np.median(levels) < FLAT_LEVEL else "signs"
+    if features == "signs":
+        dist = sign_distances(r)
+    elif features == "readings":
+        dist = reading_distances(r)
+    else:
         dist = normal_distances(normals, mask)
     if threshold is None:
-        threshold = READING_THRESHOLD if features == "readings" else NORMAL_THRESHOLD_DEG
+        threshold = NORMAL_THRESHOLD_DEG if features == "normals" else READING_THRESHOLD
     if n == 1:
         raw = np.ones(1, int)
     else:

@@ -14,8 +14,9 @@ DESCRIPTION = """\
 Analyse the samples written by 'mssfs sample'. DIR is one sample folder (it holds
 normals.npy) or a folder of such folders (each is analysed).
 
-Samples are grouped into interpretations by their convexity readings (mean curvature
-pooled over a 16x16 grid; see docs/analysis.md). For each folder this writes
+Samples are grouped into interpretations by where they are convex and where concave:
+the sign of their mean curvature pooled over a 16x16 grid, compared where both samples
+are curved (see docs/analysis.md). For each folder this writes
 report.json (modes with shares, members, representative sample and mean light; spread
 statistics; per-sample lights; embedding coordinates), report.png (input, mode
 representatives, per-pixel angular spread, t-SNE/PCA embedding, lights on a disc) and
@@ -51,12 +52,14 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--threshold", type=float, default=None,
-        help="distance cut for --modes auto (default 0.2 for readings, 15 degrees for normals)",
+        help="distance cut for --modes auto (default 0.2 for signs and readings, 15 degrees for normals)",
     )
     p.add_argument(
-        "--features", choices=("auto", "readings", "normals"), default="auto",
-        help="what samples are compared by: convexity readings, downsampled normal maps, or "
-        "readings unless the samples are flat (default: auto)",
+        "--features", choices=("auto", "signs", "readings", "normals"), default="auto",
+        help="what samples are compared by: signs = the share of the curvature two samples share that they "
+        "read with opposite signs (bump vs dent); readings = the L1 distance between their curvature "
+        "readings (the default before stop 22); normals = downsampled normal maps; auto = signs unless the "
+        "samples are flat, then normals (default: auto)",
     )
     p.add_argument(
         "--compare", metavar="DIR2",
