@@ -1,15 +1,22 @@
 """Sample sets of generated bump/dent layouts with known readings, kept for studying how
-`mssfs analyze` groups samples into interpretations (modes).
+`mssfs analyze` groups samples into interpretations (modes; docs/analysis.md, "Why the
+distance changed").
 
 `mssfs evaluate --suite stimuli` scores the samples and drops them; this keeps them.  For
 each layout index ``k`` in ``--layouts START:STOP`` (the suite's layout ``k``: seed
-``2**30 + 2**21 + k``) it draws ``--samples`` samples at 128 x 128 with the ``fast`` preset
-(or ``--schedule``), sample seed ``k``, and writes one ``.npz`` holding, per layout:
+``2**30 + 2**21 + k``) it draws ``--samples`` samples at ``--size`` pixels with the ``fast``
+preset (or ``--schedule``), sample seed ``k``, and writes one ``.npz`` holding, per layout:
 ``normals_<k>`` (float16 ``(N, S, S, 3)``), ``image_<k>``, ``regions_<k>``, ``layout_<k>``
 and ``readings_<k>`` (``(N, R)`` region readings, +1 bump, -1 dent, from the integrated
 height: :func:`mssfs.analysis.region_readings`).
 
+``--score FILE...`` then prints, for each file and each distance of
+:func:`mssfs.analysis.cluster_samples` (``signs``, ``readings``), the mean adjusted Rand
+index between the modes and the partition of the samples by their region readings (as
+``mssfs evaluate``'s "modes ~ readings") and the mean number of modes.
+
     OMP_NUM_THREADS=1 python scripts/mode_samples.py --layouts 0:10 --out eval/modes_0_10.npz --bf16
+    python scripts/mode_samples.py --score eval/modes_0_10.npz eval/modes_10_20.npz
 """
 
 from __future__ import annotations
@@ -31,20 +38,15 @@ def parse_range(text: str) -> range:
     return range(start, stop)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--layouts", required=True, help="START:STOP, layout indices of the stimuli suite")
-    p.add_argument("--samples", type=int, default=16)
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--schedule", help="schedule file instead of the fast preset")
-    p.add_argument("--bf16", action="store_true")
-    p.add_argument("--out", required=True, help="the .npz file to write")
-    args = p.parse_args(argv)
+def make(args) -> int:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise SystemExit(f"--out must end in .npz, got {out}")
     if out.exists():
         raise SystemExit(f"{out} exists; remove it first")
+    if not out.parent.is_dir():
+        raise SystemExit(f"the folder of --out does not exist: {out.parent}")
+    layouts = parse_range(args.layouts)
 
     from tqdm.auto import tqdm
 
@@ -53,24 +55,76 @@ def main(argv=None) -> int:
     from mssfs.pipeline import sample
     from mssfs.schedules import resolve_schedule
     from mssfs.shapes import HELDOUT_SEED_BASE
+    from mssfs.weights import load_model
 
-    base = resolve_schedule(args.schedule, "fast")
-    sched = method_schedule("ours", base, max_finest=args.size)
+    sched = method_schedule("ours", resolve_schedule(args.schedule, "fast"), max_finest=args.size)
+    model = load_model(args.model, "cpu")  # None: the package weights, loaded once
     arrays = {}
-    for k in tqdm(parse_range(args.layouts), unit="layout"):
+    for k in tqdm(layouts, unit="layout"):
         lay = generated_bump_dent_layout(HELDOUT_SEED_BASE + LAYOUT_SEED_OFFSET + k, args.size)
-        res = sample(lay.image, n=args.samples, seed=k, schedule=sched, mask=lay.mask, bf16=args.bf16)
+        res = sample(lay.image, n=args.samples, seed=k, schedule=sched, model=model, mask=lay.mask, bf16=args.bf16)
         arrays[f"normals_{k}"] = res.normals.astype(np.float16)
         arrays[f"image_{k}"] = lay.image.astype(np.float32)
         arrays[f"regions_{k}"] = lay.regions.astype(np.int16)
         arrays[f"layout_{k}"] = lay.layout
         arrays[f"readings_{k}"] = region_readings(res.normals, lay.regions, lay.mask).astype(np.int8)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".partial.npz")
+    tmp = out.with_name(out.stem + ".partial.npz")  # written whole, then renamed: never half a file
     np.savez_compressed(tmp, **arrays)
     tmp.replace(out)
-    print(f"wrote {out} ({len(arrays) // 5} layouts)")
+    print(f"wrote {out} ({len(layouts)} layouts)")
     return 0
+
+
+def score_file(path) -> dict[str, tuple[float, float]]:
+    """``{features: (mean ARI, mean number of modes)}`` over the layouts of one file."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from mssfs.analysis import cluster_samples
+
+    z = np.load(path)
+    keys = sorted(int(k.split("_", 1)[1]) for k in z.files if k.startswith("normals_"))
+    if not keys:
+        raise SystemExit(f"{path} holds no normals_<k> arrays: not written by this script")
+    out = {}
+    for features in ("signs", "readings"):
+        rows = []
+        for k in keys:
+            normals = z[f"normals_{k}"].astype(np.float64)
+            _, by_reading = np.unique(z[f"readings_{k}"], axis=0, return_inverse=True)
+            c = cluster_samples(normals, np.ones(normals.shape[1:3], bool), features=features)
+            rows.append((adjusted_rand_score(by_reading.ravel(), c.labels), c.n_modes))
+        out[features] = tuple(float(x) for x in np.mean(rows, 0))
+    return out
+
+
+def score(paths) -> int:
+    print("| file | features | modes ~ readings (ARI) | modes |")
+    print("|---|---|---:|---:|")
+    for path in paths:
+        if not Path(path).is_file():
+            raise SystemExit(f"no such file: {path}")
+        for features, (ari, modes) in score_file(path).items():
+            print(f"| {path} | {features} | {ari:.2f} | {modes:.1f} |")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--layouts", help="START:STOP, layout indices of the stimuli suite to sample")
+    what.add_argument("--score", nargs="+", metavar="FILE", help="score sample sets written before")
+    p.add_argument("--samples", type=int, default=16)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--schedule", help="schedule file instead of the fast preset")
+    p.add_argument("--model", default=None, help="denoiser export (default: the package weights)")
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--out", help="the .npz file to write (with --layouts)")
+    args = p.parse_args(argv)
+    if args.score:
+        return score(args.score)
+    if not args.out:
+        p.error("--layouts needs --out")
+    return make(args)
 
 
 if __name__ == "__main__":

@@ -299,3 +299,43 @@ def test_guidance_strength_variants_and_seams(tmp_path, monkeypatch, capsys):
     assert "| lr=0 |" in table and "seam, stage 3 (48)" in table
     assert mod.main([*argv[:-2], "--out", str(tmp_path / "missing" / "g.json")]) == 2
     assert mod.main(["--variant", "nonsense"]) == 2
+
+
+def test_mode_samples_keeps_layout_samples_and_scores_them(tmp_path, monkeypatch, capsys):
+    """scripts/mode_samples.py writes each layout's samples with their region readings, and
+    --score clusters them with both distances."""
+    import numpy as np
+    from test_sampling import tiny_model
+
+    import mssfs.weights
+    from mssfs.analysis import generated_bump_dent_layout, region_readings
+    from mssfs.evaluate import LAYOUT_SEED_OFFSET
+    from mssfs.shapes import HELDOUT_SEED_BASE
+
+    mod = _load_script("mode_samples")
+    monkeypatch.setattr(mssfs.weights, "load_model", lambda path=None, device="cpu": tiny_model().to(device))
+    out = tmp_path / "m.npz"
+    assert mod.main(["--layouts", "3:5", "--samples", "2", "--size", "32", "--out", str(out)]) == 0
+    z = np.load(out)
+    assert sorted(z.files) == sorted(f"{a}_{k}" for a in ("normals", "image", "regions", "layout", "readings") for k in (3, 4))
+    lay = generated_bump_dent_layout(HELDOUT_SEED_BASE + LAYOUT_SEED_OFFSET + 4, 32)
+    np.testing.assert_array_equal(z["layout_4"], lay.layout)
+    np.testing.assert_allclose(z["image_4"], lay.image, atol=1e-6)
+    n = z["normals_4"]
+    assert n.shape == (2, 32, 32, 3) and n.dtype == np.float16
+    # the kept readings are those of the kept samples (read here from their float16 copy)
+    agree = region_readings(n.astype(np.float64), z["regions_4"], lay.mask) == z["readings_4"]
+    assert agree.all()
+    assert not list(tmp_path.glob("*.partial.npz"))
+    capsys.readouterr()
+    assert mod.main(["--score", str(out)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {out} |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["signs", "readings"]
+    with pytest.raises(SystemExit, match="exists"):
+        mod.main(["--layouts", "0:1", "--out", str(out)])
+    with pytest.raises(SystemExit, match="START:STOP"):
+        mod.main(["--layouts", "2", "--out", str(tmp_path / "x.npz")])
+    with pytest.raises(SystemExit, match="does not exist"):
+        mod.main(["--layouts", "0:1", "--out", str(tmp_path / "no" / "x.npz")])
+    with pytest.raises(SystemExit, match="no such file"):
+        mod.main(["--score", str(tmp_path / "missing.npz")])
