@@ -341,13 +341,16 @@ def test_region_flips_run_and_are_recorded(model, tmp_path):
 #: convolutions reduce in a different order (~1e-7 relative), which guidance amplifies
 #: at a few pixels (the untrained test model saturates x0 at the clip, where seam angles
 #: are near the acos clamp).  Stated tolerance: 99.9 % of stage-output components within
-#: 1e-3 and all within 2e-2; fused normals within 1 degree.
+#: 1e-3 and all within 2e-2; fused normals: 99 % of pixels within 0.1 degree and all
+#: within 2 degrees (gradient-space fusion spreads a stage's rounding to a few pixels:
+#: with one OpenMP thread up to 1.05 degrees at 8 of 942 pixels in the first test below).
 def assert_same_samples(a, b):
     for sa, sb in zip(a.stages, b.stages):
         d = np.abs(sa - sb)
         assert np.mean(d <= 1e-3) >= 0.999 and d.max() <= 2e-2
     cos = np.clip((a.normals * b.normals).sum(-1)[:, a.mask], -1, 1)
-    assert np.degrees(np.arccos(cos)).max() < 1.0
+    angle = np.degrees(np.arccos(cos))
+    assert np.mean(angle <= 0.1) >= 0.99 and angle.max() < 2.0
 
 
 def _first(res, k):
