@@ -147,6 +147,31 @@ def test_reading_distance_range(layout):
     assert np.allclose(d, d.T)
 
 
+def test_sign_distance_ignores_how_one_reading_spreads_its_curvature(layout):
+    """Two samples reading every region alike are 0 apart by signs however their relief is
+    shared among the regions (the L1 reading distance is not); inversion is 1; flipping one
+    region adds about its share; no shared curved cell is 1."""
+    regions, k = layout.regions, layout.layout.size
+    first_half = (regions > 0) & (regions <= k // 2)
+    # one reading drawn two ways: the first half of the regions faint, or the others faint
+    a = normals_from_depth(layout.height * np.where(first_half, 0.3, 1.0), layout.mask)
+    b = normals_from_depth(layout.height * np.where(first_half, 1.0, 0.3), layout.mask)
+    inverted = flip_regions(a, regions, range(1, k + 1))
+    one_flipped = flip_regions(a, regions, [k])
+    r = A.convexity_readings(np.stack([a, b, inverted, one_flipped]), layout.mask)
+    signs, l1 = A.sign_distances(r), A.reading_distances(r)
+    assert signs[0, 1] < 0.02 and l1[0, 1] > 0.2  # apart by L1 at the default cut, not by signs
+    assert signs[0, 2] > 0.98
+    share = np.abs(r[0, np.abs(r[3] - r[0]) > 1e-9]).sum() / np.abs(r[0]).sum()
+    assert signs[0, 3] == pytest.approx(share, abs=0.05) and 0 < share < 0.5
+    np.testing.assert_allclose(signs, signs.T)
+    np.testing.assert_allclose(np.diag(signs), 0)
+    apart = np.zeros((2, 4))
+    apart[0, :2], apart[1, 2:] = 1.0, -1.0
+    assert A.sign_distances(apart)[0, 1] == 1.0
+    assert A.sign_distances(np.zeros((2, 4)))[0, 1] == 1.0  # nothing curved: nothing shared
+
+
 def test_mean_curvature_sign_bump_positive():
     size = 48
     rows, cols = np.mgrid[0:size, 0:size]

@@ -39,7 +39,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder; results go to DIR/<stem>/")
     p.add_argument("--preset", default="paper", choices=("paper", "fast"),
                    help="schedule preset: paper = published V-cycle (DESIGN.md), fast = ours: ~1/11 of its "
-                        "work, with shading guidance (docs/sampling.md) (default paper)")
+                        "work, with shading guidance and region flips; it meets the release bars with the bundled weights, "
+                        "paper does not yet (docs/sampling.md, docs/evaluation.md) (default paper)")
     p.add_argument("--schedule", metavar="FILE", help="YAML/JSON schedule file (overrides --preset; see docs/sampling.md)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--bf16", action="store_true", help="run the denoiser under bfloat16 autocast")
