@@ -8,14 +8,18 @@ A *sample set* is what ``mssfs sample`` writes into one folder: ``normals.npy``
   mean curvature ``H = div(nx, ny) / 2`` (positive on bumps, negative in dents), computed
   from normals smoothed by a Gaussian of 2% of the image size, and averaged over a
   coarse ``grid x grid`` cell layout (16x16).  Two samples that read the same regions as
-  bumps and dents have nearly proportional readings; reading one region the other way
-  round flips the sign of that region's cells.  The distance between two samples is half
-  the L1 distance between their readings scaled to unit L1 mass,
+  bumps and dents have readings of the same signs; reading one region the other way round
+  flips the sign of that region's cells.  The distance between two samples
+  (:func:`sign_distances`, since stop 22) is the share of the curvature they have in common
+  that they read with opposite signs: with ``a``, ``b`` scaled to unit L1 mass,
 
-      d(a, b) = 1/2 sum |a / |a|_1 - b / |b|_1|       (0 = same reading, 1 = full inversion)
+      d(a, b) = sum_c min(|a_c|, |b_c|) [sign a_c != sign b_c] / sum_c min(|a_c|, |b_c|)
 
-  so it does not depend on how strongly curved each surface is, and reading a region the
-  other way round adds that region's share of the total curvature.  Samples are grouped by
+  (0 = same reading, 1 = full inversion), so it depends neither on how strongly curved each
+  surface is nor on how the curvature is spread over the regions (one sample drawing a
+  disc whole, another its rim only), and reading a region the other way round adds about
+  that region's share of the shared curvature.  ``features="readings"`` gives the L1
+  distance used before, ``1/2 sum |a / |a|_1 - b / |b|_1|``.  Samples are grouped by
   average linkage agglomerative clustering, cut at ``threshold`` (default 0.2: a
   difference in about a fifth of the curved area makes a new interpretation) or into a
   fixed number of modes.  Small changes of shape, noise and the strength of relief move
