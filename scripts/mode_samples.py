@@ -77,9 +77,8 @@ def make(args) -> int:
 
 def score_file(path) -> dict[str, tuple[float, float]]:
     """``{features: (mean ARI, mean number of modes)}`` over the layouts of one file."""
-    from sklearn.metrics import adjusted_rand_score
-
     from mssfs.analysis import cluster_samples
+    from mssfs.evaluate import modes_match_readings
 
     z = np.load(path)
     keys = sorted(int(k.split("_", 1)[1]) for k in z.files if k.startswith("normals_"))
@@ -90,9 +89,8 @@ def score_file(path) -> dict[str, tuple[float, float]]:
         rows = []
         for k in keys:
             normals = z[f"normals_{k}"].astype(np.float64)
-            _, by_reading = np.unique(z[f"readings_{k}"], axis=0, return_inverse=True)
             c = cluster_samples(normals, np.ones(normals.shape[1:3], bool), features=features)
-            rows.append((adjusted_rand_score(by_reading.ravel(), c.labels), c.n_modes))
+            rows.append((modes_match_readings(c.labels, z[f"readings_{k}"]), c.n_modes))
         out[features] = tuple(float(x) for x in np.mean(rows, 0))
     return out
 
