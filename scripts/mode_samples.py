@@ -84,23 +84,23 @@ def score_file(path) -> dict[str, tuple[float, float]]:
     keys = sorted(int(k.split("_", 1)[1]) for k in z.files if k.startswith("normals_"))
     if not keys:
         raise SystemExit(f"{path} holds no normals_<k> arrays: not written by this script")
-    out = {}
-    for features in ("signs", "readings"):
-        rows = []
-        for k in keys:
-            normals = z[f"normals_{k}"].astype(np.float64)
-            c = cluster_samples(normals, np.ones(normals.shape[1:3], bool), features=features)
-            rows.append((modes_match_readings(c.labels, z[f"readings_{k}"]), c.n_modes))
-        out[features] = tuple(float(x) for x in np.mean(rows, 0))
-    return out
+    rows = {"signs": [], "readings": []}
+    for k in keys:
+        normals, readings = z[f"normals_{k}"].astype(np.float64), z[f"readings_{k}"]
+        mask = np.ones(normals.shape[1:3], bool)
+        for features, found in rows.items():
+            c = cluster_samples(normals, mask, features=features)
+            found.append((modes_match_readings(c.labels, readings), c.n_modes))
+    return {features: tuple(float(x) for x in np.mean(found, 0)) for features, found in rows.items()}
 
 
 def score(paths) -> int:
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise SystemExit(f"no such file: {', '.join(map(str, missing))}")
     print("| file | features | modes ~ readings (ARI) | modes |")
     print("|---|---|---:|---:|")
     for path in paths:
-        if not Path(path).is_file():
-            raise SystemExit(f"no such file: {path}")
         for features, (ari, modes) in score_file(path).items():
             print(f"| {path} | {features} | {ari:.2f} | {modes:.1f} |")
     return 0
