@@ -62,13 +62,23 @@ def _regions_only(size):
                    stages=tuple(replace(s, region_flips=True) for s in base.stages))
 
 
+def _patches_only(size):
+    """``fast`` at ``size`` with DESIGN.md's patch flips only (``fast`` before stop 22)."""
+    from dataclasses import replace
+
+    base = method_schedule("fast", "fast", finest=size)
+    return replace(base, name="patches-only", final_region_flips=False,
+                   stages=tuple(replace(s, region_flips=False) for s in base.stages))
+
+
 def test_lighting_consistency_makes_oracle_samples_consistent():
     """With an ideal bistable patch denoiser, the sampler's lighting step is what makes
     whole samples read one way (docs/evaluation.md, "The sampler with an ideal denoiser"):
     most samples consistent and both readings present with it, few without it.  Region
-    flips alone (no patch flips) do the same."""
+    flips alone (no patch flips) do the same, and so does ``fast``, which has both."""
     size, n = 96, 8
     schedules = {"fast": method_schedule("fast", "fast", finest=size),
+                 "patches-only": _patches_only(size),
                  "no-lighting": method_schedule("no-lighting", "fast", finest=size),
                  "regions-only": _regions_only(size)}
     consistent = {k: [] for k in schedules}
@@ -84,7 +94,7 @@ def test_lighting_consistency_makes_oracle_samples_consistent():
             if name == "regions-only":
                 assert all(len(f) == len(sched.runs()) + 1 for f in res.region_flips)
                 assert all(f == [] for f in res.flips)  # no patch flips
-    for name in ("fast", "regions-only"):
+    for name in ("fast", "patches-only", "regions-only"):
         assert np.mean(consistent[name]) >= 0.7
         assert np.mean(consistent[name]) >= np.mean(consistent["no-lighting"]) + 0.3
         assert readings[name] == {0, 1}  # the true reading and its inversion both occur
