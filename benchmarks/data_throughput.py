@@ -1,7 +1,7 @@
 """Throughput of the procedural training data on this CPU.
 
 Prints (1) milliseconds per 256x256 ground-truth map for every shape family and (2)
-training items per second from :class:`mssfs.data.TrainingImages`, generated on the fly
+training items per second from :class:`mssfs.data.datasets.TrainingImages`, generated on the fly
 and read from shards, in one process and with a DataLoader of 2 workers.
 
     OMP_NUM_THREADS=1 python benchmarks/data_throughput.py [--size 256] [--items 96]
@@ -15,8 +15,9 @@ import time
 
 from torch.utils.data import DataLoader
 
-from mssfs import shapes
-from mssfs.data import TrainingImages, make_shards
+from mssfs.data import shapes
+from mssfs.data.datasets import TrainingImages
+from mssfs.data.shards import make_shards
 
 
 def per_family_ms(size: int, maps: int) -> dict[str, float]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from mssfs.model import UNet, UNetConfig
+from mssfs.model.unet import UNet, UNetConfig
 
 
 def _publication_net():

@@ -23,7 +23,7 @@ The row "1, fp32, our kernels" separates what the kernels give from what batchin
     OMP_NUM_THREADS=2 python benchmarks/sample_speed.py --bf16 --workers 2   # slices on 2 threads
     python benchmarks/sample_speed.py --device cuda --chunk 0 --samples-list 1,16,64 --cuda-graphs
 
-``--cuda-graphs`` adds rows whose calls replay CUDA graphs (:mod:`mssfs.cudagraphs`); the
+``--cuda-graphs`` adds rows whose calls replay CUDA graphs (:mod:`mssfs.model.cudagraphs`); the
 one-off capture of each shape happens in the warm-up call and is reported separately.
 
 Weights do not change speed: without ``--weights`` the rows marked "ours" use the package
@@ -45,10 +45,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from mssfs.diffusion import NoiseSchedule
-from mssfs.patches import PATCH, to_patches
-from mssfs.sampling import CountingDenoiser, guided_ddim
-from mssfs.schedules import Stage, resolve_schedule
+from mssfs.core.patches import PATCH, to_patches
+from mssfs.model.diffusion import NoiseSchedule
+from mssfs.sampler.ddim import guided_ddim
+from mssfs.sampler.denoiser import SlicedDenoiser
+from mssfs.sampler.schedules import Stage, resolve_schedule
 
 
 class Config(NamedTuple):
@@ -76,11 +77,11 @@ def load_net(weights: str | None, device, linear_attn_from: int | None = None):
     (0: every level, as published) and random weights, for speed only.
     """
     if weights and linear_attn_from is None:
-        from mssfs.pipeline import resolve_model
+        from mssfs.sampler.api import resolve_model
 
         return resolve_model(None if weights == "default" else weights, device)[0]
-    from mssfs.model import UNetConfig
-    from mssfs.weights import DEFAULT_DIR, read_export_config
+    from mssfs.model.unet import UNetConfig
+    from mssfs.model.weights import DEFAULT_DIR, read_export_config
 
     cfg = UNetConfig.from_dict(read_export_config(DEFAULT_DIR)["model"])
     if linear_attn_from is not None:
@@ -90,7 +91,7 @@ def load_net(weights: str | None, device, linear_attn_from: int | None = None):
 
 def _random_net(cfg, device) -> torch.nn.Module:
     """A frozen U-Net of shape ``cfg`` with seeded random weights (timing only)."""
-    from mssfs.model import UNet
+    from mssfs.model.unet import UNet
 
     torch.manual_seed(0)
     return UNet(cfg).to(device).eval().requires_grad_(False)
@@ -110,15 +111,15 @@ def variant_label(level: int) -> str:
 
 def publication_net(net: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``net`` that computes as the publication's code does: every
-    :class:`~mssfs.model.WSConv2d` standardises its kernel at every call (no cache),
-    every :class:`~mssfs.model.LinearAttention` materialises its values and output
-    (:func:`~mssfs.model.linear_attention_reference`) instead of our re-associated form,
-    and every :class:`~mssfs.model.ChannelNorm` divides by ``F.normalize``'s norm."""
+    :class:`~mssfs.model.unet.WSConv2d` standardises its kernel at every call (no cache),
+    every :class:`~mssfs.model.unet.LinearAttention` materialises its values and output
+    (:func:`~mssfs.model.unet.linear_attention_reference`) instead of our re-associated form,
+    and every :class:`~mssfs.model.unet.ChannelNorm` divides by ``F.normalize``'s norm."""
     import copy
 
     import torch.nn.functional as F
 
-    from mssfs.model import ChannelNorm, LinearAttention, WSConv2d, standardize_kernel
+    from mssfs.model.unet import ChannelNorm, LinearAttention, WSConv2d, standardize_kernel
 
     class _Uncached(WSConv2d):
         def standardized_weight(self):
@@ -182,7 +183,7 @@ def measure(args, configs) -> dict:
     models = {"ours": base, "published": publication_net(published_architecture(base, device))}
     if args.linear_attn_from is not None:
         models[variant_label(args.linear_attn_from)] = load_net(None, device, args.linear_attn_from)
-    nets = {c: CountingDenoiser(models[c.kernels], bf16=c.bf16, chunk=c.chunk, workers=c.workers, cuda_graphs=c.graphs)
+    nets = {c: SlicedDenoiser(models[c.kernels], bf16=c.bf16, chunk=c.chunk, workers=c.workers, cuda_graphs=c.graphs)
             for c in configs}
     sched = resolve_schedule(args.schedule, args.preset)
     out = {c: {} for c in configs}
@@ -234,7 +235,7 @@ def peak_memory_worker(args) -> float:
     net = load_net(args.weights, device, args.linear_attn_from)
     if args.published:
         net = publication_net(published_architecture(net, device))
-    net = CountingDenoiser(net, bf16=args.bf16, chunk=args.chunk or None, workers=args.workers)
+    net = SlicedDenoiser(net, bf16=args.bf16, chunk=args.chunk or None, workers=args.workers)
     r = max(s.resolution for s in resolve_schedule(args.schedule, args.preset).stages)
     x, shading = _inputs(args.worker, r, device)
     if device.type == "cuda":
@@ -257,11 +258,11 @@ def extrapolate(sched, per_call: dict, n: int) -> float:
 
 
 def end_to_end(args, n: int, bf16: bool, chunk, workers: int, graphs: bool = False, variant: bool = False) -> float:
-    from mssfs.pipeline import sample
+    from mssfs.sampler.api import sample
 
     device = torch.device(args.device)
     net = load_net(args.weights, device, args.linear_attn_from if variant else None)
-    img = np.load(os.path.join(os.path.dirname(__file__), "..", "src", "mssfs", "stimuli", "star.npy"))
+    img = np.load(os.path.join(os.path.dirname(__file__), "..", "src", "mssfs", "data", "stimuli", "star.npy"))
     t0 = time.perf_counter()
     sample(img, n=n, seed=0, preset=args.preset, schedule=args.schedule, model=net, device=device, bf16=bf16,
            chunk_patches=chunk, workers=workers, cuda_graphs=graphs)
@@ -295,7 +296,7 @@ def main(argv=None) -> int:
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     p.add_argument("--published", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    from mssfs.model import UNetConfig
+    from mssfs.model.unet import UNetConfig
 
     if args.linear_attn_from is not None and not 0 <= args.linear_attn_from <= len(UNetConfig().mults):
         p.error(f"--linear-attn-from must be between 0 and {len(UNetConfig().mults)} (the U-Net's levels), "

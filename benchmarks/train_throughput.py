@@ -1,7 +1,7 @@
 """Training throughput of the default U-Net in patches per second.
 
 Each variant (precision x eager/compiled) runs full training steps of
-:class:`mssfs.train.Trainer` (forward, Huber loss, backward, gradient clipping, AdamW,
+:class:`mssfs.train.trainer.Trainer` (forward, Huber loss, backward, gradient clipping, AdamW,
 EMA) on a fixed random batch, so the data pipeline is not measured.  Every variant is
 compared with the plain fp32 eager loop measured in the same run.
 
@@ -19,8 +19,10 @@ import time
 
 import torch
 
-from mssfs.model import UNetConfig
-from mssfs.train import PatchBatch, TrainConfig, Trainer
+from mssfs.model.unet import UNetConfig
+from mssfs.train.batches import PatchBatch
+from mssfs.train.config import TrainConfig
+from mssfs.train.trainer import Trainer
 
 VARIANTS = {
     "fp32 eager": dict(precision="fp32", compile=False),

@@ -1,4 +1,4 @@
-"""Why the modes of a sample folder look the way they do (docs/analysis.md, "Known limitation").
+"""Why the modes of a sample folder look the way they do (docs/analysis.md).
 
 For one folder written by ``mssfs sample`` this prints what the clustering sees:
 
@@ -6,7 +6,7 @@ For one folder written by ``mssfs sample`` this prints what the clustering sees:
   times the image side) that the flat fallback compares with ``FLAT_LEVEL``, at the
   folder's size and with the normals resized to ``--sizes``;
 * the pairwise reading distances (minimum, median), and, with ``--regions R`` (the image's
-  R largest features, found by :func:`mssfs.evaluate.segment_features`), their medians for
+  R largest features, found by :func:`mssfs.evaluation.items.segment_features`), their medians for
   pairs with the same and with different region readings, and the share of the absolute
   mean curvature that lies in those regions against the regions' share of the image;
 * the modes at the default cut;
@@ -24,9 +24,14 @@ import sys
 
 import numpy as np
 
-from mssfs import analysis as A
-from mssfs.evaluate import segment_features
-from mssfs.geometry import angular_error
+from mssfs.analysis.clustering import cluster_samples
+from mssfs.analysis.curvature import FLAT_LEVEL, convexity_readings, curvature_level, mean_curvature
+from mssfs.analysis.distances import reading_distances
+from mssfs.analysis.regions import region_readings
+from mssfs.analysis.sample_set import SampleSetError, load_sample_set
+from mssfs.core.resize import resize_normals_array
+from mssfs.evaluation.items import segment_features
+from mssfs.evaluation.metrics import angular_error
 
 
 def main(argv=None) -> int:
@@ -37,9 +42,9 @@ def main(argv=None) -> int:
     p.add_argument("--against", metavar="DIR2", help="a second run of the same input: per-pixel angles between them")
     args = p.parse_args(argv)
     try:
-        s = A.load_sample_set(args.folder)
-        other = A.load_sample_set(args.against) if args.against else None
-    except A.SampleSetError as exc:
+        s = load_sample_set(args.folder)
+        other = load_sample_set(args.against) if args.against else None
+    except SampleSetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.regions and s.image is None:
@@ -47,30 +52,30 @@ def main(argv=None) -> int:
         return 2
     n, mask = s.normals, s.mask
     h, w = n.shape[1:3]
-    print(f"{args.folder}: {len(n)} samples, {h} x {w}; flat below a curvature level of {A.FLAT_LEVEL}")
+    print(f"{args.folder}: {len(n)} samples, {h} x {w}; flat below a curvature level of {FLAT_LEVEL}")
     for size in [None] + [int(v) for v in args.sizes.split(",") if v]:
-        nn, mm = (n, mask) if size is None else A.resize_normals(n, (size, size), mask)
+        nn, mm = (n, mask) if size is None else resize_normals_array(n, (size, size), mask)
         side = min(nn.shape[1:3])
-        level = float(np.median(A.curvature_level(A.convexity_readings(nn, mm), nn.shape[1:3])))
+        level = float(np.median(curvature_level(convexity_readings(nn, mm), nn.shape[1:3])))
         print(f"  at {side} px: mean |reading| {level / side:.5f} / pixel, level (x side) {level:.2f}, "
-              f"{'flat' if level < A.FLAT_LEVEL else 'curved'}")
-    dist = A.reading_distances(A.convexity_readings(n, mask))
+              f"{'flat' if level < FLAT_LEVEL else 'curved'}")
+    dist = reading_distances(convexity_readings(n, mask))
     pairs = np.triu_indices(len(n), 1)
     if len(n) > 1:
         print(f"  reading distances: min {dist[pairs].min():.2f}, median {np.median(dist[pairs]):.2f}")
     if args.regions:
         regions = segment_features(s.image, args.regions)
-        readings = A.region_readings(n, regions, mask)
+        readings = region_readings(n, regions, mask)
         _, group = np.unique(readings, axis=0, return_inverse=True)
         same = group.ravel()[pairs[0]] == group.ravel()[pairs[1]]
         for name, sel in (("same region reading", same), ("different readings", ~same)):
             if sel.any():
                 print(f"  median distance, {name}: {np.median(dist[pairs][sel]):.2f} ({sel.sum()} pairs)")
-        curv = np.abs(A.mean_curvature(n, mask, max(1.0, 0.02 * min(h, w))))
+        curv = np.abs(mean_curvature(n, mask, max(1.0, 0.02 * min(h, w))))
         inside = curv[:, regions > 0].sum(1) / curv.reshape(len(n), -1).sum(1)
         print(f"  |curvature| in the {args.regions} regions: {inside.min():.2f}-{inside.max():.2f} of the total; "
               f"they cover {(regions > 0).mean():.2f} of the image")
-    print(f"  modes at the default cut: {A.cluster_samples(n, mask).n_modes}")
+    print(f"  modes at the default cut: {cluster_samples(n, mask).n_modes}")
     if other is not None:
         if other.normals.shape != n.shape:
             print(f"error: {args.against} holds {other.normals.shape}, {args.folder} {n.shape}", file=sys.stderr)

@@ -12,7 +12,7 @@ signed-rank p-value.
 Make both runs with the same code, thread count (``OMP_NUM_THREADS``) and options: guided
 samples are sensitive to float rounding, so the same weights at 1 and at 2 threads give
 different samples (single images moved by up to 7 degrees in a check on 2026-11-27;
-docs/training.md, "Evaluation noise").
+docs/training.md#choosing-weights).
 
     python scripts/compare_evaluations.py docs/results/objects_ours.json eval/candidate/results.json
 
@@ -37,7 +37,7 @@ import sys
 
 import numpy as np
 
-from mssfs.evaluate import paired_difference
+from mssfs.evaluation.metrics import paired_difference
 
 SCORINGS = ("mean", "best", "fused")
 

@@ -13,7 +13,7 @@ On foreground patches of held-out objects (seeds >= 2**30, never trained on) it 
   light, whatever reading (bump or dent) it chose, so it should score well under 1;
 * the regression baseline's error (optional) and the flat map's, for scale.
 
-    python scripts/diagnose_denoiser.py src/mssfs/weights/default --regression src/mssfs/weights/regression
+    python scripts/diagnose_denoiser.py src/mssfs/model/weights/default --regression src/mssfs/model/weights/regression
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 import mssfs
-from mssfs.data import HeldoutImages
-from mssfs.diffusion import NoiseSchedule
-from mssfs.geometry import angular_error
-from mssfs.patches import to_patches
+from mssfs.core.patches import to_patches
+from mssfs.data.datasets import HeldoutImages
+from mssfs.evaluation.metrics import angular_error
+from mssfs.model.diffusion import NoiseSchedule
 
 
 def foreground_patches(n_images: int, size: int):
@@ -45,7 +45,7 @@ def foreground_patches(n_images: int, size: int):
 
 
 def mean_error(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> float:
-    """Mean :func:`mssfs.geometry.angular_error` (degrees) of ``(N,3,P,P)`` patches inside ``mask``."""
+    """Mean :func:`mssfs.evaluation.metrics.angular_error` (degrees) of ``(N,3,P,P)`` patches inside ``mask``."""
     def hwc(x):
         return x.permute(0, 2, 3, 1).double().numpy()
 
@@ -78,7 +78,7 @@ def ddim_from_noise(model, sched: NoiseSchedule, shading: torch.Tensor, gen: tor
 @torch.no_grad()
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("weights", help="an export folder (mssfs export), e.g. src/mssfs/weights/default")
+    p.add_argument("weights", help="an export folder (mssfs export), e.g. src/mssfs/model/weights/default")
     p.add_argument("--regression", help="a regression export to compare with")
     p.add_argument("--images", type=int, default=12, help="held-out object images (64 px)")
     p.add_argument("--seed", type=int, default=0)

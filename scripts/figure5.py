@@ -37,7 +37,7 @@ def figure5(folders: list[Path], out: Path, max_samples: int = 8) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mssfs.plots import normal_rgb, save_figure
+    from mssfs.analysis.plots import normal_rgb, save_figure
 
     rows = [load_row(f) for f in folders]
     cols = 1 + min(max_samples, max(len(r[1]) for r in rows))

@@ -5,11 +5,11 @@ normals, which is what the regression baseline is trained to predict; with few s
 that estimate is noisy. This draws ``--samples`` samples per image of the objects suite
 (the images, seeds, preset and resolution of ``mssfs evaluate --suite objects``) once and
 scores the first k of them for every k in ``--prefixes``: because sample i depends only
-on the image's seed and i (docs/sampling.md, "Python API", Seeds), the first k of N samples
+on the image's seed and i (docs/sampling.md#python-api, Seeds), the first k of N samples
 are the samples a run with N = k draws, so one run gives every row.
 
     OMP_NUM_THREADS=1 python scripts/fused_vs_samples.py --n-objects 20 --n-reliefs 10 \
-        --samples 16 --bf16 --reference docs/results/objects_regression_stop17.json --out fvn.json
+        --samples 16 --bf16 --reference docs/results/objects_regression.json --out fvn.json
 
 ``--reference`` adds a method of another ``results.json`` (default ``regression``) as
 the row to compare with, paired per image (mean difference, its standard error, on how
@@ -27,17 +27,19 @@ from pathlib import Path
 
 import numpy as np
 
-from mssfs import evaluate as ev
-from mssfs.fileio import atomic_path
-from mssfs.geometry import error_metrics
+from mssfs.core.fileio import atomic_path
+from mssfs.evaluation.items import heldout_items
+from mssfs.evaluation.methods import build_methods
+from mssfs.evaluation.metrics import error_metrics, fuse_samples, paired_difference
+from mssfs.evaluation.runner import RunSettings, _run_methods
 
 
 def score_prefixes(samples: np.ndarray, gt: np.ndarray, mask: np.ndarray, prefixes) -> dict[int, dict]:
     """Mean angular error of mean-of-k, best-of-k and fused-k for each k (degrees); each
-    sample is scored once (as :func:`mssfs.evaluate.score_samples` scores it)."""
+    sample is scored once (as :func:`mssfs.evaluation.metrics.score_samples` scores it)."""
     per = [error_metrics(x, gt, mask)["mean"] for x in samples[: max(prefixes)]]
     return {k: {"mean": float(np.mean(per[:k])), "best": float(min(per[:k])),
-                "fused": error_metrics(ev.fuse_samples(samples[:k], mask), gt, mask)["mean"]} for k in prefixes}
+                "fused": error_metrics(fuse_samples(samples[:k], mask), gt, mask)["mean"]} for k in prefixes}
 
 
 def fit_limit(ks, errors) -> tuple[float, float]:
@@ -63,7 +65,7 @@ def print_table(rows: list[dict], prefixes, ref: dict | None, ref_name: str) -> 
             for s in ("best", "fused"):
                 cells[s] = ""
                 if ref is not None:
-                    c = ev.paired_difference([ref[r["item"]] for r in sel], [r["k"][k][s] for r in sel])
+                    c = paired_difference([ref[r["item"]] for r in sel], [r["k"][k][s] for r in sel])
                     cells[s] = f"{c['diff']:+.2f}° ± {c['se']:.2f}; {c['b_lower']}/{c['n']}; {c['p']:.3f}"
             print(f"| {kind} | {k} | {m['mean']:.1f}° | {m['best']:.1f}° | {cells['best']} | {m['fused']:.1f}° "
                   f"| {cells['fused']} |")
@@ -117,20 +119,20 @@ def main(argv=None) -> int:
         print_table(rows, prefixes, ref, args.reference_method)
         return 0
 
-    from mssfs.pipeline import resolve_device
-    from mssfs.weights import load_model
+    from mssfs.core.device import resolve_device
+    from mssfs.model.weights import load_model
 
     try:
         device = resolve_device(args.device)
     except ValueError as exc:
         p.error(str(exc))
     model = load_model(args.model, device)  # None: the package weights, loaded once
-    items = ev.heldout_items(args.n_objects, args.n_reliefs, args.size)
+    items = heldout_items(args.n_objects, args.n_reliefs, args.size)
     if ref is not None and any(it.name not in ref for it in items):
         p.error(f"{args.reference}: scored other images than this run would (use the same --n-objects/--n-reliefs/--size)")
-    methods, _ = ev.build_methods(["ours"], args.preset, None, args.size)
-    settings = ev.RunSettings(args.samples, args.seed, str(device), args.bf16, model)
-    rows, seconds = ev._run_methods(
+    methods, _ = build_methods(["ours"], args.preset, None, args.size)
+    settings = RunSettings(args.samples, args.seed, str(device), args.bf16, model)
+    rows, seconds = _run_methods(
         items, methods, settings, True,
         lambda it, normals: {"item": it.name, "kind": it.kind,
                              "k": score_prefixes(normals, it.normals, it.mask, prefixes)},

@@ -3,7 +3,7 @@
 #   1. render training shards with every core;
 #   2. train the denoiser (configs/default.yaml, continued from the package weights) and
 #      the regression baseline side by side on the GPU until TRAIN_END seconds;
-#   3. export both into src/mssfs/weights/ (of this copy of the repository);
+#   3. export both into src/mssfs/model/weights/ (of this copy of the repository);
 #   4. GPU speed benchmark (alone), then (LANES=1) three lanes of jobs side by side:
 #      Figure 5 samples (paper preset) with their analysis and the paper-vs-fast suites;
 #      the objects and stimuli suites with baselines and the mid-run candidate's suites;
@@ -35,8 +35,8 @@ REG_WORKERS=${REG_WORKERS:-4}
 REG=${REG:-1}                 # 0: train the denoiser alone (it then gets the whole GPU)
 PPS=${PPS:-8192}
 LR=${LR:-4e-4}
-INIT_MAIN=${INIT_MAIN-src/mssfs/weights/default}
-INIT_REG=${INIT_REG-src/mssfs/weights/regression}
+INIT_MAIN=${INIT_MAIN-src/mssfs/model/weights/default}
+INIT_REG=${INIT_REG-src/mssfs/model/weights/regression}
 EXTRA_TRAIN=${EXTRA_TRAIN:-}
 EXTRA_REG=${EXTRA_REG:-}
 SAMPLES_FIG=${SAMPLES_FIG:-8}
@@ -115,13 +115,13 @@ for r in main regression; do cp "$W/runs/$r/log.csv" "$W/res/log_$r.csv" 2>/dev/
 # -- 4. export -----------------------------------------------------------------------
 # NOTICE: printed by `mssfs sample` with these weights; set NOTICE= (empty) only for weights that pass the bars
 NOTICE=${NOTICE-"interim weights: not yet shown to read shading reliably; see MODEL_CARD.md beside the weights."}
-$MS export "$W/runs/main" --out src/mssfs/weights/default --notice "$NOTICE" >> "$W/res/export.log" 2>&1 && log "exported main"
-[ "$REG" = 1 ] && $MS export "$W/runs/regression" --out src/mssfs/weights/regression >> "$W/res/export.log" 2>&1 && log "exported regression"
+$MS export "$W/runs/main" --out src/mssfs/model/weights/default --notice "$NOTICE" >> "$W/res/export.log" 2>&1 && log "exported main"
+[ "$REG" = 1 ] && $MS export "$W/runs/regression" --out src/mssfs/model/weights/regression >> "$W/res/export.log" 2>&1 && log "exported regression"
 CKPTS=($(ls "$W/runs/main/checkpoints/"*.safetensors 2>/dev/null | sort))
 MID=""; [ "${#CKPTS[@]}" -ge 2 ] && MID=${CKPTS[$(( (${#CKPTS[@]} - 1) / 2 ))]}
 [ -n "$MID" ] && $MS export "$MID" --out "$W/mid" >> "$W/res/export.log" 2>&1 && log "exported candidate $(basename "$MID")"
-tar -cf "$OUT/default.tar" -C src/mssfs/weights default
-[ "$REG" = 1 ] && tar -cf "$OUT/regression.tar" -C src/mssfs/weights regression
+tar -cf "$OUT/default.tar" -C src/mssfs/model/weights default
+[ "$REG" = 1 ] && tar -cf "$OUT/regression.tar" -C src/mssfs/model/weights regression
 [ -d "$W/mid" ] && tar -cf "$OUT/mid.tar" -C "$W" mid
 cp "$W/runs/main/config.json" "$W/res/train_config.json" 2>/dev/null
 

@@ -4,12 +4,12 @@ Guidance removes seams between patches, and a flat field is the easiest seam-fre
 a stronger guidance step can buy seamless samples with flatness. This draws ``--samples``
 samples of a bundled stimulus (at ``--size``, as the stimuli suite resizes it) under the
 base preset and under each ``--variant``, all with the same seeds, and prints per variant:
-the mean seam angle of every stage's output and of the final output (DESIGN.md §6's seam
+the mean seam angle of every stage's output and of the final output (docs/method.md's seam
 loss in degrees, on the 16-pixel grid of the stage; the output resized to the finest
 fused stage's resolution first), the mean tilt of the output normals
 (angle to the view direction), their integrability (mean absolute discrete curl of the
 slopes over the mean slope magnitude), how well one light explains the image (the root of
-:func:`mssfs.guidance.shading_loss`: relative residual of the best single light), the
+:func:`mssfs.sampler.guidance.shading_loss`: relative residual of the best single light), the
 per-pixel spread of the samples and, for circles, the
 share of samples consistent with one light (as ``mssfs evaluate --suite stimuli``).
 
@@ -35,12 +35,13 @@ import numpy as np
 import torch
 
 import mssfs
-from mssfs import evaluate as ev
-from mssfs.fileio import atomic_path
-from mssfs.geometry import integrability_residual, normals_to_slopes
-from mssfs.guidance import seam_loss, shading_loss
-from mssfs.pipeline import resize_normals
-from mssfs.schedules import Schedule, Stage, resolve_schedule
+from mssfs.core.fileio import atomic_path
+from mssfs.core.frame import integrability_residual, normals_to_slopes
+from mssfs.core.resize import resize_normals_tensor
+from mssfs.evaluation.items import stimulus_items
+from mssfs.evaluation.metrics import score_stimulus
+from mssfs.sampler.guidance import seam_loss, shading_loss
+from mssfs.sampler.schedules import Schedule, Stage, resolve_schedule
 
 STAGE_FIELDS = tuple(f.name for f in fields(Stage))
 
@@ -81,7 +82,7 @@ def seam_degrees(normals: np.ndarray, size: int | None = None) -> float:
     resolution whose patch grid the seams lie on)."""
     x = torch.from_numpy(np.ascontiguousarray(normals)).permute(0, 3, 1, 2).float()
     if size is not None:
-        x = resize_normals(x, size)
+        x = resize_normals_tensor(x, size)
     return float(seam_loss(x).mean()) * 180 / np.pi
 
 
@@ -96,12 +97,12 @@ def curl(normals: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
 
 
 def measure(schedule: Schedule, item, samples: int, seed: int = 0, model=None, bf16: bool = False) -> dict:
-    """Samples of ``item`` (an :class:`mssfs.evaluate.StimulusItem`) under ``schedule``, scored."""
+    """Samples of ``item`` (an :class:`mssfs.evaluation.items.StimulusItem`) under ``schedule``, scored."""
     start = time.perf_counter()
     res = mssfs.sample(item.image, n=samples, seed=seed, schedule=schedule, model=model, bf16=bf16,
                        mask=item.mask)
     wall = time.perf_counter() - start
-    scores = ev.score_stimulus(res.normals, item.mask, item.regions, item.layout)
+    scores = score_stimulus(res.normals, item.mask, item.regions, item.layout)
     tilt = np.degrees(np.arccos(np.clip(res.normals[..., 2][:, item.mask], -1, 1)))
     abs_curl, rel_curl = curl(res.normals, item.mask)
     x = torch.from_numpy(res.normals).permute(0, 3, 1, 2).double()
@@ -153,7 +154,7 @@ def main(argv=None) -> int:
     try:
         base = resolve_schedule(args.base if Path(args.base).suffix else None, args.base)
         variants = [base] + [apply_variant(base, v) for v in args.variant]
-        item = ev.stimulus_items(args.size, 0, [args.stimulus])[0]
+        item = stimulus_items(args.size, 0, [args.stimulus])[0]
     except ValueError as exc:
         print(f"guidance_strength.py: error: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,5 @@
 """Sample sets of generated bump/dent layouts with known readings, kept for studying how
-`mssfs analyze` groups samples into interpretations (modes; docs/analysis.md, "Why the
-distance changed").
+`mssfs analyze` groups samples into interpretations (modes; docs/decisions/sign-distance.md).
 
 `mssfs evaluate --suite stimuli` scores the samples and drops them; this keeps them.  For
 each layout index ``k`` in ``--layouts START:STOP`` (the suite's layout ``k``: seed
@@ -8,10 +7,10 @@ each layout index ``k`` in ``--layouts START:STOP`` (the suite's layout ``k``: s
 preset (or ``--schedule``), sample seed ``k``, and writes one ``.npz`` holding, per layout:
 ``normals_<k>`` (float16 ``(N, S, S, 3)``), ``image_<k>``, ``regions_<k>``, ``layout_<k>``
 and ``readings_<k>`` (``(N, R)`` region readings, +1 bump, -1 dent, from the integrated
-height: :func:`mssfs.analysis.region_readings`).
+height: :func:`mssfs.analysis.regions.region_readings`).
 
 ``--score FILE...`` then prints, for each file and each distance of
-:func:`mssfs.analysis.cluster_samples` (``signs``, ``readings``), the mean adjusted Rand
+:func:`mssfs.analysis.clustering.cluster_samples` (``signs``, ``readings``), the mean adjusted Rand
 index between the modes and the partition of the samples by their region readings (as
 ``mssfs evaluate``'s "modes ~ readings") and the mean number of modes.
 
@@ -50,12 +49,14 @@ def make(args) -> int:
 
     from tqdm.auto import tqdm
 
-    from mssfs.analysis import generated_bump_dent_layout, region_readings
-    from mssfs.evaluate import LAYOUT_SEED_OFFSET, method_schedule
-    from mssfs.pipeline import sample
-    from mssfs.schedules import resolve_schedule
-    from mssfs.shapes import HELDOUT_SEED_BASE
-    from mssfs.weights import load_model
+    from mssfs.analysis.layouts import generated_bump_dent_layout
+    from mssfs.analysis.regions import region_readings
+    from mssfs.data.shapes import HELDOUT_SEED_BASE
+    from mssfs.evaluation.items import LAYOUT_SEED_OFFSET
+    from mssfs.evaluation.methods import method_schedule
+    from mssfs.model.weights import load_model
+    from mssfs.sampler.api import sample
+    from mssfs.sampler.schedules import resolve_schedule
 
     sched = method_schedule("ours", resolve_schedule(args.schedule, "fast"), max_finest=args.size)
     model = load_model(args.model, "cpu")  # None: the package weights, loaded once
@@ -77,8 +78,8 @@ def make(args) -> int:
 
 def score_file(path) -> dict[str, tuple[float, float]]:
     """``{features: (mean ARI, mean number of modes)}`` over the layouts of one file."""
-    from mssfs.analysis import cluster_samples
-    from mssfs.evaluate import modes_match_readings
+    from mssfs.analysis.clustering import cluster_samples
+    from mssfs.evaluation.metrics import modes_match_readings
 
     z = np.load(path)
     keys = sorted(int(k.split("_", 1)[1]) for k in z.files if k.startswith("normals_"))

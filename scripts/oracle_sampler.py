@@ -1,18 +1,18 @@
 """The guided sampler with an ideal bistable patch denoiser: what limits consistency?
 
-The release bar on circles (DESIGN.md §10, issue 6: at least 80 % of samples globally
+The release bar on circles (docs/results.md#release-bars: at least 80 % of samples globally
 consistent with one light, both readings among 16 seeds) depends on two things: a
 denoiser whose patches read the shading as a bump or as a dent, and a sampler (seams,
 integrability, lighting consistency, V-cycle) that makes all patches of a sample agree.
 This script takes the first out of the question: it runs the sampler with
-:class:`mssfs.oracle.TwoReadingOracle`, the exact denoiser of a prior in which every patch is
+:class:`mssfs.model.oracle.TwoReadingOracle`, the exact denoiser of a prior in which every patch is
 either its true normals or their convex/concave flip with equal weight, on relief layouts
 whose normals are known, and scores the samples as ``mssfs evaluate --suite stimuli`` does
 (region readings fit one light: ``consistent``; which one: ``true`` / ``inverted``).
 
 Items: a circles-like layout (four equal discs in a 2 x 2 grid, the bottom-right one a
-dent, light from above: the geometry DESIGN.md §10 describes for the circles stimulus) and
-the stimuli suite's generated layouts (``mssfs.evaluate.stimulus_items``).
+dent, light from above: the geometry the publication describes for the circles stimulus) and
+the stimuli suite's generated layouts (``mssfs.evaluation.items.stimulus_items``).
 
     python scripts/oracle_sampler.py --layouts 10 --samples 16 --out oracle.json
 
@@ -29,19 +29,16 @@ import time
 
 import numpy as np
 
-from mssfs.analysis import (
-    BumpDentLayout,
-    bump_dent_relief,
-    generated_bump_dent_layout,
-    normals_from_depth,
-)
-from mssfs.evaluate import LAYOUT_SEED_OFFSET, method_schedule, score_stimulus
-from mssfs.geometry import angular_error
-from mssfs.lighting import flip_normals
-from mssfs.oracle import TwoReadingOracle
-from mssfs.pipeline import sample
-from mssfs.render import render
-from mssfs.shapes import HELDOUT_SEED_BASE
+from mssfs.analysis.layouts import BumpDentLayout, bump_dent_relief, generated_bump_dent_layout
+from mssfs.core.integrate import normals_from_depth
+from mssfs.core.render import render
+from mssfs.data.shapes import HELDOUT_SEED_BASE
+from mssfs.evaluation.items import LAYOUT_SEED_OFFSET
+from mssfs.evaluation.methods import method_schedule
+from mssfs.evaluation.metrics import angular_error, score_stimulus
+from mssfs.model.oracle import TwoReadingOracle
+from mssfs.sampler.api import sample
+from mssfs.sampler.lighting import flip_normals
 
 METHODS = ("fast", "paper", "no-lighting", "seams-only", "single-scale", "no-guidance")
 

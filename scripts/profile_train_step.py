@@ -16,9 +16,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mssfs.diffusion import NoiseSchedule
-from mssfs.model import UNet, UNetConfig
-from mssfs.train import PatchBatch, diffusion_loss
+from mssfs.model.diffusion import NoiseSchedule
+from mssfs.model.unet import UNet, UNetConfig
+from mssfs.train.batches import PatchBatch
+from mssfs.train.losses import diffusion_loss
 
 
 def main(argv=None) -> int:

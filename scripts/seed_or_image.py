@@ -25,8 +25,9 @@ import sys
 
 import numpy as np
 
-from mssfs import analysis as A
-from mssfs.geometry import angular_error
+from mssfs.analysis.sample_set import SampleSetError, load_sample_set
+from mssfs.core.resize import resize_normals_array
+from mssfs.evaluation.metrics import angular_error
 
 
 def mean_angle(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
@@ -43,8 +44,8 @@ def main(argv=None) -> int:
         print("error: give at least two sample folders (different images, same seeds)", file=sys.stderr)
         return 2
     try:
-        sets = [A.load_sample_set(f) for f in args.folders]
-    except A.SampleSetError as exc:
+        sets = [load_sample_set(f) for f in args.folders]
+    except SampleSetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     seeds = [s.meta.get("seeds") for s in sets]
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
         print("error: each folder needs at least two samples", file=sys.stderr)
         return 2
     size = (args.size, args.size)
-    maps, masks = zip(*(A.resize_normals(s.normals[:n], size, s.mask) for s in sets))
+    maps, masks = zip(*(resize_normals_array(s.normals[:n], size, s.mask) for s in sets))
     across = [
         mean_angle(maps[a][i], maps[b][i], masks[a] & masks[b])
         for a, b in itertools.combinations(range(len(sets)), 2)

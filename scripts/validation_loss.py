@@ -4,9 +4,9 @@ A run's ``log.csv`` only scores that run's own EMA weights; to compare an export
 the one it was continued from (or two exports from different runs), score both on the
 same held-out patches: those of the run given by ``--run`` (its ``config.json``: seed,
 data source, ``val_patches``; fixed noise and evenly spread ``t``), with the loss of
-DESIGN.md §5 (unweighted), in fp32 on the CPU::
+docs/method.md#diffusion (unweighted), in fp32 on the CPU::
 
-    python scripts/validation_loss.py --run runs/cpu2 src/mssfs/weights/default /tmp/candidate
+    python scripts/validation_loss.py --run runs/cpu2 src/mssfs/model/weights/default /tmp/candidate
 
 ``--by-t K`` adds the loss in K equal ranges of ``t`` and the min-SNR-weighted loss
 (``--gamma``): a run trained with ``--min-snr-gamma`` gives up noise-prediction accuracy at
@@ -30,14 +30,10 @@ import torch
 import torch.nn.functional as F
 
 import mssfs
-from mssfs.diffusion import NoiseSchedule
-from mssfs.train import (
-    LOSSES,
-    TrainConfig,
-    TrainingImagesSource,
-    min_snr_weights,
-    validation_batch,
-)
+from mssfs.model.diffusion import NoiseSchedule
+from mssfs.train.batches import TrainingImagesSource, validation_batch
+from mssfs.train.config import TrainConfig
+from mssfs.train.losses import LOSSES, min_snr_weights
 
 
 @torch.no_grad()

@@ -3,10 +3,19 @@ import json
 import numpy as np
 import pytest
 
-from mssfs import analysis as A
+from mssfs.analysis.clustering import cluster_samples
+from mssfs.analysis.curvature import FLAT_LEVEL, convexity_readings, curvature_level, mean_curvature
+from mssfs.analysis.distances import reading_distances, sign_distances
+from mssfs.analysis.layouts import generated_bump_dent_layout
+from mssfs.analysis.regions import consistency, region_readings
+from mssfs.analysis.sample_set import SampleSetError, find_sample_folders, load_sample_set
+from mssfs.analysis.spread import angular_spread, implied_lights
+from mssfs.analysis.wasserstein import wasserstein
 from mssfs.cli import main
-from mssfs.geometry import normalize, normals_from_depth
-from mssfs.render import render
+from mssfs.core.frame import normalize
+from mssfs.core.integrate import normals_from_depth
+from mssfs.core.render import render
+from mssfs.core.resize import resize_normals_array
 
 
 def flip_regions(normals, regions, labels):
@@ -36,7 +45,7 @@ def mode_samples(layout, counts, seed=0, noise=0.05):
 
 @pytest.fixture(scope="module")
 def layout():
-    return A.generated_bump_dent_layout(3, 64)
+    return generated_bump_dent_layout(3, 64)
 
 
 def write_set(folder, normals, image=None, mask=None, lights=None, stem="x"):
@@ -54,7 +63,7 @@ def write_set(folder, normals, image=None, mask=None, lights=None, stem="x"):
 
 def test_cluster_recovers_three_modes_and_shares(layout):
     samples, truth = mode_samples(layout, [10, 6, 4])
-    c = A.cluster_samples(samples, layout.mask)
+    c = cluster_samples(samples, layout.mask)
     assert c.features == "signs"
     assert c.n_modes == 3
     assert c.shares.tolist() == [0.5, 0.3, 0.2]
@@ -66,7 +75,7 @@ def test_cluster_recovers_three_modes_and_shares(layout):
 
 def test_cluster_fixed_number_of_modes(layout):
     samples, truth = mode_samples(layout, [10, 6, 4], seed=1)
-    c = A.cluster_samples(samples, layout.mask, modes=2)
+    c = cluster_samples(samples, layout.mask, modes=2)
     assert c.n_modes == 2 and c.threshold is None
     # The two closest interpretations (true and one region flipped) merge.
     assert c.shares.tolist() == [0.8, 0.2]
@@ -75,7 +84,7 @@ def test_cluster_fixed_number_of_modes(layout):
 
 def test_cluster_single_mode_for_one_interpretation(layout):
     samples, _ = mode_samples(layout, [8], seed=2)
-    c = A.cluster_samples(samples, layout.mask)
+    c = cluster_samples(samples, layout.mask)
     assert c.n_modes == 1 and c.shares.tolist() == [1.0]
 
 
@@ -86,7 +95,7 @@ def test_flat_samples_fall_back_to_normal_maps():
     tilted = normalize(flat + np.array([0.7, 0, 0], np.float32))
     samples = np.concatenate([flat, tilted])
     samples = normalize(samples + rng.normal(0, 0.01, samples.shape)).astype(np.float32)
-    c = A.cluster_samples(samples, np.ones((32, 32), bool))
+    c = cluster_samples(samples, np.ones((32, 32), bool))
     assert c.features == "normals"
     assert c.n_modes == 2 and c.shares.tolist() == [0.5, 0.5]
 
@@ -95,13 +104,13 @@ def test_curvature_level_and_modes_do_not_depend_on_image_size(layout):
     samples, truth = mode_samples(layout, [4, 3, 2], seed=5)
     levels, labels = [], []
     for size in (64, 192, 448):  # 448 px: the old 0.002 / pixel cut called these flat
-        n, m = A.resize_normals(samples, (size, size), layout.mask)
-        levels.append(A.curvature_level(A.convexity_readings(n, m), (size, size)))
-        c = A.cluster_samples(n, m)
+        n, m = resize_normals_array(samples, (size, size), layout.mask)
+        levels.append(curvature_level(convexity_readings(n, m), (size, size)))
+        c = cluster_samples(n, m)
         assert c.features == "signs"
         labels.append(c.labels)
     assert np.allclose(levels[1], levels[0], rtol=0.1) and np.allclose(levels[2], levels[0], rtol=0.1)
-    assert np.median(levels[0]) > A.FLAT_LEVEL
+    assert np.median(levels[0]) > FLAT_LEVEL
     for lab in labels:
         assert np.array_equal(lab, truth)
 
@@ -109,7 +118,7 @@ def test_curvature_level_and_modes_do_not_depend_on_image_size(layout):
 def test_plane_has_zero_curvature_level():
     plane = np.zeros((3, 40, 50, 3))
     plane[..., 2] = 1
-    assert np.allclose(A.curvature_level(A.convexity_readings(plane, np.ones((40, 50), bool)), (40, 50)), 0)
+    assert np.allclose(curvature_level(convexity_readings(plane, np.ones((40, 50), bool)), (40, 50)), 0)
 
 
 def test_classical_reconstructions_under_both_lights_form_two_modes():
@@ -117,9 +126,9 @@ def test_classical_reconstructions_under_both_lights_form_two_modes():
     under its light and under the mirrored light (the convex/concave flip), each light
     perturbed by 8 degrees of tilt, read the regions true / inverted and cluster into
     exactly those two modes, at the computed size and resized 8x."""
-    from mssfs.baselines import classical_sfs
+    from mssfs.evaluation.baselines import classical_sfs
 
-    lay = A.generated_bump_dent_layout(0, 64)
+    lay = generated_bump_dent_layout(0, 64)
     slant, tilt = np.arccos(lay.light[2]), np.arctan2(lay.light[1], lay.light[0])
     outs, truth = [], []
     for flip in (0, 1):
@@ -129,10 +138,10 @@ def test_classical_reconstructions_under_both_lights_form_two_modes():
             outs.append(classical_sfs(lay.image, lay.mask, light=light))
             truth.append(flip)
     outs = np.stack(outs)
-    assert [A.consistency(r, lay.layout) for r in A.region_readings(outs, lay.regions)] == truth
+    assert [consistency(r, lay.layout) for r in region_readings(outs, lay.regions)] == truth
     for size in (64, 512):
-        n, m = A.resize_normals(outs, (size, size), lay.mask)
-        c = A.cluster_samples(n, m)
+        n, m = resize_normals_array(outs, (size, size), lay.mask)
+        c = cluster_samples(n, m)
         assert c.features == "signs" and c.n_modes == 2
         assert np.array_equal(c.labels, c.labels[0] ^ np.array(truth))
 
@@ -140,8 +149,8 @@ def test_classical_reconstructions_under_both_lights_form_two_modes():
 def test_reading_distance_range(layout):
     n = layout.normals[None]
     inverted = flip_regions(layout.normals, layout.regions, range(1, layout.layout.size + 1))[None]
-    r = A.convexity_readings(np.concatenate([n, 2 * n / 2, inverted]), layout.mask)
-    d = A.reading_distances(r)
+    r = convexity_readings(np.concatenate([n, 2 * n / 2, inverted]), layout.mask)
+    d = reading_distances(r)
     assert d[0, 1] == pytest.approx(0, abs=1e-9)
     assert d[0, 2] == pytest.approx(1, abs=1e-3)  # rim pixels just outside the regions stay unflipped
     assert np.allclose(d, d.T)
@@ -158,8 +167,8 @@ def test_sign_distance_ignores_how_one_reading_spreads_its_curvature(layout):
     b = normals_from_depth(layout.height * np.where(first_half, 1.0, 0.3), layout.mask)
     inverted = flip_regions(a, regions, range(1, k + 1))
     one_flipped = flip_regions(a, regions, [k])
-    r = A.convexity_readings(np.stack([a, b, inverted, one_flipped]), layout.mask)
-    signs, l1 = A.sign_distances(r), A.reading_distances(r)
+    r = convexity_readings(np.stack([a, b, inverted, one_flipped]), layout.mask)
+    signs, l1 = sign_distances(r), reading_distances(r)
     assert signs[0, 1] < 0.02 and l1[0, 1] > 0.2  # apart by L1 at the default cut, not by signs
     assert signs[0, 2] > 0.98
     share = np.abs(r[0, np.abs(r[3] - r[0]) > 1e-9]).sum() / np.abs(r[0]).sum()
@@ -168,8 +177,8 @@ def test_sign_distance_ignores_how_one_reading_spreads_its_curvature(layout):
     np.testing.assert_allclose(np.diag(signs), 0)
     apart = np.zeros((2, 4))
     apart[0, :2], apart[1, 2:] = 1.0, -1.0
-    assert A.sign_distances(apart)[0, 1] == 1.0
-    assert A.sign_distances(np.zeros((2, 4)))[0, 1] == 1.0  # nothing curved: nothing shared
+    assert sign_distances(apart)[0, 1] == 1.0
+    assert sign_distances(np.zeros((2, 4)))[0, 1] == 1.0  # nothing curved: nothing shared
 
 
 def test_mean_curvature_sign_bump_positive():
@@ -178,17 +187,17 @@ def test_mean_curvature_sign_bump_positive():
     z = np.clip(400 - (rows - 24.0) ** 2 - (cols - 24.0) ** 2, 0, None) ** 0.5
     mask = np.ones((size, size), bool)
     n = normals_from_depth(z, mask)
-    curv = A.mean_curvature(n, mask, sigma=1.0)
+    curv = mean_curvature(n, mask, sigma=1.0)
     assert curv[24, 24] > 0
-    assert A.mean_curvature(normals_from_depth(-z, mask), mask)[24, 24] < 0
+    assert mean_curvature(normals_from_depth(-z, mask), mask)[24, 24] < 0
 
 
 def test_spread_zero_for_identical_and_larger_where_samples_disagree(layout):
     same = np.repeat(layout.normals[None], 5, 0)
-    assert np.nanmax(A.angular_spread(same, layout.mask)) == pytest.approx(0, abs=1e-3)
+    assert np.nanmax(angular_spread(same, layout.mask)) == pytest.approx(0, abs=1e-3)
     flipped = flip_regions(layout.normals, layout.regions, [1])
     mixed = np.stack([layout.normals] * 3 + [flipped] * 3)
-    spread = A.angular_spread(mixed, layout.mask)
+    spread = angular_spread(mixed, layout.mask)
     assert np.nanmean(spread[layout.regions == 1]) > 10
     assert np.nanmax(spread[layout.regions == 0]) < 1e-3
 
@@ -196,19 +205,19 @@ def test_spread_zero_for_identical_and_larger_where_samples_disagree(layout):
 def test_wasserstein_zero_positive_symmetric(layout):
     a, _ = mode_samples(layout, [4, 2], seed=3)
     b, _ = mode_samples(layout, [1, 1, 4], seed=4)
-    assert A.wasserstein(a, a) == pytest.approx(0, abs=1e-4)
-    ab, ba = A.wasserstein(a, b), A.wasserstein(b, a)
+    assert wasserstein(a, a) == pytest.approx(0, abs=1e-4)
+    ab, ba = wasserstein(a, b), wasserstein(b, a)
     assert ab > 1
     assert ab == pytest.approx(ba, rel=1e-6)
     # Different sizes are resized to the smaller one.
     big = np.stack([normals_from_depth(np.kron(layout.height, np.ones((2, 2))) * 2, None)] * 2)
-    assert A.wasserstein(big, layout.normals[None]) < A.wasserstein(big, b)
+    assert wasserstein(big, layout.normals[None]) < wasserstein(big, b)
 
 
 def test_implied_lights_recover_rendering_light_and_its_flip(layout):
     light = normalize(np.array([0.4, -0.3, 0.8]))
     image = render(layout.normals, light, 0.7)
-    est = A.implied_lights(np.stack([layout.normals, -layout.normals * [1, 1, -1]]), image, layout.mask)
+    est = implied_lights(np.stack([layout.normals, -layout.normals * [1, 1, -1]]), image, layout.mask)
     assert np.degrees(np.arccos(est[0] @ light)) < 0.5
     flipped = light * [-1, -1, 1]  # the convex/concave flip implies the mirrored light
     assert np.degrees(np.arccos(np.clip(est[1] @ flipped, -1, 1))) < 0.5
@@ -217,7 +226,7 @@ def test_implied_lights_recover_rendering_light_and_its_flip(layout):
 def test_generated_layouts_are_valid_and_vary():
     counts = set()
     for seed in range(8):
-        L = A.generated_bump_dent_layout(seed, 64)
+        L = generated_bump_dent_layout(seed, 64)
         k = L.layout.size
         counts.add(k)
         assert 2 <= k <= 6
@@ -227,53 +236,53 @@ def test_generated_layouts_are_valid_and_vary():
         for k, sign in enumerate(L.layout, start=1):
             assert np.all(np.sign(L.height[L.regions == k]) == sign)
     assert len(counts) > 1
-    a, b = A.generated_bump_dent_layout(5, 64), A.generated_bump_dent_layout(5, 64)
+    a, b = generated_bump_dent_layout(5, 64), generated_bump_dent_layout(5, 64)
     assert np.array_equal(a.image, b.image)
-    assert not np.array_equal(a.image, A.generated_bump_dent_layout(6, 64).image)
+    assert not np.array_equal(a.image, generated_bump_dent_layout(6, 64).image)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_region_readings_and_consistency(seed):
-    L = A.generated_bump_dent_layout(seed, 64)
+    L = generated_bump_dent_layout(seed, 64)
     everything = range(1, L.layout.size + 1)
     stack = np.stack(
         [L.normals, flip_regions(L.normals, L.regions, everything), flip_regions(L.normals, L.regions, [2])]
     )
-    r = A.region_readings(stack, L.regions, L.mask)
+    r = region_readings(stack, L.regions, L.mask)
     assert r.shape == (3, L.layout.size)
     assert np.array_equal(r[0], L.layout)
     assert np.array_equal(r[1], -L.layout)
-    assert A.consistency(r[0], L.layout) == 0
-    assert A.consistency(r[1], L.layout) == 1
-    assert A.consistency(r[2], L.layout) is None
+    assert consistency(r[0], L.layout) == 0
+    assert consistency(r[1], L.layout) == 1
+    assert consistency(r[2], L.layout) is None
     # A single map and a list of masks give the same answer.
     masks = [L.regions == k for k in everything]
-    assert np.array_equal(A.region_readings(L.normals, masks), r[0])
+    assert np.array_equal(region_readings(L.normals, masks), r[0])
 
 
 def test_consistency_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match="readings"):
-        A.consistency([1, -1], [1, -1, 1])
-    assert A.consistency([1, 0], [1, -1]) is None
+        consistency([1, -1], [1, -1, 1])
+    assert consistency([1, 0], [1, -1]) is None
 
 
 # ---------------------------------------------------------------- files and CLI
 
 
 def test_load_sample_set_checks_files(tmp_path, layout):
-    with pytest.raises(A.SampleSetError, match="no such folder"):
-        A.find_sample_folders(tmp_path / "missing")
+    with pytest.raises(SampleSetError, match="no such folder"):
+        find_sample_folders(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(A.SampleSetError, match="no samples found"):
-        A.find_sample_folders(tmp_path / "empty")
+    with pytest.raises(SampleSetError, match="no samples found"):
+        find_sample_folders(tmp_path / "empty")
     bad = tmp_path / "bad"
     bad.mkdir()
     np.save(bad / "normals.npy", np.zeros((2, 8, 8)))
-    with pytest.raises(A.SampleSetError, match=r"\(N, H, W, 3\)"):
-        A.load_sample_set(bad)
+    with pytest.raises(SampleSetError, match=r"\(N, H, W, 3\)"):
+        load_sample_set(bad)
     ok = write_set(tmp_path / "ok", layout.normals[None], mask=np.ones((10, 10), bool))
-    with pytest.raises(A.SampleSetError, match="mask.npy"):
-        A.load_sample_set(ok)
+    with pytest.raises(SampleSetError, match="mask.npy"):
+        load_sample_set(ok)
 
 
 def test_cli_analyze_writes_reports(tmp_path, layout, capsys):
@@ -295,7 +304,7 @@ def test_cli_analyze_writes_reports(tmp_path, layout, capsys):
     assert rep["compare"]["wasserstein"] == pytest.approx(0, abs=1e-4)  # same set, reordered
     assert rep["lights"]["source"] == "lights.npy"
     level = rep["clustering"]["curvature_level"]
-    assert len(level["per_sample"]) == 10 and level["median"] > level["flat_below"] == A.FLAT_LEVEL
+    assert len(level["per_sample"]) == 10 and level["median"] > level["flat_below"] == FLAT_LEVEL
     assert len(rep["embedding"]["coords"]) == 10 and rep["embedding"]["method"].startswith("t-SNE")
     rep_b = json.loads((root / "b" / "report.json").read_text())
     assert rep_b["lights"]["source"].startswith("estimated")

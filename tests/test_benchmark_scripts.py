@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from mssfs.model import UNet, UNetConfig, WSConv2d
+from mssfs.model.unet import UNet, UNetConfig, WSConv2d
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,12 +28,12 @@ def test_publication_net_same_values_with_published_kernels():
     torch.testing.assert_close(pub(x, t, s), net(x, t, s), atol=1e-5, rtol=1e-4)
     pub(x, t, s)
     assert all(getattr(m, "_ws_cache", None) is None for m in pub.modules() if isinstance(m, WSConv2d))
-    from mssfs.model import LinearAttention
+    from mssfs.model.unet import LinearAttention
 
     # the publication computes its linear attentions in the direct form; ours re-associates
     assert all(not m.reassociate for m in pub.modules() if isinstance(m, LinearAttention))
     assert all(m.reassociate for m in net.modules() if isinstance(m, LinearAttention))
-    from mssfs.model import ChannelNorm
+    from mssfs.model.unet import ChannelNorm
 
     assert all(type(m) is ChannelNorm for m in net.modules() if isinstance(m, ChannelNorm))
     assert all(type(m) is not ChannelNorm for m in pub.modules() if isinstance(m, ChannelNorm))
@@ -71,7 +71,7 @@ def test_the_baseline_has_the_publications_architecture():
     runs the publication's (linear attention at every level), whatever ships."""
     import dataclasses
 
-    from mssfs.weights import DEFAULT_DIR, read_export_config
+    from mssfs.model.weights import DEFAULT_DIR, read_export_config
 
     speed = _load("sample_speed")
     cpu = torch.device("cpu")

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from mssfs.checkpoint import (
+from mssfs.model.checkpoint import (
     Checkpoint,
     CheckpointError,
     atomic_write_bytes,

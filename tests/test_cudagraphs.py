@@ -1,4 +1,4 @@
-"""CUDA graphs of denoiser calls (mssfs.cudagraphs): refusals everywhere, equivalence on CUDA."""
+"""CUDA graphs of denoiser calls (mssfs.model.cudagraphs): refusals everywhere, equivalence on CUDA."""
 
 import subprocess
 import sys
@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from mssfs.cudagraphs import GraphedCalls
-from mssfs.diffusion import NoiseSchedule
-from mssfs.model import UNet, UNetConfig
-from mssfs.pipeline import sample
-from mssfs.sampling import CountingDenoiser, guided_ddim
-from mssfs.schedules import Stage
+from mssfs.model.cudagraphs import GraphedCalls
+from mssfs.model.diffusion import NoiseSchedule
+from mssfs.model.unet import UNet, UNetConfig
+from mssfs.sampler.api import sample
+from mssfs.sampler.ddim import guided_ddim
+from mssfs.sampler.denoiser import SlicedDenoiser
+from mssfs.sampler.schedules import Stage
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
 
@@ -34,9 +35,9 @@ def inputs(n, device, seed=0):
 def test_graphs_refuse_what_they_cannot_do():
     net = tiny_unet()
     with pytest.raises(ValueError, match="chunk=None"):
-        CountingDenoiser(net, chunk=128, cuda_graphs=True)
+        SlicedDenoiser(net, chunk=128, cuda_graphs=True)
     with pytest.raises(ValueError, match="frozen"):
-        CountingDenoiser(tiny_unet().requires_grad_(True), cuda_graphs=True)
+        SlicedDenoiser(tiny_unet().requires_grad_(True), cuda_graphs=True)
     with pytest.raises(ValueError, match="CUDA tensors"):
         GraphedCalls(net)(*inputs(2, "cpu"))
     if not torch.cuda.is_available():
@@ -100,7 +101,7 @@ def test_guided_ddim_with_graphs_matches_eager(bf16):
     x, _, s = inputs(2 * 9, "cuda", seed=5)
     outs, calls = [], []
     for graphs in (False, True):
-        counter = CountingDenoiser(net, bf16=bf16, cuda_graphs=graphs)
+        counter = SlicedDenoiser(net, bf16=bf16, cuda_graphs=graphs)
         outs.append(guided_ddim(counter, x.clone(), s, noise, [250, 150, 60, 20], stage, 299, (48, 48)))
         calls.append(counter.calls)
     assert calls[0] == calls[1] > 0

@@ -7,11 +7,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from mssfs import shapes
 from mssfs.cli import main
-from mssfs.data import HeldoutImages, ShardSet, TrainingImages, augment, make_shards
-from mssfs.geometry import angular_error
-from mssfs.render import render
+from mssfs.core.render import render
+from mssfs.data import shapes
+from mssfs.data.augment import augment
+from mssfs.data.datasets import HeldoutImages, TrainingImages
+from mssfs.data.shards import ShardSet, make_shards
+from mssfs.evaluation.metrics import angular_error
 
 SIZE = 64
 

@@ -3,9 +3,20 @@ import json
 import numpy as np
 import pytest
 
-from mssfs import relief
+from mssfs.analysis.mesh import (
+    RAKING_LIGHT,
+    depth_maps,
+    depth_png16,
+    mesh_from_depth,
+    read_obj,
+    read_ply,
+    relight,
+    tile,
+    write_obj,
+    write_ply,
+)
 from mssfs.cli import main
-from mssfs.geometry import normalize
+from mssfs.core.frame import normalize
 
 
 def hemisphere(size=48, radius=20.0, inner=0.85):
@@ -23,7 +34,7 @@ def hemisphere(size=48, radius=20.0, inner=0.85):
 @pytest.mark.parametrize("method, tol", [("poisson", 0.005), ("fc", 0.02)])
 def test_depth_recovers_hemisphere_up_to_a_constant(method, tol):
     z, n, mask = hemisphere()
-    d = relief.depth_maps(n[None], mask, method=method)[0]
+    d = depth_maps(n[None], mask, method=method)[0]
     err = (d - z)[mask]
     err -= err.mean()  # heights are known up to a constant
     relief_height = z[mask].max() - z[mask].min()
@@ -35,7 +46,7 @@ def test_depth_recovers_hemisphere_up_to_a_constant(method, tol):
 
 def test_depth_png16_scale_round_trip():
     z, _, mask = hemisphere()
-    v, scale = relief.depth_png16(z, mask)
+    v, scale = depth_png16(z, mask)
     assert v.dtype == np.uint16 and v[mask].min() == 0 and v[mask].max() == 65535
     back = scale["min"] + (scale["max"] - scale["min"]) * v / 65535
     assert np.abs(back - z)[mask].max() < (scale["max"] - scale["min"]) / 65535
@@ -48,16 +59,16 @@ def count_cells(mask):
 @pytest.mark.parametrize("fmt", ["ply", "ply-ascii", "obj"])
 def test_mesh_files_parse_back(tmp_path, fmt):
     z, _n, mask = hemisphere(32, 12.0)
-    mesh = relief.mesh_from_depth(z, mask)
+    mesh = mesh_from_depth(z, mask)
     assert len(mesh.vertices) == mask.sum()
     assert len(mesh.faces) == 2 * count_cells(mask)
     path = tmp_path / f"m.{fmt.split('-')[0]}"
     if fmt == "obj":
-        relief.write_obj(path, mesh)
-        back = relief.read_obj(path)
+        write_obj(path, mesh)
+        back = read_obj(path)
     else:
-        relief.write_ply(path, mesh, binary=fmt == "ply")
-        back = relief.read_ply(path)
+        write_ply(path, mesh, binary=fmt == "ply")
+        back = read_ply(path)
     assert back.vertices.shape == mesh.vertices.shape and back.faces.shape == mesh.faces.shape
     assert np.allclose(back.vertices, mesh.vertices, atol=1e-4)
     assert np.array_equal(back.faces, mesh.faces)
@@ -66,7 +77,7 @@ def test_mesh_files_parse_back(tmp_path, fmt):
 
 def test_mesh_orientation_and_normals_match_the_surface():
     z, n, mask = hemisphere()
-    mesh = relief.mesh_from_depth(z, mask)
+    mesh = mesh_from_depth(z, mask)
     v, f = mesh.vertices.astype(np.float64), mesh.faces
     face_n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
     assert np.all(face_n[:, 2] > 0)  # counter-clockwise seen from the viewer
@@ -79,7 +90,7 @@ def test_mesh_orientation_and_normals_match_the_surface():
 
 def test_relight_range_and_ambient():
     _, n, mask = hemisphere()
-    img = relief.relight(n, relief.RAKING_LIGHT, mask)
+    img = relight(n, RAKING_LIGHT, mask)
     assert img[~mask].max() == 0
     assert img[mask].min() >= 0.1 - 1e-6 and img[mask].max() <= 1
     # Raking light from the upper left: the upper-left flank is brighter than the lower-right.
@@ -88,7 +99,7 @@ def test_relight_range_and_ambient():
 
 def test_tile_layout():
     imgs = np.ones((5, 4, 6), np.float32)
-    grid = relief.tile(imgs, gap=2)
+    grid = tile(imgs, gap=2)
     assert grid.shape == (2 * 4 + 2, 3 * 6 + 4)
     assert grid.sum() == 5 * 24
 
@@ -114,7 +125,7 @@ def test_cli_depth_writes_and_refuses_to_overwrite(tmp_path, capsys):
         assert d.dtype == np.float32 and d.shape == mask.shape
         assert np.ptp(d[mask]) > 4.5  # the bump rises 5.7 pixels above the mask edge
         assert (folder / f"depth_{i:02d}.png").exists() and (folder / f"relit_{i:02d}.png").exists()
-        mesh = relief.read_ply(folder / f"mesh_{i:02d}.ply")
+        mesh = read_ply(folder / f"mesh_{i:02d}.ply")
         assert len(mesh.vertices) == mask.sum() == info["samples"][i]["vertices"]
     assert (folder / "relit.png").exists()
     assert not list(folder.glob("*.part"))
@@ -125,7 +136,7 @@ def test_cli_depth_writes_and_refuses_to_overwrite(tmp_path, capsys):
     assert main(["depth", str(folder), "--overwrite", "--method", "fc", "--mesh", "obj", "--light", "1,0,1"]) == 0
     info = json.loads((folder / "depth.json").read_text())
     assert info["method"] == "fc" and info["relight"]["light"] == pytest.approx([2**-0.5, 0, 2**-0.5])
-    assert len(relief.read_obj(folder / "mesh_00.obj").faces) == 2 * count_cells(mask)
+    assert len(read_obj(folder / "mesh_00.obj").faces) == 2 * count_cells(mask)
 
 
 def test_cli_depth_errors(tmp_path, capsys):

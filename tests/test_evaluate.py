@@ -8,11 +8,24 @@ import pytest
 from scipy import ndimage
 from test_sampling import sphere_image, tiny_model, tiny_schedule
 
-from mssfs import evaluate as ev
-from mssfs import pipeline
-from mssfs.analysis import generated_bump_dent_layout
+from mssfs.analysis.layouts import generated_bump_dent_layout
 from mssfs.cli import main
-from mssfs.schedules import get_preset
+from mssfs.evaluation import methods as ev_methods
+from mssfs.evaluation.figures import FIGURE_METHODS
+from mssfs.evaluation.items import CIRCLES_LAYOUT, heldout_items, segment_features, stimulus_items
+from mssfs.evaluation.methods import ablation_schedule, build_methods, method_schedule, scale_schedule
+from mssfs.evaluation.metrics import (
+    aggregate,
+    fuse_samples,
+    modes_match_readings,
+    paired_difference,
+    score_readings,
+    score_samples,
+    score_stimulus,
+)
+from mssfs.evaluation.runner import RunSettings, _images_per_call, _run_methods
+from mssfs.sampler import api
+from mssfs.sampler.schedules import get_preset
 
 
 def tilted(theta_deg: float, shape=(24, 24), azimuth_deg: float = 0.0) -> np.ndarray:
@@ -25,10 +38,10 @@ def tilted(theta_deg: float, shape=(24, 24), azimuth_deg: float = 0.0) -> np.nda
 # ----------------------------------------------------------------------------- objects scoring
 def test_perfect_and_flat_predictions_have_known_errors():
     gt = tilted(30.0)
-    perfect = ev.score_samples(gt[None], gt)
+    perfect = score_samples(gt[None], gt)
     assert perfect.mean["mean"] == pytest.approx(0.0, abs=1e-5)
     assert perfect.fused["under_11.25"] == 1.0
-    flat = ev.score_samples(tilted(0.0)[None], gt)
+    flat = score_samples(tilted(0.0)[None], gt)
     for scoring in (flat.mean, flat.best, flat.fused):
         assert scoring["mean"] == pytest.approx(30.0, abs=1e-6)
         assert scoring["under_22.5"] == 0.0 and scoring["under_30"] in (0.0, 1.0)
@@ -37,7 +50,7 @@ def test_perfect_and_flat_predictions_have_known_errors():
 def test_best_of_n_mean_and_fused():
     gt = tilted(0.0)
     samples = np.stack([tilted(40.0), tilted(0.0), tilted(20.0)])
-    sc = ev.score_samples(samples, gt)
+    sc = score_samples(samples, gt)
     assert sc.best_index == 1 and sc.best["mean"] == pytest.approx(0.0, abs=1e-5)
     assert sc.mean["mean"] == pytest.approx(20.0, abs=1e-5)  # (40 + 0 + 20) / 3
     assert [round(m["mean"]) for m in sc.per_sample] == [40, 0, 20]
@@ -45,15 +58,15 @@ def test_best_of_n_mean_and_fused():
 
 def test_fused_is_the_renormalised_mean():
     a, b = tilted(25.0, azimuth_deg=0.0), tilted(25.0, azimuth_deg=180.0)
-    fused = ev.fuse_samples(np.stack([a, b]))
+    fused = fuse_samples(np.stack([a, b]))
     np.testing.assert_allclose(fused, tilted(0.0), atol=1e-12)
     np.testing.assert_allclose(np.linalg.norm(fused, axis=-1), 1.0)
-    sc = ev.score_samples(np.stack([a, b]), tilted(0.0))
+    sc = score_samples(np.stack([a, b]), tilted(0.0))
     assert sc.fused["mean"] == pytest.approx(0.0, abs=1e-5) and sc.mean["mean"] == pytest.approx(25.0, abs=1e-5)
     # Opposite normals cancel: the fused normal falls back to the view direction; the mask is kept.
     mask = np.zeros((24, 24), bool)
     mask[4:20, 4:20] = True
-    fused = ev.fuse_samples(np.stack([tilted(90.0), tilted(90.0, azimuth_deg=180.0)]), mask)
+    fused = fuse_samples(np.stack([tilted(90.0), tilted(90.0, azimuth_deg=180.0)]), mask)
     assert np.allclose(fused[mask], (0, 0, 1)) and np.all(fused[~mask] == 0)
 
 
@@ -61,16 +74,16 @@ def test_aggregate_over_images():
     m1 = {"mean": 10.0, "median": 8.0, "under_11.25": 0.6, "under_22.5": 0.9, "under_30": 1.0}
     m2 = {"mean": 30.0, "median": 20.0, "under_11.25": 0.2, "under_22.5": 0.5, "under_30": 0.7}
     m3 = {"mean": 50.0, "median": 40.0, "under_11.25": 0.1, "under_22.5": 0.1, "under_30": 0.4}
-    a = ev.aggregate([m1, m2, m3])
+    a = aggregate([m1, m2, m3])
     assert a["mean"] == pytest.approx(30.0) and a["median"] == pytest.approx(68 / 3)
     assert a["median_of_means"] == 30.0 and a["under_11.25"] == pytest.approx(0.3) and a["images"] == 3
 
 
 def test_heldout_items_are_deterministic_and_disjoint_from_training():
-    from mssfs.shapes import HELDOUT_SEED_BASE
+    from mssfs.data.shapes import HELDOUT_SEED_BASE
 
-    a = ev.heldout_items(2, 1, 32)
-    b = ev.heldout_items(2, 1, 32)
+    a = heldout_items(2, 1, 32)
+    b = heldout_items(2, 1, 32)
     assert [x.kind for x in a] == ["objects", "objects", "reliefs"]
     assert all(x.seed >= HELDOUT_SEED_BASE for x in a) and len({x.seed for x in a}) == 3
     for x, y in zip(a, b):
@@ -85,7 +98,7 @@ def test_heldout_items_are_deterministic_and_disjoint_from_training():
 def test_score_readings_classes():
     layout = [1, 1, -1]
     r = np.array([[1, 1, -1], [-1, -1, 1], [1, -1, -1], [1, 1, 0]])
-    s = ev.score_readings(r, layout)
+    s = score_readings(r, layout)
     assert s["classes"] == [0, 1, None, None]
     assert (s["true"], s["inverted"], s["consistent"]) == (0.25, 0.25, 0.5)
 
@@ -100,28 +113,28 @@ def test_score_stimulus_consistent_inverted_mixed(layout):
     inverted = n * np.array([-1.0, -1.0, 1.0])  # the convex/concave flip of everything
     region = ndimage.binary_dilation(layout.regions == 1, iterations=1)
     mixed = np.where(region[..., None], inverted, n)  # only the first feature flipped
-    sc = ev.score_stimulus(np.stack([n, inverted, mixed, n]), layout.mask, layout.regions, layout.layout)
+    sc = score_stimulus(np.stack([n, inverted, mixed, n]), layout.mask, layout.regions, layout.layout)
     assert sc.classes == [0, 1, None, 0]
     assert (sc.true, sc.inverted, sc.consistent) == (0.5, 0.25, 0.75)
     assert sc.n_modes >= 2 and sc.spread > 0
     assert len(sc.labels) == 4 and sc.labels[0] == sc.labels[3] != sc.labels[1]  # same map, same mode
     assert np.bincount(sc.labels).tolist() == [round(x * 4) for x in sc.mode_shares]
-    same = ev.score_stimulus(np.stack([n, n]), layout.mask, layout.regions, layout.layout)
+    same = score_stimulus(np.stack([n, n]), layout.mask, layout.regions, layout.layout)
     assert same.n_modes == 1 and same.spread == pytest.approx(0.0, abs=1e-3) and same.true == 1.0
-    no_regions = ev.score_stimulus(n, layout.mask)
+    no_regions = score_stimulus(n, layout.mask)
     assert no_regions.consistent is None and no_regions.n == 1
 
 
 def test_modes_match_readings():
     readings = np.array([[1, -1], [1, -1], [-1, 1], [-1, 1], [1, 1], [1, 1]])
-    assert ev.modes_match_readings([2, 2, 0, 0, 1, 1], readings) == pytest.approx(1.0)  # same groups, other names
-    assert ev.modes_match_readings([0, 0, 0, 0, 1, 1], readings) < 1.0  # two readings merged into one mode
-    assert ev.modes_match_readings([0, 1, 0, 1, 0, 1], readings) < 0.0  # modes cut across every reading
-    assert ev.modes_match_readings([0, 0], readings[:2]) == pytest.approx(1.0)
+    assert modes_match_readings([2, 2, 0, 0, 1, 1], readings) == pytest.approx(1.0)  # same groups, other names
+    assert modes_match_readings([0, 0, 0, 0, 1, 1], readings) < 1.0  # two readings merged into one mode
+    assert modes_match_readings([0, 1, 0, 1, 0, 1], readings) < 0.0  # modes cut across every reading
+    assert modes_match_readings([0, 0], readings[:2]) == pytest.approx(1.0)
 
 
 def test_segment_features_recovers_generated_regions(layout):
-    seg = ev.segment_features(layout.image, len(layout.layout))
+    seg = segment_features(layout.image, len(layout.layout))
     assert seg.max() == len(layout.layout)
     for k in range(1, seg.max() + 1):
         ious = [((seg == k) & (layout.regions == j)).sum() / ((seg == k) | (layout.regions == j)).sum()
@@ -131,8 +144,8 @@ def test_segment_features_recovers_generated_regions(layout):
 
 @pytest.mark.parametrize("size", [48, 128])
 def test_circles_regions_in_reading_order(size):
-    item = ev.stimulus_items(size, 0, names=["circles"])[0]
-    assert item.layout.tolist() == list(ev.CIRCLES_LAYOUT)
+    item = stimulus_items(size, 0, names=["circles"])[0]
+    assert item.layout.tolist() == list(CIRCLES_LAYOUT)
     centres = ndimage.center_of_mass(item.regions > 0, item.regions, range(1, 5))
     half = size / 2
     quadrants = [(r > half, c > half) for r, c in centres]
@@ -144,16 +157,16 @@ def test_circles_regions_in_reading_order(size):
 # ----------------------------------------------------------------------------- schedules
 def test_ablation_schedules_are_built_from_the_preset():
     base = get_preset("fast")
-    ng = ev.ablation_schedule(base, "no-guidance")
+    ng = ablation_schedule(base, "no-guidance")
     assert all(s.lr == 0 and not s.lighting for s in ng.stages)
     assert [s.resolution for s in ng.stages] == [s.resolution for s in base.stages]
-    so = ev.ablation_schedule(base, "seams-only")
+    so = ablation_schedule(base, "seams-only")
     assert all(s.integrability_weight == 0 and not s.lighting for s in so.stages)
     assert [s.lr for s in so.stages] == [s.lr for s in base.stages]
-    nl = ev.ablation_schedule(base, "no-lighting")
+    nl = ablation_schedule(base, "no-lighting")
     assert not any(s.lighting for s in nl.stages) and any(s.lighting for s in base.stages)
     assert [s.integrability_weight for s in nl.stages] == [s.integrability_weight for s in base.stages]
-    ss = ev.ablation_schedule(base, "single-scale")
+    ss = ablation_schedule(base, "single-scale")
     (stage,) = ss.stages
     first = base.stages[0]
     assert stage.resolution == base.finest and stage.restart_t >= 299 and not stage.lighting
@@ -161,38 +174,38 @@ def test_ablation_schedules_are_built_from_the_preset():
     assert ss.fuse_last == 1 and ss.num_steps == base.num_steps
     # a schedule with shading guidance: seams-only drops it, the others keep it
     shaded = replace(base, stages=tuple(replace(s, shading_weight=100.0, seam_weight=2.0) for s in base.stages))
-    so = ev.ablation_schedule(shaded, "seams-only")
+    so = ablation_schedule(shaded, "seams-only")
     assert all(s.shading_weight == 0 and s.seam_weight == 2 for s in so.stages)
-    assert all(s.shading_weight == 100 for s in ev.ablation_schedule(shaded, "no-lighting").stages)
-    # fast's region flips (stop 22): every ablation that drops lighting consistency drops them
+    assert all(s.shading_weight == 100 for s in ablation_schedule(shaded, "no-lighting").stages)
+    # fast's region flips: every ablation that drops lighting consistency drops them
     assert base.final_region_flips and all(s.region_flips for s in base.stages)
     for name in ("no-guidance", "seams-only", "no-lighting", "single-scale"):
-        abl = ev.ablation_schedule(base, name)
+        abl = ablation_schedule(base, name)
         assert not abl.final_region_flips and not any(s.region_flips for s in abl.stages), name
     with pytest.raises(ValueError, match="unknown ablation"):
-        ev.ablation_schedule(base, "nothing")
+        ablation_schedule(base, "nothing")
 
 
 def test_scaled_schedules():
     base = get_preset("fast")
-    half = ev.scale_schedule(base, base.finest // 2)
+    half = scale_schedule(base, base.finest // 2)
     assert half.finest == base.finest // 2
     assert all(s.resolution % 16 == 0 and s.resolution >= 32 for s in half.stages)
     assert [s.lr for s in half.stages] == [s.lr for s in base.stages]
-    assert ev.scale_schedule(base, base.finest) is base
-    assert ev.method_schedule("ours", "fast", max_finest=64).finest == 64
-    assert ev.method_schedule("ours", "fast", max_finest=1024).finest == base.finest
-    assert ev.method_schedule("paper", "fast").name == "paper"
-    assert ev.method_schedule("single-scale", "paper", max_finest=64).stages[0].resolution == 64
+    assert scale_schedule(base, base.finest) is base
+    assert method_schedule("ours", "fast", max_finest=64).finest == 64
+    assert method_schedule("ours", "fast", max_finest=1024).finest == base.finest
+    assert method_schedule("paper", "fast").name == "paper"
+    assert method_schedule("single-scale", "paper", max_finest=64).stages[0].resolution == 64
 
 
 def test_build_methods_and_regression(tmp_path, monkeypatch):
-    monkeypatch.setattr(ev, "DEFAULT_REGRESSION_DIR", tmp_path / "none")
-    methods, skipped = ev.build_methods(["ours", "flat", "regression", "ours"])
+    monkeypatch.setattr(ev_methods, "DEFAULT_REGRESSION_DIR", tmp_path / "none")
+    methods, skipped = build_methods(["ours", "flat", "regression", "ours"])
     assert [m.name for m in methods] == ["ours", "flat"] and "regression" in skipped
     with pytest.raises(ValueError, match="unknown method"):
-        ev.build_methods(["ours", "magic"])
-    methods, skipped = ev.build_methods(["regression", "flat"], regression_model=tiny_model())
+        build_methods(["ours", "magic"])
+    methods, skipped = build_methods(["regression", "flat"], regression_model=tiny_model())
     assert not skipped
     img = sphere_image(32, 32)
     mask = img > 0
@@ -213,8 +226,8 @@ def cli_env(monkeypatch):
         calls.append(path)
         return tiny_model().to(device), {"path": path or "default", "class": "tiny"}
 
-    monkeypatch.setattr(pipeline, "resolve_model", fake_resolve)
-    monkeypatch.setattr(ev, "get_preset", lambda name: tiny_schedule(num_steps=4))
+    monkeypatch.setattr(api, "resolve_model", fake_resolve)
+    monkeypatch.setattr(ev_methods, "get_preset", lambda name: tiny_schedule(num_steps=4))
     return calls
 
 
@@ -259,13 +272,13 @@ def test_cli_objects_with_a_schedule_file(cli_env, tmp_path):
 
 def test_batched_images_match_image_by_image(cli_env):
     """All images in one sampler call give the samples of one call per image (seed S + i)."""
-    items = ev.heldout_items(2, 1, 32)
-    methods, _ = ev.build_methods(["ours", "flat"])
-    model, _ = pipeline.resolve_model(None, "cpu")
+    items = heldout_items(2, 1, 32)
+    methods, _ = build_methods(["ours", "flat"])
+    model, _ = api.resolve_model(None, "cpu")
     rows = {}
     for batch in (0, 1):
-        settings = ev.RunSettings(samples=2, seed=5, model=model, batch_images=batch)
-        rows[batch], _ = ev._run_methods(items, methods, settings, False, lambda it, n: n)
+        settings = RunSettings(samples=2, seed=5, model=model, batch_images=batch)
+        rows[batch], _ = _run_methods(items, methods, settings, False, lambda it, n: n)
     for a, b in zip(rows[0]["ours"], rows[1]["ours"]):  # the tolerance of docs/sampling.md
         assert a.shape == (2, 32, 32, 3)
         fg = np.linalg.norm(a, axis=-1) > 0
@@ -275,10 +288,10 @@ def test_batched_images_match_image_by_image(cli_env):
     np.testing.assert_array_equal(rows[0]["flat"][2], rows[1]["flat"][2])
     sched = methods[0].schedule
     per_image = 2 * (sched.finest // 16) ** 2  # patches of 2 samples at the finest stage
-    assert ev._images_per_call(ev.RunSettings(samples=2, device="cpu"), sched) == 1024 // per_image
-    assert ev._images_per_call(ev.RunSettings(samples=2, device="cuda:1"), sched) == 16384 // per_image
-    assert ev._images_per_call(ev.RunSettings(samples=2000, device="cpu"), sched) == 1
-    assert ev._images_per_call(ev.RunSettings(samples=2, batch_images=3), sched) == 3
+    assert _images_per_call(RunSettings(samples=2, device="cpu"), sched) == 1024 // per_image
+    assert _images_per_call(RunSettings(samples=2, device="cuda:1"), sched) == 16384 // per_image
+    assert _images_per_call(RunSettings(samples=2000, device="cpu"), sched) == 1
+    assert _images_per_call(RunSettings(samples=2, batch_images=3), sched) == 3
 
 
 def test_cli_stimuli_end_to_end(cli_env, tmp_path):
@@ -325,7 +338,7 @@ def test_cli_ablation_figure(cli_env, tmp_path, capsys):
     assert main(["evaluate", "--ablation-figure", str(img), "--samples", "2", "-q", "--out", str(out)]) == 0
     assert out.stat().st_size > 1000
     text = capsys.readouterr().out
-    for name in ev.FIGURE_METHODS:
+    for name in FIGURE_METHODS:
         assert name in text
 
 
@@ -367,9 +380,9 @@ def test_suite_and_figure_are_exclusive(tmp_path):
 
 
 def test_paired_difference():
-    r = ev.paired_difference([10, 12, 14, 16, 18, 20], [9, 11, 13, 15, 17, 21])
+    r = paired_difference([10, 12, 14, 16, 18, 20], [9, 11, 13, 15, 17, 21])
     assert r["n"] == 6 and r["b_lower"] == 5 and abs(r["diff"] - (-4 / 6)) < 1e-12
     assert abs(r["a"] - 15) < 1e-12 and r["se"] > 0 and 0 < r["p"] < 1
-    assert np.isnan(ev.paired_difference([1, 2], [0, 1], min_n_for_p=6)["p"])  # too few images for a p-value
-    assert ev.paired_difference([1, 2, 3], [1, 2, 3])["p"] == 1.0  # no difference at all
-    assert np.isnan(ev.paired_difference([1.0], [0.5])["se"])
+    assert np.isnan(paired_difference([1, 2], [0, 1], min_n_for_p=6)["p"])  # too few images for a p-value
+    assert paired_difference([1, 2, 3], [1, 2, 3])["p"] == 1.0  # no difference at all
+    assert np.isnan(paired_difference([1.0], [0.5])["se"])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mssfs.fileio import atomic_path, save_json, save_npy, save_png
+from mssfs.core.fileio import atomic_path, save_json, save_npy, save_png
 
 
 def test_atomic_path_keeps_old_file_on_error(tmp_path):

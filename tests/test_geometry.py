@@ -1,7 +1,10 @@
 import numpy as np
 import pytest
 
-from mssfs import geometry as g
+from mssfs.core.frame import integrability_residual, normalize, normals_to_slopes, slopes_to_normals
+from mssfs.core.integrate import depth_from_normals, normals_from_depth
+from mssfs.core.normal_io import load_normals, save_normals
+from mssfs.evaluation.metrics import angular_error, error_metrics
 
 
 def sphere(size=64, radius=0.8):
@@ -18,10 +21,10 @@ def sphere(size=64, radius=0.8):
 
 def test_normalize_unit_and_zero():
     n = np.array([[3.0, 0, 4], [0, 0, 0]])
-    out = g.normalize(n)
+    out = normalize(n)
     assert np.allclose(out[0], [0.6, 0, 0.8])
     assert np.all(out[1] == 0)
-    assert g.normalize(n.astype(np.float32)).dtype == np.float32
+    assert normalize(n.astype(np.float32)).dtype == np.float32
 
 
 def test_angular_error_known_angles():
@@ -30,11 +33,11 @@ def test_angular_error_known_angles():
     pred = gt.copy()
     pred[0, 0] = [1, 0, 0]  # 90 degrees
     pred[0, 1] = [1, 0, 1]  # 45 degrees
-    err = g.angular_error(pred, gt)
+    err = angular_error(pred, gt)
     assert err[0, 0] == pytest.approx(90)
     assert err[0, 1] == pytest.approx(45)
     assert err[1, 1] == pytest.approx(0, abs=1e-6)
-    m = g.error_metrics(pred, gt)
+    m = error_metrics(pred, gt)
     assert m["mean"] == pytest.approx(135 / 4)
     assert m["under_11.25"] == pytest.approx(0.5)
     assert m["under_30"] == pytest.approx(0.5)
@@ -43,15 +46,15 @@ def test_angular_error_known_angles():
 
 def test_error_metrics_respects_mask_and_refuses_empty():
     n, mask = sphere(32)
-    assert np.isnan(g.angular_error(n, n)[~mask]).all()
+    assert np.isnan(angular_error(n, n)[~mask]).all()
     with pytest.raises(ValueError, match="no pixel"):
-        g.error_metrics(n, n, np.zeros_like(mask))
+        error_metrics(n, n, np.zeros_like(mask))
 
 
 def test_slopes_round_trip_and_sign_convention():
     n, mask = sphere(32)
-    p, q = g.normals_to_slopes(n)
-    back = g.slopes_to_normals(p, q)
+    p, q = normals_to_slopes(n)
+    back = slopes_to_normals(p, q)
     assert np.allclose(back[mask], n[mask], atol=1e-6)
     # Upper half of a bump faces up (ny > 0) and its height falls going up: q < 0.
     top = mask.copy()
@@ -71,15 +74,15 @@ def height_field(size=48):
 
 def test_integrability_residual_small_for_real_surface_and_large_for_rotated_field():
     z = height_field()
-    n = g.normals_from_depth(z)
-    p, q = g.normals_to_slopes(n)
-    curl = g.integrability_residual(p, q)
+    n = normals_from_depth(z)
+    p, q = normals_to_slopes(n)
+    curl = integrability_residual(p, q)
     assert np.abs(curl[2:-2, 2:-2]).max() < 0.02
     # A rotational field (p, q) = (-y, x) has constant curl -2 in y-up units.
     c = np.arange(16.0)
     x, r = np.meshgrid(c, c)
     y = -r
-    curl2 = g.integrability_residual(-y * 0.1, x * 0.1)
+    curl2 = integrability_residual(-y * 0.1, x * 0.1)
     assert np.allclose(curl2, -0.2)
 
 
@@ -88,8 +91,8 @@ def test_depth_normals_depth_round_trip(method):
     z = height_field()
     mask = np.zeros(z.shape, bool)
     mask[4:44, 6:42] = True
-    n = g.normals_from_depth(z, mask)
-    zr = g.depth_from_normals(n, mask, method=method)
+    n = normals_from_depth(z, mask)
+    zr = depth_from_normals(n, mask, method=method)
     ref = z - z[mask].mean()
     err = np.abs(zr - ref)[mask]
     tol = 0.05 if method == "poisson" else 0.6
@@ -99,25 +102,25 @@ def test_depth_normals_depth_round_trip(method):
 
 def test_depth_of_sphere_is_a_dome():
     n, mask = sphere(64)
-    z = g.depth_from_normals(n, mask)
+    z = depth_from_normals(n, mask)
     assert z[32, 32] > z[mask].mean() + 5
     assert z[32, 32] > z[32, 10]
 
 
 def test_depth_refuses_bad_input():
     with pytest.raises(ValueError, match="empty"):
-        g.depth_from_normals(np.zeros((8, 8, 3)))
+        depth_from_normals(np.zeros((8, 8, 3)))
     with pytest.raises(ValueError, match="unknown integration"):
-        g.depth_from_normals(sphere(16)[0], method="magic")
+        depth_from_normals(sphere(16)[0], method="magic")
     with pytest.raises(ValueError, match="shape"):
-        g.depth_from_normals(np.zeros((8, 3)))
+        depth_from_normals(np.zeros((8, 3)))
 
 
 @pytest.mark.parametrize("bits,tol", [(8, 0.02), (16, 1e-4)])
 def test_normal_png_round_trip(tmp_path, bits, tol):
     n, mask = sphere(32)
-    path = g.save_normals(tmp_path / "n.png", n, bits=bits)
-    back = g.load_normals(path)
+    path = save_normals(tmp_path / "n.png", n, bits=bits)
+    back = load_normals(path)
     assert back.shape == n.shape
     assert np.abs(back[mask] - n[mask]).max() < tol
     assert np.all(back[~mask] == 0)
@@ -130,17 +133,17 @@ def test_normal_png_with_black_background(tmp_path):
     n, mask = sphere(32)
     rgb = np.where(mask[..., None], np.round((n + 1) / 2 * 255), 0).astype(np.uint8)  # black outside
     Image.fromarray(rgb).save(tmp_path / "black.png")
-    back = g.load_normals(tmp_path / "black.png")
+    back = load_normals(tmp_path / "black.png")
     assert np.all(back[~mask] == 0)
     assert np.abs(back[mask] - n[mask]).max() < 0.02
 
 
 def test_normal_npy_round_trip_and_errors(tmp_path):
     n, _ = sphere(16)
-    g.save_normals(tmp_path / "n.npy", n)
-    assert np.array_equal(g.load_normals(tmp_path / "n.npy"), n.astype(np.float32))
+    save_normals(tmp_path / "n.npy", n)
+    assert np.array_equal(load_normals(tmp_path / "n.npy"), n.astype(np.float32))
     with pytest.raises(ValueError, match="unsupported"):
-        g.save_normals(tmp_path / "n.bmp", n)
+        save_normals(tmp_path / "n.bmp", n)
     assert not (tmp_path / "n.bmp").exists()
     with pytest.raises(FileNotFoundError):
-        g.load_normals(tmp_path / "missing.png")
+        load_normals(tmp_path / "missing.png")

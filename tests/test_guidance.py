@@ -1,11 +1,12 @@
-"""Seam and integrability losses (DESIGN.md §6): zeros, plants, gradients, dtypes."""
+"""Seam and integrability losses (docs/method.md#guided-ddim): zeros, plants, gradients, dtypes."""
 
 import numpy as np
 import pytest
 import torch
 
-from mssfs.geometry import integrability_residual, normals_from_depth, normals_to_slopes
-from mssfs.guidance import integrability_loss, safe_angle, seam_loss, shading_loss
+from mssfs.core.frame import integrability_residual, normals_to_slopes
+from mssfs.core.integrate import normals_from_depth
+from mssfs.sampler.guidance import integrability_loss, safe_angle, seam_loss, shading_loss
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

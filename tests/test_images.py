@@ -3,8 +3,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from mssfs import stimuli
-from mssfs.images import ImageError, alpha_mask, load_input, read_image, validate_image
+from mssfs.core.images import ImageError, alpha_mask, load_input, read_image, validate_image
+from mssfs.data import stimuli
 
 
 def ramp(h=32, w=40):

@@ -1,11 +1,12 @@
-"""Lighting consistency (DESIGN.md §8): planted flipped patches are flipped back."""
+"""Lighting consistency (docs/method.md#lighting-consistency): planted flipped patches are flipped back."""
 
 import numpy as np
 import pytest
 
-from mssfs.analysis import bump_dent_relief, generated_bump_dent_layout
-from mssfs.geometry import normals_from_depth
-from mssfs.lighting import (
+from mssfs.analysis.layouts import bump_dent_relief, generated_bump_dent_layout
+from mssfs.core.integrate import normals_from_depth
+from mssfs.core.render import render
+from mssfs.sampler.lighting import (
     consistent_lighting,
     consistent_regions,
     estimate_light,
@@ -16,7 +17,6 @@ from mssfs.lighting import (
     select_pixels,
     shading_regions,
 )
-from mssfs.render import render
 
 LIGHT = np.array([0.3, 0.45, 0.84]) / np.linalg.norm([0.3, 0.45, 0.84])
 

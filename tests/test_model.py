@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mssfs.model import (
+from mssfs.model.regression import predict_regression
+from mssfs.model.unet import (
     ChannelNorm,
     LinearAttention,
     UNet,
@@ -15,7 +16,6 @@ from mssfs.model import (
     count_parameters,
     flops_per_patch,
     linear_attention_reference,
-    predict_regression,
     sinusoidal_embedding,
     upsample_nearest2x,
 )
@@ -62,7 +62,7 @@ def test_output_depends_on_t_and_shading_but_not_on_other_patches():
 
 
 def test_weight_standardised_conv_ignores_kernel_scale():
-    from mssfs.model import WSConv2d
+    from mssfs.model.unet import WSConv2d
 
     conv = WSConv2d(4, 8, 3, padding=1, bias=False)
     x = torch.randn(2, 4, 8, 8)

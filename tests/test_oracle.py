@@ -2,12 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from mssfs.analysis import generated_bump_dent_layout
-from mssfs.diffusion import NoiseSchedule
-from mssfs.evaluate import method_schedule, score_stimulus
-from mssfs.oracle import TwoReadingOracle
-from mssfs.patches import to_patches
-from mssfs.pipeline import sample
+from mssfs.analysis.layouts import generated_bump_dent_layout
+from mssfs.core.patches import to_patches
+from mssfs.evaluation.methods import method_schedule
+from mssfs.evaluation.metrics import score_stimulus
+from mssfs.model.diffusion import NoiseSchedule
+from mssfs.model.oracle import TwoReadingOracle
+from mssfs.sampler.api import sample
 
 
 def sphere_normals(size=32):
@@ -63,7 +64,7 @@ def _regions_only(size):
 
 
 def _patches_only(size):
-    """``fast`` at ``size`` with DESIGN.md's patch flips only (``fast`` before stop 22)."""
+    """``fast`` at ``size`` with the publication's patch flips only (no region flips)."""
     from dataclasses import replace
 
     base = method_schedule("fast", "fast", finest=size)
@@ -73,7 +74,7 @@ def _patches_only(size):
 
 def test_lighting_consistency_makes_oracle_samples_consistent():
     """With an ideal bistable patch denoiser, the sampler's lighting step is what makes
-    whole samples read one way (docs/evaluation.md, "The sampler with an ideal denoiser"):
+    whole samples read one way (docs/results.md#the-sampler-with-an-ideal-denoiser):
     most samples consistent and both readings present with it, few without it.  Region
     flips alone (no patch flips) do the same, and so does ``fast``, which has both."""
     size, n = 96, 8

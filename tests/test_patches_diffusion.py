@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from mssfs.diffusion import NoiseSchedule, cosine_betas
-from mssfs.patches import from_patches, to_patches
+from mssfs.core.patches import from_patches, to_patches
+from mssfs.model.diffusion import NoiseSchedule, cosine_betas
 
 
 def test_patch_round_trip_and_order():

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from mssfs.render import add_sensor_noise, render, sample_lights
+from mssfs.core.render import add_sensor_noise, render, sample_lights
 
 
 def test_render_hand_computed_values():

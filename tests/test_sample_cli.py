@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from test_sampling import sphere_image, tiny_model, tiny_schedule
 
-from mssfs import pipeline
 from mssfs.cli import main
+from mssfs.sampler import api, result
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def env(tmp_path, monkeypatch):
         calls.append(path)
         return tiny_model().to(device), {"path": path or "default", "class": "tiny"}
 
-    monkeypatch.setattr(pipeline, "resolve_model", fake_resolve)
+    monkeypatch.setattr(api, "resolve_model", fake_resolve)
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     sched = tmp_path / "tiny.json"
@@ -96,7 +96,7 @@ def test_interrupted_run_leaves_nothing(env, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "save_normals", boom)
+    monkeypatch.setattr(result, "save_normals", boom)
     out = tmp_path / "out"
     assert run(env, out, inputs=[env["inputs"][0]]) == 130
     assert list(out.iterdir()) == []
@@ -121,7 +121,7 @@ def test_model_notice_is_printed_and_kept_in_meta(env, tmp_path, monkeypatch, ca
     def resolve_with_notice(path, device):
         return tiny_model().to(device), {"path": path or "default", "class": "tiny", "notice": "interim weights"}
 
-    monkeypatch.setattr(pipeline, "resolve_model", resolve_with_notice)
+    monkeypatch.setattr(api, "resolve_model", resolve_with_notice)
     out = tmp_path / "out"
     assert run(env, out, inputs=env["inputs"][:1]) == 0
     assert "note: model default: interim weights" in capsys.readouterr().err

@@ -8,13 +8,15 @@ import torch
 from torch import nn
 
 import mssfs
-from mssfs.diffusion import NoiseSchedule
-from mssfs.guidance import seam_loss
-from mssfs.images import ImageError
-from mssfs.patches import from_patches, to_patches
-from mssfs.pipeline import prepare_input, sample, sample_many, sample_seed
-from mssfs.sampling import CountingDenoiser, guided_ddim
-from mssfs.schedules import Schedule, Stage, get_preset, load_schedule
+from mssfs.core.images import ImageError
+from mssfs.core.patches import from_patches, to_patches
+from mssfs.model.diffusion import NoiseSchedule
+from mssfs.sampler.api import sample, sample_many, sample_seed
+from mssfs.sampler.ddim import guided_ddim
+from mssfs.sampler.denoiser import SlicedDenoiser
+from mssfs.sampler.guidance import seam_loss
+from mssfs.sampler.inputs import prepare_input
+from mssfs.sampler.schedules import Schedule, Stage, get_preset, load_schedule
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
 
@@ -23,7 +25,7 @@ def tiny_model(seed: int = 0) -> nn.Module:
     """A few-thousand-parameter denoiser with the package's call signature."""
     torch.manual_seed(seed)
     try:
-        from mssfs.model import UNet, UNetConfig
+        from mssfs.model.unet import UNet, UNetConfig
 
         return UNet(UNetConfig(base_width=8, mults=(1, 2), attn_heads=1, attn_head_dim=8, time_dim=32)).eval()
     except ImportError:  # the model module is not built yet
@@ -72,7 +74,7 @@ def model():
 # ---------------------------------------------------------------- schedules
 def test_paper_cost_matches_design_and_fast_is_a_tenth():
     paper, fast = get_preset("paper"), get_preset("fast")
-    assert paper.total_cost() == (2142, 137609)  # DESIGN.md §11
+    assert paper.total_cost() == (2142, 137609)  # docs/method.md#cost
     (pc, pp), (fc, fp) = paper.total_cost(), fast.total_cost()
     assert fc <= pc / 10 and fp <= pp / 10
     assert [s.resolution for s in paper.stages] == [160, 128, 64, 80, 96, 112, 128, 144, 160]
@@ -105,9 +107,10 @@ def test_schedule_files_round_trip(tmp_path):
 
 
 def test_documented_schedule_files_load_and_name_what_they_say():
-    """docs/results' schedule files load and are what docs/evaluation.md says: the
-    pre-stop-20 ``fast`` is ``fast`` without shading guidance or region flips, the stop-20
-    one ``fast`` without region flips, and the region-flips candidate ``fast`` itself."""
+    """docs/results' schedule files load and are what docs/results/README.md says:
+    ``schedule_fast_no_shading`` is ``fast`` without shading guidance or region flips,
+    ``schedule_fast_shading10`` is ``fast`` without region flips, and
+    ``schedule_fast_regions`` (the region-flips candidate) is ``fast`` itself."""
     from dataclasses import replace
     from pathlib import Path
 
@@ -117,11 +120,11 @@ def test_documented_schedule_files_load_and_name_what_they_say():
     loaded = {f.stem: load_schedule(f) for f in files}
     fast = get_preset("fast")
     no_regions = tuple(replace(s, region_flips=False) for s in fast.stages)
-    old = loaded["schedule_fast_stop19"]
+    old = loaded["schedule_fast_no_shading"]
     assert old.stages == tuple(replace(s, shading_weight=0.0) for s in no_regions)
     assert (old.num_steps, old.fuse_last) == (fast.num_steps, fast.fuse_last)
-    stop20 = loaded["schedule_fast_shading10"]
-    assert stop20.stages == no_regions and not stop20.final_region_flips and not old.final_region_flips
+    shading = loaded["schedule_fast_shading10"]
+    assert shading.stages == no_regions and not shading.final_region_flips and not old.final_region_flips
     regions = loaded["schedule_fast_regions"]
     assert replace(regions, name=fast.name, description=fast.description) == fast
 
@@ -174,7 +177,7 @@ def test_seam_weight_scales_the_seam_step():
 
 
 def test_shading_weight_makes_samples_explain_the_image():
-    from mssfs.guidance import shading_loss
+    from mssfs.sampler.guidance import shading_loss
 
     r = 48
     img = torch.from_numpy(sphere_image(r, r)).float()[None, None]
@@ -183,8 +186,8 @@ def test_shading_weight_makes_samples_explain_the_image():
     plain = score(_single_stage_run(Squash(), 0.0, **kw)[0])
     guided = score(_single_stage_run(Squash(), 20.0, shading_weight=10.0, **kw)[0])
     assert guided < 0.2 * plain
-    assert all(s.shading_weight == 0 for s in get_preset("paper").stages)  # DESIGN.md's method
-    assert all(s.shading_weight == 10 for s in get_preset("fast").stages)  # ours (docs/evaluation.md)
+    assert all(s.shading_weight == 0 for s in get_preset("paper").stages)  # the publication's method
+    assert all(s.shading_weight == 10 for s in get_preset("fast").stages)  # ours (docs/decisions/shading-guidance.md)
     assert not any(s.region_flips for s in get_preset("paper").stages) and not get_preset("paper").final_region_flips
 
 
@@ -200,7 +203,7 @@ def test_lr_decays_cumulatively_after_late_t(model):
 
 def test_denoiser_counts_equal_schedule_cost(model):
     sched = tiny_schedule()
-    counter = CountingDenoiser(model)
+    counter = SlicedDenoiser(model)
     sample(sphere_image(), n=2, model=counter, schedule=sched)
     calls, patches = sched.total_cost()
     assert counter.calls == calls and counter.patch_forwards == 2 * patches
@@ -223,7 +226,7 @@ def test_workers_give_the_numbers_of_one_thread(model, one_thread, bf16):
     frozen = tiny_model().requires_grad_(False)  # as load_model returns it
     got = {}
     for workers in (1, 3):
-        net = CountingDenoiser(frozen, bf16=bf16, chunk=16, workers=workers)
+        net = SlicedDenoiser(frozen, bf16=bf16, chunk=16, workers=workers)
         xg = x.clone().requires_grad_(True)
         with torch.enable_grad():
             eps = net(xg, t, s)
@@ -242,13 +245,13 @@ def test_workers_restore_the_thread_count(model):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        net = CountingDenoiser(model, chunk=8, workers=2)
+        net = SlicedDenoiser(model, chunk=8, workers=2)
         net(torch.randn(20, 3, 16, 16), torch.zeros(20, dtype=torch.long), torch.rand(20, 1, 16, 16))
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
     with pytest.raises(ValueError, match="workers must be >= 1"):
-        CountingDenoiser(model, workers=0)
+        SlicedDenoiser(model, workers=0)
 
 
 def test_workers_keep_parameter_and_shading_gradients(one_thread):
@@ -261,7 +264,7 @@ def test_workers_keep_parameter_and_shading_gradients(one_thread):
         net = tiny_model()
         sg = s.clone().requires_grad_(True)
         with torch.enable_grad():
-            CountingDenoiser(net, chunk=16, workers=workers)(x, t, sg).square().sum().backward()
+            SlicedDenoiser(net, chunk=16, workers=workers)(x, t, sg).square().sum().backward()
         got[workers] = [sg.grad] + [p.grad for p in net.parameters()]
     assert all(g is not None for g in got[2])
     for a, b in zip(got[1], got[2]):
@@ -294,7 +297,7 @@ def test_paper_preset_counts_by_running_it():
 
     got = {}
     for name in ("paper", "fast"):
-        counter = CountingDenoiser(Zero())
+        counter = SlicedDenoiser(Zero())
         sample(sphere_image(64, 64), n=1, model=counter, preset=name)
         got[name] = (counter.calls, counter.patch_forwards)
     assert got["paper"] == (2142, 137609)

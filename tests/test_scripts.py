@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from mssfs.model import UNetConfig
-from mssfs.train import TrainConfig, train
-from mssfs.weights import export_checkpoint
+from mssfs.model.unet import UNetConfig
+from mssfs.model.weights import export_checkpoint
+from mssfs.train.config import TrainConfig
+from mssfs.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +59,7 @@ def test_clustering_diagnostics_reads_a_sample_folder(tmp_path, capsys):
 
     import numpy as np
 
-    from mssfs.analysis import generated_bump_dent_layout
+    from mssfs.analysis.layouts import generated_bump_dent_layout
 
     spec = importlib.util.spec_from_file_location("clustering_diagnostics", ROOT / "scripts" / "clustering_diagnostics.py")
     mod = importlib.util.module_from_spec(spec)
@@ -93,8 +94,8 @@ def test_seed_or_image_tells_seed_driven_from_image_driven_samples(tmp_path, cap
 
     import numpy as np
 
-    from mssfs.analysis import generated_bump_dent_layout
-    from mssfs.geometry import normalize
+    from mssfs.analysis.layouts import generated_bump_dent_layout
+    from mssfs.core.frame import normalize
 
     mod = _load_script("seed_or_image")
     rng = np.random.default_rng(0)
@@ -200,10 +201,10 @@ def test_fused_vs_samples_scores_prefixes_as_runs_with_fewer_samples(tmp_path, m
 
     from test_sampling import tiny_model
 
-    import mssfs.weights
+    import mssfs.model.weights
 
     mod = _load_script("fused_vs_samples")
-    monkeypatch.setattr(mssfs.weights, "load_model", lambda path=None, device="cpu": tiny_model().to(device))
+    monkeypatch.setattr(mssfs.model.weights, "load_model", lambda path=None, device="cpu": tiny_model().to(device))
     common = ["--n-objects", "2", "--n-reliefs", "1", "--size", "32", "--model", "tiny"]
     assert mod.main([*common, "--samples", "2", "--prefixes", "1,2", "--out", str(tmp_path / "two.json")]) == 0
     assert mod.main([*common, "--samples", "3", "--prefixes", "2,3", "--out", str(tmp_path / "three.json")]) == 0
@@ -235,8 +236,8 @@ def test_fused_vs_samples_scores_prefixes_as_runs_with_fewer_samples(tmp_path, m
 def test_fused_vs_samples_prefix_scores_equal_the_suites_scoring():
     import numpy as np
 
-    from mssfs import evaluate as ev
-    from mssfs.geometry import normalize
+    from mssfs.core.frame import normalize
+    from mssfs.evaluation.metrics import score_samples
 
     mod = _load_script("fused_vs_samples")
     rng = np.random.default_rng(0)
@@ -245,7 +246,7 @@ def test_fused_vs_samples_prefix_scores_equal_the_suites_scoring():
     samples = normalize(rng.normal(size=(6, 32, 32, 3)) + [0, 0, 1.5]).astype(np.float32)
     scores = mod.score_prefixes(samples, gt, mask, [1, 4, 6])
     for k, got in scores.items():
-        ref = ev.score_samples(samples[:k], gt, mask)
+        ref = score_samples(samples[:k], gt, mask)
         assert got == pytest.approx({"mean": ref.mean["mean"], "best": ref.best["mean"], "fused": ref.fused["mean"]})
 
 
@@ -277,7 +278,8 @@ def test_guidance_strength_variants_and_seams(tmp_path, monkeypatch, capsys):
 
     import numpy as np
 
-    from mssfs.geometry import normalize, normals_from_depth
+    from mssfs.core.frame import normalize
+    from mssfs.core.integrate import normals_from_depth
 
     yy, xx = np.mgrid[0:32, 0:32] / 32.0
     smooth = normals_from_depth(np.sin(3 * xx) * np.cos(2 * yy))[None]  # a height field: no curl
@@ -307,13 +309,14 @@ def test_mode_samples_keeps_layout_samples_and_scores_them(tmp_path, monkeypatch
     import numpy as np
     from test_sampling import tiny_model
 
-    import mssfs.weights
-    from mssfs.analysis import generated_bump_dent_layout, region_readings
-    from mssfs.evaluate import LAYOUT_SEED_OFFSET
-    from mssfs.shapes import HELDOUT_SEED_BASE
+    import mssfs.model.weights
+    from mssfs.analysis.layouts import generated_bump_dent_layout
+    from mssfs.analysis.regions import region_readings
+    from mssfs.data.shapes import HELDOUT_SEED_BASE
+    from mssfs.evaluation.items import LAYOUT_SEED_OFFSET
 
     mod = _load_script("mode_samples")
-    monkeypatch.setattr(mssfs.weights, "load_model", lambda path=None, device="cpu": tiny_model().to(device))
+    monkeypatch.setattr(mssfs.model.weights, "load_model", lambda path=None, device="cpu": tiny_model().to(device))
     out = tmp_path / "m.npz"
     assert mod.main(["--layouts", "3:5", "--samples", "2", "--size", "32", "--out", str(out)]) == 0
     z = np.load(out)

@@ -1,12 +1,12 @@
-"""Ground-truth normal maps of the procedural shape families (mssfs.shapes)."""
+"""Ground-truth normal maps of the procedural shape families (mssfs.data.shapes)."""
 
 import numpy as np
 import pytest
 
-from mssfs import shapes
-from mssfs.shapes import objects
-from mssfs.shapes.frame import pixel_grid
-from mssfs.shapes.raycast import View, render_implicit
+from mssfs.data import shapes
+from mssfs.data.shapes import objects
+from mssfs.data.shapes.frame import pixel_grid
+from mssfs.data.shapes.raycast import View, render_implicit
 
 SIZE = 64
 

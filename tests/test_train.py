@@ -11,23 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from mssfs.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
-from mssfs.diffusion import NoiseSchedule, cosine_betas
-from mssfs.model import UNet, UNetConfig, predict_regression
-from mssfs.train import (
-    PatchBatch,
-    StepBatches,
-    TrainConfig,
-    TrainingError,
-    derive_seed,
-    diffusion_loss,
-    make_batch,
-    min_snr_weights,
-    regression_loss,
-    sample_patches,
-    train,
-    validation_batch,
-)
+from mssfs.model.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints
+from mssfs.model.diffusion import NoiseSchedule, cosine_betas
+from mssfs.model.regression import predict_regression
+from mssfs.model.unet import UNet, UNetConfig
+from mssfs.train.batches import PatchBatch, StepBatches, derive_seed, make_batch, sample_patches, validation_batch
+from mssfs.train.config import TrainConfig, TrainingError
+from mssfs.train.losses import diffusion_loss, min_snr_weights, regression_loss
+from mssfs.train.trainer import train
 
 MICRO = UNetConfig(base_width=4, mults=(1,), groups=2, res_blocks=1, attn_heads=1, attn_head_dim=4,
                    time_sin_dim=4, time_dim=8, init_kernel=3)
@@ -322,12 +313,12 @@ def test_cli_train_config_overrides_and_export(tmp_path, capsys):
     info = json.loads((out / "config.json").read_text())
     assert info["training"]["steps"] == 4 and info["objective"] == "diffusion" and info["schedule"]["T"] == 300
     assert "steps: 4" in (out / "MODEL_CARD.md").read_text()
-    from mssfs import pipeline
+    from mssfs.sampler.api import resolve_model
 
-    assert "notice" not in info and "notice" not in pipeline.resolve_model(str(out), torch.device("cpu"))[1]
+    assert "notice" not in info and "notice" not in resolve_model(str(out), torch.device("cpu"))[1]
     assert main(["export", str(run), "--out", str(tmp_path / "interim"), "--notice", "interim weights"]) == 0
-    assert pipeline.resolve_model(str(tmp_path / "interim"), torch.device("cpu"))[1]["notice"] == "interim weights"
-    from mssfs.checkpoint import load_checkpoint
+    assert resolve_model(str(tmp_path / "interim"), torch.device("cpu"))[1]["notice"] == "interim weights"
+    from mssfs.model.checkpoint import load_checkpoint
 
     ema = load_checkpoint(latest_checkpoint(run)).tensors["ema"]
     for k, v in model.state_dict().items():
@@ -337,7 +328,7 @@ def test_cli_train_config_overrides_and_export(tmp_path, capsys):
 
 @pytest.fixture()
 def export_dir(tmp_path):
-    from mssfs.weights import export_checkpoint
+    from mssfs.model.weights import export_checkpoint
 
     run = tmp_path / "run"
     train(micro_config(steps=2, checkpoint_every=2), run, source=SphereImages(), progress=False)
@@ -362,7 +353,7 @@ def test_load_model_refuses_bad_exports(export_dir):
         mssfs.load_model(export_dir)
 
     # consistent files (checksum updated) whose tensors do not fit the declared model
-    from mssfs.weights import _sha256
+    from mssfs.model.weights import _sha256
 
     w_path.write_bytes(good_w)
     state = load_file(str(w_path))
@@ -382,7 +373,7 @@ def test_load_model_refuses_bad_exports(export_dir):
 
 def test_package_default_weights_load():
     import mssfs
-    from mssfs.weights import DEFAULT_DIR
+    from mssfs.model.weights import DEFAULT_DIR
 
     if not (DEFAULT_DIR / "config.json").is_file():
         pytest.skip("no default weights exported yet")
@@ -399,7 +390,7 @@ DDP_SCRIPT = """
 import sys, torch
 sys.path.insert(0, {tests!r})
 from test_train import SphereImages, micro_config
-from mssfs.train import train
+from mssfs.train.trainer import train
 from safetensors.torch import save_file
 cfg = micro_config(steps=6, patches_per_step=4, checkpoint_every=3, val_every=3, device="cpu")
 tr = train(cfg, {run!r}, source=SphereImages(), progress=False)
@@ -443,7 +434,7 @@ def test_init_from_export_starts_model_and_ema_from_its_weights(tmp_path, export
     d_init = (_params(tr.ema.model) - _params(src)).norm()
     d_fresh = (_params(fresh) - _params(src)).norm()
     assert d_init < 0.1 * d_fresh
-    from mssfs.weights import export_checkpoint
+    from mssfs.model.weights import export_checkpoint
 
     card = (export_checkpoint(tmp_path / "fine", tmp_path / "exp2") / "MODEL_CARD.md").read_text()
     assert "started from the weights in" in card and "2 steps" in card
@@ -465,8 +456,8 @@ def test_init_may_drop_linear_attentions_but_not_add_them(tmp_path, export_dir):
     import dataclasses
 
     import mssfs
-    from mssfs.train import initialise_from
-    from mssfs.weights import export_checkpoint
+    from mssfs.model.weights import export_checkpoint
+    from mssfs.train.trainer import initialise_from
 
     no_attn = dataclasses.replace(MICRO, linear_attn_from=1)  # MICRO has one level: no linear attention left
     model = UNet(no_attn)
@@ -490,7 +481,7 @@ def test_init_may_drop_linear_attentions_but_not_add_them(tmp_path, export_dir):
 
 
 def test_max_minutes_stops_with_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):
-    import mssfs.train as T
+    import mssfs.train.trainer as T
 
     calls = {"n": 0}
     real = T.time.perf_counter
@@ -518,7 +509,7 @@ def test_cli_train_init_without_model_options_takes_the_exports_shape(tmp_path, 
     import dataclasses
 
     from mssfs.cli import main
-    from mssfs.weights import export_checkpoint
+    from mssfs.model.weights import export_checkpoint
 
     lean = dataclasses.replace(TINY, linear_attn_from=1)
     train(micro_config(model=lean, steps=2, checkpoint_every=2), tmp_path / "lean", source=SphereImages(), progress=False)

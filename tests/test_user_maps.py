@@ -1,15 +1,19 @@
-"""mssfs.user_maps / `mssfs data import`: training shards from the user's own maps."""
+"""mssfs.data.user_maps / `mssfs data import`: training shards from the user's own maps."""
 
 import json
 
 import numpy as np
 import pytest
 
-from mssfs.analysis import generated_bump_dent_layout, resize_normals
+from mssfs.analysis.layouts import generated_bump_dent_layout
 from mssfs.cli import main
-from mssfs.data import ShardSet, TrainingImages
-from mssfs.geometry import angular_error, normals_from_depth, save_normals
-from mssfs.user_maps import MapImportError, import_maps, read_map
+from mssfs.core.integrate import normals_from_depth
+from mssfs.core.normal_io import save_normals
+from mssfs.core.resize import resize_normals_array
+from mssfs.data.datasets import TrainingImages
+from mssfs.data.shards import ShardSet
+from mssfs.data.user_maps import MapImportError, import_maps, read_map
+from mssfs.evaluation.metrics import angular_error
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +43,7 @@ def test_normals_npy_png_height_and_depth_give_the_same_training_maps(tmp_path, 
     import_maps([src], tmp_path / "n", size=64, progress=False)
     import_maps([tmp_path / "height.npy"], tmp_path / "h", kind="height", height_scale=2.0, size=64, progress=False)
     import_maps([tmp_path / "depth.npy"], tmp_path / "d", kind="depth", height_scale=2.0, size=64, progress=False)
-    truth, _ = resize_normals(normals_from_depth(layout.height, layout.mask), (64, 64), layout.mask)
+    truth, _ = resize_normals_array(normals_from_depth(layout.height, layout.mask), (64, 64), layout.mask)
     items = decoded(tmp_path / "n") + decoded(tmp_path / "h") + decoded(tmp_path / "d")
     assert [it[2] for it in items] == ["imported"] * 4 and [it[3] for it in items] == [0, 1, 0, 0]
     for normals, mask, _, _ in items:
@@ -118,8 +122,9 @@ def test_bad_files_are_all_named_and_nothing_is_written(tmp_path, layout):
 
 
 def test_imported_shards_train(tmp_path, layout):
-    from mssfs.model import UNetConfig
-    from mssfs.train import TrainConfig, train
+    from mssfs.model.unet import UNetConfig
+    from mssfs.train.config import TrainConfig
+    from mssfs.train.trainer import train
 
     for k in range(3):
         np.save(tmp_path / f"m{k}.npy", np.rot90(layout.normals, k).astype(np.float32))

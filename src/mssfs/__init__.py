@@ -1,12 +1,12 @@
 """mssfs: multistable shape from shading by guided patch diffusion.
 
-Conventions (normal frame, image layout, slopes) are documented in :mod:`mssfs.geometry`.
+Conventions (normal frame, image layout, slopes) are documented in :mod:`mssfs.core.frame`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Heavy modules load on first use: ``mssfs.sample`` imports torch only when called for.
-_LAZY = {"sample": "pipeline", "sample_many": "pipeline", "SampleResult": "pipeline"}
+_LAZY = {"sample": "sampler.api", "sample_many": "sampler.api", "SampleResult": "sampler.result"}
 
 
 def __getattr__(name):
@@ -18,10 +18,10 @@ def __getattr__(name):
 
 
 def load_model(path=None, device="cpu"):
-    """Load an exported denoiser (default: the package weights); see :func:`mssfs.weights.load_model`.
+    """Load an exported denoiser (default: the package weights); see :func:`mssfs.model.weights.load_model`.
 
     Returns a model in eval mode: ``eps = model(x_t (B,3,16,16), t (B,) int64, shading (B,1,16,16))``.
     """
-    from .weights import load_model as _load_model
+    from .model.weights import load_model as _load_model
 
     return _load_model(path, device=device)

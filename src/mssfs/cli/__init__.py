@@ -12,7 +12,7 @@ import importlib
 import sys
 
 #: Sub-command modules, in the order ``--help`` lists them.
-COMMANDS = ("data", "train", "export", "sample", "analyze", "depth", "evaluate")
+COMMANDS = ("data", "train", "export", "sample", "analyze", "depth", "report", "evaluate", "demo")
 
 
 class UsageError(Exception):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..fileio import save_json, save_npy
+from ..core.fileio import save_json, save_npy
 from . import UsageError
 
 HELP = "cluster samples into interpretations and report shares, spread, lights (report.png/json)"
+
 
 DESCRIPTION = """\
 Analyse the samples written by 'mssfs sample'. DIR is one sample folder (it holds
@@ -46,6 +47,17 @@ def register(subparsers) -> None:
         "analyze", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("dir", metavar="DIR", help="a sample folder, or a folder of sample folders")
+    add_clustering_options(p)
+    p.add_argument(
+        "--compare", metavar="DIR2",
+        help="another sample folder (or folder of them, matched by name): add the Wasserstein distance",
+    )
+    p.add_argument("--no-plot", action="store_true", help="write report.json only")
+    p.set_defaults(func=run)
+
+
+def add_clustering_options(p) -> None:
+    """``--modes``, ``--threshold`` and ``--features`` (shared with ``mssfs report``)."""
     p.add_argument(
         "--modes", type=_modes, default="auto", metavar="K|auto",
         help="number of interpretations, or 'auto' to cut the clustering at --threshold (default: auto)",
@@ -58,15 +70,9 @@ def register(subparsers) -> None:
         "--features", choices=("auto", "signs", "readings", "normals"), default="auto",
         help="what samples are compared by: signs = the share of the curvature two samples share that they "
         "read with opposite signs (bump vs dent); readings = the L1 distance between their curvature "
-        "readings (the default before stop 22); normals = downsampled normal maps; auto = signs unless the "
+        "readings (docs/decisions/sign-distance.md); normals = downsampled normal maps; auto = signs unless the "
         "samples are flat, then normals (default: auto)",
     )
-    p.add_argument(
-        "--compare", metavar="DIR2",
-        help="another sample folder (or folder of them, matched by name): add the Wasserstein distance",
-    )
-    p.add_argument("--no-plot", action="store_true", help="write report.json only")
-    p.set_defaults(func=run)
 
 
 def _pairs(folders: list[Path], others: list[Path]) -> dict[Path, Path]:
@@ -115,7 +121,7 @@ def run(args) -> int:
         save_npy(folder / "spread.npy", result.spread.astype(np.float32))
         save_json(folder / "report.json", report)
         if not args.no_plot:
-            from ..plots import report_figure
+            from ..analysis.plots import report_figure
 
             report_figure(folder / "report.png", samples, result)
         shares = ", ".join(f"{100 * s:.0f}%" for s in result.clustering.shares)
@@ -129,7 +135,7 @@ def run(args) -> int:
 
 
 def _notes(c, args) -> list[str]:
-    """What a reader of the mode count of :class:`mssfs.analysis.Clustering` ``c`` should
+    """What a reader of the mode count of :class:`mssfs.analysis.clustering.Clustering` ``c`` should
     know (docs/analysis.md)."""
     import numpy as np
 
@@ -150,4 +156,3 @@ def _notes(c, args) -> list[str]:
             f"cut {c.threshold:g}; median curvature level {level:.2f})"
         )
     return notes
-

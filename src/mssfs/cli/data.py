@@ -99,7 +99,7 @@ examples:
 
 
 def _families(args) -> int:
-    from ..shapes import DEFAULT_MIX, FAMILIES
+    from ..data.shapes import DEFAULT_MIX, FAMILIES
 
     width = max(map(len, FAMILIES))
     print(f"{'family':<{width}}  {'kind':<7}  share  description")
@@ -109,7 +109,7 @@ def _families(args) -> int:
 
 
 def _mix(text):
-    from ..shapes import parse_mix
+    from ..data.shapes import parse_mix
 
     if text is None:
         return None
@@ -120,7 +120,7 @@ def _mix(text):
 
 
 def _size(size: int) -> int:
-    from ..data import check_size
+    from ..data.shards import check_size
 
     try:
         return check_size(size)
@@ -129,7 +129,7 @@ def _size(size: int) -> int:
 
 
 def _make(args) -> int:
-    from ..data import make_shards
+    from ..data.shards import make_shards
 
     if args.n <= 0:
         raise UsageError(f"--n must be positive, got {args.n}")
@@ -150,7 +150,7 @@ def _make(args) -> int:
 
 
 def _import(args) -> int:
-    from ..user_maps import MapImportError, import_maps
+    from ..data.user_maps import MapImportError, import_maps
 
     if args.shard_size <= 0:
         raise UsageError(f"--shard-size must be positive, got {args.shard_size}")
@@ -176,7 +176,8 @@ def _import(args) -> int:
 
 
 def _preview(args) -> int:
-    from ..data import ShardSet, TrainingImages
+    from ..data.datasets import TrainingImages
+    from ..data.shards import ShardSet
 
     if args.n <= 0:
         raise UsageError(f"--n must be positive, got {args.n}")
@@ -204,7 +205,7 @@ def contact_sheet(items: list[dict], path, cols: int = 6) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from ..plots import save_figure
+    from ..analysis.plots import save_figure
 
     rows = -(-len(items) // cols)
     fig, axes = plt.subplots(2 * rows, cols, figsize=(2.0 * cols, 4.1 * rows), squeeze=False)

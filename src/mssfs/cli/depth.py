@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..fileio import save_json, save_npy, save_png
+from ..core.fileio import save_json, save_npy, save_png
 from . import UsageError
 
 HELP = "integrate samples to height maps, meshes (PLY/OBJ) and relit renderings"
+
 
 DESCRIPTION = """\
 Turn each sampled normal map of DIR (a sample folder holding normals.npy, or a folder of
@@ -27,6 +28,7 @@ examples:
   mssfs depth samples/circles
   mssfs depth samples --method fc --mesh obj --light -1,0,0.3
 """
+
 
 _MESH = {"ply": ("ply", True), "ply-ascii": ("ply", False), "obj": ("obj", None), "none": (None, None)}
 
@@ -85,21 +87,21 @@ def process(folder: Path, method: str, light, mesh: str, overwrite: bool) -> dic
     """Write the outputs for one sample folder; returns the content of depth.json."""
     import numpy as np
 
-    from .. import analysis, relief
+    from .. import analysis
 
     samples = analysis.load_sample_set(folder)
     n = samples.normals.shape[0]
     kind, binary = _MESH[mesh]
     if not overwrite:
         _refuse_existing(folder, n, mesh)
-    light = relief.RAKING_LIGHT if light is None else light
-    depths = relief.depth_maps(samples.normals, samples.mask, method=method, progress=True)
-    relit = relief.relight(samples.normals, light, samples.mask)
+    light = analysis.mesh.RAKING_LIGHT if light is None else light
+    depths = analysis.mesh.depth_maps(samples.normals, samples.mask, method=method, progress=True)
+    relit = analysis.mesh.relight(samples.normals, light, samples.mask)
     entries = []
     for i in range(n):
         z = depths[i]
         save_npy(folder / f"depth_{i:02d}.npy", z)
-        v, scale = relief.depth_png16(z, samples.mask)
+        v, scale = analysis.mesh.depth_png16(z, samples.mask)
         save_png(folder / f"depth_{i:02d}.png", v)
         save_png(folder / f"relit_{i:02d}.png", np.round(relit[i] * 255).astype(np.uint8))
         entry = {
@@ -107,12 +109,12 @@ def process(folder: Path, method: str, light, mesh: str, overwrite: bool) -> dic
             "min": scale["min"], "max": scale["max"], "relit": f"relit_{i:02d}.png",
         }
         if kind:
-            m = relief.mesh_from_depth(z, samples.mask)
+            m = analysis.mesh.mesh_from_depth(z, samples.mask)
             path = folder / f"mesh_{i:02d}.{kind}"
-            relief.write_ply(path, m, binary=binary) if kind == "ply" else relief.write_obj(path, m)
+            analysis.mesh.write_ply(path, m, binary=binary) if kind == "ply" else analysis.mesh.write_obj(path, m)
             entry.update(mesh=path.name, vertices=len(m.vertices), faces=len(m.faces))
         entries.append(entry)
-    save_png(folder / "relit.png", np.round(relief.tile(relit) * 255).astype(np.uint8))
+    save_png(folder / "relit.png", np.round(analysis.mesh.tile(relit) * 255).astype(np.uint8))
     info = {
         "method": method,
         "units": "pixels (z toward the viewer; zero mean inside each part of the mask)",

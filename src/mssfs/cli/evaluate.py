@@ -12,6 +12,7 @@ from . import UsageError
 
 HELP = "score the sampler, its ablations and baselines on held-out shapes or the stimuli"
 
+
 DESCRIPTION = """\
 Run methods on an evaluation suite and write OUT/results.md (Markdown tables, also
 printed) and OUT/results.json (every number, per image and summarised).
@@ -101,7 +102,7 @@ def register(subparsers) -> None:
 
 
 def _check(args) -> None:
-    from ..patches import PATCH
+    from ..core.patches import PATCH
 
     if args.suite is not None and args.suite not in ("objects", "stimuli"):
         raise UsageError(f"unknown suite {args.suite!r}; choose objects or stimuli")
@@ -126,7 +127,7 @@ def _check(args) -> None:
         raise UsageError(f"--resolution must be a multiple of {PATCH} and at least {2 * PATCH}, got {r}")
     args.base_schedule = args.preset
     if args.schedule:
-        from ..schedules import load_schedule
+        from ..sampler.schedules import load_schedule
 
         try:
             args.base_schedule = load_schedule(args.schedule)
@@ -136,7 +137,7 @@ def _check(args) -> None:
 
 def _stimulus_names(args) -> list[str]:
     """The bundled stimuli ``--stimuli`` asks for, in the order given (repeats dropped)."""
-    from .. import stimuli
+    from ..data import stimuli
 
     text = args.stimuli.strip().lower()
     if text == "all":
@@ -152,7 +153,8 @@ def _stimulus_names(args) -> list[str]:
 
 
 def _methods(args) -> list[str]:
-    from ..evaluate import DEFAULT_METHODS, FIGURE_METHODS, METHODS, SAMPLER_METHODS
+    from ..evaluation.figures import FIGURE_METHODS
+    from ..evaluation.methods import DEFAULT_METHODS, METHODS, SAMPLER_METHODS
 
     if args.methods is None:
         return list(FIGURE_METHODS if args.ablation_figure else DEFAULT_METHODS)
@@ -192,8 +194,10 @@ def _command(args, methods: list[str], size: int) -> str:
 
 
 def run(args) -> int:
-    from .. import evaluate as ev
-    from .. import pipeline
+    from .. import evaluation as ev
+    from ..core.device import resolve_device
+    from ..sampler import api
+    from ..sampler.inputs import prepare_input
 
     _check(args)
     names = _methods(args)
@@ -209,20 +213,20 @@ def run(args) -> int:
     # Check the inputs before loading any model.
     item = None
     if args.ablation_figure:
-        from ..images import ImageError
+        from ..core.images import ImageError
 
         try:
-            item = pipeline.prepare_input(args.ablation_figure)
+            item = prepare_input(args.ablation_figure)
         except ImageError as exc:
             raise UsageError(str(exc)) from exc
         size = max(item.image.shape)
     finest = args.resolution if isinstance(args.resolution, int) else None
     max_finest = size if args.resolution == "auto" else None
     try:
-        device = pipeline.resolve_device(args.device)
+        device = resolve_device(args.device)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    from ..checkpoint import CheckpointError
+    from ..model.checkpoint import CheckpointError
 
     try:
         methods, skipped = ev.build_methods(names, args.base_schedule, finest, max_finest, args.regression_model, device)
@@ -231,7 +235,7 @@ def run(args) -> int:
     model, info = None, None
     if any(m.stochastic for m in methods):
         try:
-            model, info = pipeline.resolve_model(args.model, device)
+            model, info = api.resolve_model(args.model, device)
         except (OSError, ValueError, RuntimeError) as exc:
             raise UsageError(f"could not load the denoiser{' ' + args.model if args.model else ''}: {exc}") from exc
     settings = ev.RunSettings(args.samples, args.seed, str(device), args.bf16, model, args.batch_images)
@@ -288,7 +292,7 @@ def run(args) -> int:
 def _figure(args, item, methods, settings, out: Path, command: str) -> int:
     from tqdm.auto import tqdm
 
-    from .. import evaluate as ev
+    from .. import evaluation as ev
 
     for note in item.notes:
         print(f"note: {note}", file=sys.stderr)

@@ -22,8 +22,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..checkpoint import CheckpointError
-    from ..weights import export_checkpoint, load_model
+    from ..model.checkpoint import CheckpointError
+    from ..model.weights import export_checkpoint, load_model
 
     try:
         out = export_checkpoint(args.checkpoint, args.out, note=args.note, notice=args.notice)

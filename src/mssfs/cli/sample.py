@@ -11,6 +11,7 @@ from . import UsageError
 
 HELP = "draw N surface-normal samples for each input image (guided multiscale patch diffusion)"
 
+
 EPILOG = """\
 outputs (per input, in OUT/<stem>/):
   normals.npy   float32 (N, H, W, 3) unit normals, x right, y up, z to the viewer; 0 = background
@@ -38,9 +39,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed; sample i is the same for every N > i (default 0)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder; results go to DIR/<stem>/")
     p.add_argument("--preset", default="paper", choices=("paper", "fast"),
-                   help="schedule preset: paper = published V-cycle (DESIGN.md), fast = ours: ~1/11 of its "
+                   help="schedule preset: paper = the publication's V-cycle, fast = ours: ~1/11 of its "
                         "work, with shading guidance and region flips; it meets the release bars with the bundled weights, "
-                        "paper does not yet (docs/sampling.md, docs/evaluation.md) (default paper)")
+                        "paper does not yet (docs/method.md, docs/results.md) (default paper)")
     p.add_argument("--schedule", metavar="FILE", help="YAML/JSON schedule file (overrides --preset; see docs/sampling.md)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--bf16", action="store_true", help="run the denoiser under bfloat16 autocast")
@@ -85,9 +86,11 @@ def _device(name: str) -> str:
 
 
 def run(args) -> int:
-    from .. import pipeline
-    from ..images import ImageError
-    from ..schedules import resolve_schedule
+    from ..core.device import resolve_device
+    from ..core.images import ImageError
+    from ..sampler import api
+    from ..sampler.inputs import prepare_input
+    from ..sampler.schedules import resolve_schedule
 
     if args.samples < 1:
         raise UsageError(f"--samples must be >= 1, got {args.samples}")
@@ -113,7 +116,7 @@ def run(args) -> int:
     items = []
     for k, spec in enumerate(args.inputs):
         try:
-            items.append(pipeline.prepare_input(spec, masks[k] if masks else None))
+            items.append(prepare_input(spec, masks[k] if masks else None))
         except ImageError as exc:
             raise UsageError(str(exc)) from exc
     stems = [it.stem for it in items]
@@ -128,7 +131,7 @@ def run(args) -> int:
     if existing and not args.overwrite:
         raise UsageError(f"output already exists: {', '.join(existing)} (use --overwrite to replace)")
     try:
-        device = pipeline.resolve_device(_device(args.device))
+        device = resolve_device(_device(args.device))
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     if args.cuda_graphs and device.type != "cuda":
@@ -136,7 +139,7 @@ def run(args) -> int:
     if not mine:
         return 0
     try:
-        model, info = pipeline.resolve_model(args.model, device)
+        model, info = api.resolve_model(args.model, device)
     except (OSError, ValueError, RuntimeError) as exc:
         raise UsageError(f"could not load the denoiser{' ' + args.model if args.model else ''}: {exc}") from exc
     if info.get("notice"):
@@ -146,7 +149,7 @@ def run(args) -> int:
             print(f"note: {note}", file=sys.stderr)
     together = args.batch_inputs == "yes" or (args.batch_inputs == "auto" and device.type != "cpu")
     for group in ([mine] if together else [[item] for item in mine]):
-        results = pipeline.sample_many(
+        results = api.sample_many(
             group, n=args.samples, seed=args.seed, device=device, model=model, bf16=args.bf16,
             schedule=schedule, batch_samples=args.batch_samples, progress=not args.quiet,
             chunk_patches=args.chunk_patches or "auto", workers=args.workers or "auto",

@@ -1,7 +1,7 @@
 """``mssfs train``: train the patch denoiser (or the regression baseline).
 
-Every field of :class:`mssfs.train.TrainConfig` (and of the model's
-:class:`mssfs.model.UNetConfig`) is an option; options given on the command line override
+Every field of :class:`mssfs.train.config.TrainConfig` (and of the model's
+:class:`mssfs.model.unet.UNetConfig`) is an option; options given on the command line override
 the ``--config`` file, which overrides the defaults.  Run the same command under
 ``torchrun --nproc-per-node K`` for data-parallel training.
 """
@@ -68,7 +68,8 @@ def _add_dataclass_options(group, cls, helps: dict, skip=()):
 
 
 def register(subparsers) -> None:
-    from .. import model, train
+    from ..model import unet
+    from ..train import config
 
     p = subparsers.add_parser(
         "train",
@@ -82,15 +83,15 @@ def register(subparsers) -> None:
     p.add_argument("--resume", metavar="PATH", help="continue from a run directory (its latest checkpoint) or a checkpoint file")
     p.add_argument("--overwrite", action="store_true", help="start over when --out already holds a run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_dataclass_options(p.add_argument_group("training options"), train.TrainConfig, train.FIELD_HELP)
-    _add_dataclass_options(p.add_argument_group("model options"), model.UNetConfig, model.FIELD_HELP,
+    _add_dataclass_options(p.add_argument_group("training options"), config.TrainConfig, config.FIELD_HELP)
+    _add_dataclass_options(p.add_argument_group("model options"), unet.UNetConfig, unet.FIELD_HELP,
                            skip=_HIDDEN_MODEL_FIELDS)
     p.set_defaults(func=run)
 
 
 def collect_overrides(args) -> dict:
     """Options given on the command line, as a nested config dict."""
-    from ..model import UNetConfig
+    from ..model.unet import UNetConfig
 
     model_fields = {f.name for f in dataclasses.fields(UNetConfig)}
     out: dict = {}
@@ -106,9 +107,10 @@ def collect_overrides(args) -> dict:
 
 
 def run(args) -> int:
-    from ..checkpoint import CheckpointError
-    from ..train import TrainConfig, TrainingError, load_config_file, train
-    from ..weights import read_export_config
+    from ..model.checkpoint import CheckpointError
+    from ..model.weights import read_export_config
+    from ..train.config import TrainConfig, TrainingError, load_config_file
+    from ..train.trainer import train
 
     overrides = collect_overrides(args)
     try:

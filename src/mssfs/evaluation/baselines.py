@@ -1,0 +1,231 @@
+"""Reference predictors to compare the diffusion sampler with.
+
+* :func:`flat_normals`: every foreground pixel faces the viewer, ``(0, 0, 1)``.
+* :func:`classical_sfs`: classical variational shape from shading in the unit-normal form
+  of Brooks and Horn ("Shape and source from shading", 1985), which is Ikeuchi and Horn's
+  smoothness-regularised method written on unit normals instead of stereographic
+  coordinates.  It minimises
+
+      sum (I / rho - n . l)^2  +  lam * sum |grad n|^2      with |n| = 1,
+
+  by the fixed-point (Jacobi) iteration of its Euler-Lagrange equations,
+
+      n <- normalise( mean of the 4 neighbours of n  +  (I / rho - n . l) l / (4 lam) ),
+
+  coarse to fine over an image pyramid (each level starts from the upsampled coarser
+  result), so the smoothness term spreads information across the image quickly.  Where
+  the mask ends inside the frame (an occluding contour) the missing neighbours are the
+  contour normals ``(outward image-plane direction, 0)``, which is the classical boundary
+  condition that makes a closed object convex; where the mask meets the frame edge the
+  missing neighbours are simply left out.  Every ``integrate_every`` iterations the normal
+  field is made integrable (Horn 1990): it is integrated to a height
+  (Frankot–Chellappa) whose normals are blended in with weight ``integrability``.
+
+* :func:`estimate_light_from_image`: the light direction and albedo before any shape is
+  known.  When the mask has an occluding contour (at least 16 lit contour pixels), the
+  contour normals are known (image-plane, pointing outward), so a least-squares fit of
+  ``I = a cos(theta) + b sin(theta) + c`` over the lit contour pixels (``theta`` the outward
+  direction; ``c`` absorbs the fact that the outermost pixel centres are not exactly at
+  grazing) gives ``rho (lx, ly) = (a, b)``; the albedo ``rho`` is the 99.5th percentile of the
+  image (a smooth closed object has a point facing the light) and ``lz = sqrt(1 - lx^2 - ly^2)``.
+  Without a contour (a relief filling the frame) it uses image statistics in the spirit of
+  Lee and Rosenfeld (1985): the tilt axis is the principal direction of the image
+  gradients (on a bump or a dent the shading gradient is parallel to the light's
+  image-plane direction), its sign the one the mean gradient points to (bumps assumed to
+  outweigh dents; the other sign is the convex/concave flip, which the image cannot
+  decide), and the slant from ``cos s = median(I) / rho`` (the typical surface element of a
+  relief faces the viewer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ..core.frame import normalize
+from ..core.integrate import depth_from_normals, normals_from_depth
+
+__all__ = ["LightEstimate", "classical_sfs", "estimate_light_from_image", "flat_normals"]
+
+
+def _mask_of(image: np.ndarray, mask) -> np.ndarray:
+    if mask is None:
+        return np.asarray(image) > 0
+    mask = np.asarray(mask, bool)
+    if mask.shape != np.shape(image):
+        raise ValueError(f"mask shape {mask.shape} differs from image shape {np.shape(image)}")
+    return mask
+
+
+def flat_normals(image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """``(H, W, 3)`` float32: ``(0, 0, 1)`` inside ``mask`` (default ``image > 0``), 0 outside."""
+    mask = _mask_of(image, mask)
+    out = np.zeros(mask.shape + (3,), np.float32)
+    out[mask, 2] = 1.0
+    return out
+
+
+@dataclass
+class LightEstimate:
+    """``light`` (3,) unit direction, ``albedo`` (scalar) and ``method`` ("contour" or "statistics")."""
+
+    light: np.ndarray
+    albedo: float
+    method: str
+
+
+def _contour(mask: np.ndarray):
+    """Pixels of ``mask`` next to background inside the frame, and their outward
+    image-plane directions ``(dx, dy)`` (y up) from the smoothed mask gradient."""
+    inner = ndimage.binary_erosion(mask, border_value=1)
+    edge = mask & ~inner
+    smooth = ndimage.gaussian_filter(mask.astype(np.float64), 1.5)
+    g_row, g_col = np.gradient(smooth)
+    out = np.stack([-g_col, g_row], -1)  # outward = -gradient; y up flips the row part
+    length = np.linalg.norm(out, axis=-1)
+    edge &= length > 1e-6
+    return edge, out / np.maximum(length, 1e-12)[..., None]
+
+
+def estimate_light_from_image(image: np.ndarray, mask: np.ndarray | None = None) -> LightEstimate:
+    """Light and albedo from the image alone (see the module docstring)."""
+    img = np.asarray(image, np.float64)
+    mask = _mask_of(img, mask)
+    if not mask.any():
+        raise ValueError("the mask is empty: no pixel to estimate the light from")
+    rho = float(np.percentile(img[mask], 99.5)) or 1.0
+    edge, outward = _contour(mask)
+    lit = edge & (img > 0.02 * rho)
+    if lit.sum() >= 16:
+        d = outward[lit]
+        a = np.stack([d[:, 0], d[:, 1], np.ones(len(d))], -1)
+        (ax, ay, _), *_ = np.linalg.lstsq(a, img[lit], rcond=None)
+        lxy = np.array([ax, ay]) / rho
+        r = np.linalg.norm(lxy)
+        if r > 0.999:
+            lxy *= 0.999 / r
+        light = np.array([lxy[0], lxy[1], np.sqrt(max(0.0, 1 - float(lxy @ lxy)))])
+        return LightEstimate(normalize(light), rho, "contour")
+    # No contour (a relief filling the frame): image statistics.
+    g_row, g_col = np.gradient(img)
+    inner = ndimage.binary_erosion(mask, border_value=1)
+    sel = inner if inner.any() else mask
+    grad = np.stack([g_col[sel], -g_row[sel]], -1)  # (d/dx, d/dy), y up
+    _, vecs = np.linalg.eigh(grad.T @ grad)
+    axis = vecs[:, -1]  # principal gradient direction = light tilt axis
+    mean = grad.mean(0)
+    if axis @ mean < 0:  # Lee-Rosenfeld sign: the mean gradient points toward the light
+        axis = -axis
+    cos_s = float(np.clip(np.median(img[mask]) / rho, 0.05, 1.0))
+    sin_s = np.sqrt(max(0.0, 1 - cos_s**2))
+    light = np.array([sin_s * axis[0], sin_s * axis[1], cos_s])
+    return LightEstimate(normalize(light), rho, "statistics")
+
+
+def _resize(x: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.ndarray:
+    zoom = (shape[0] / x.shape[0], shape[1] / x.shape[1]) + (1,) * (x.ndim - 2)
+    out = ndimage.zoom(x, zoom, order=order, mode="nearest", grid_mode=True)
+    return out[: shape[0], : shape[1]]
+
+
+def _solve_level(img, mask, n, light, lam, iters, integrability, integrate_every, damping=2 / 3):
+    """Jacobi iterations of the Brooks-Horn update on one pyramid level."""
+    _edge, outward = _contour(mask)
+    outside = ~mask
+    contour_n = np.concatenate([outward, np.zeros(mask.shape + (1,))], -1)
+    for it in range(iters):
+        total = np.zeros_like(n)
+        count = np.zeros(mask.shape)
+        for axis, shift in ((0, 1), (0, -1), (1, 1), (1, -1)):
+            nb = np.roll(n, shift, axis=axis)
+            nb_out = np.roll(outside, shift, axis=axis)
+            valid = np.ones(mask.shape, bool)
+            # Drop the wrapped-around row/column: it lies beyond the frame.
+            sl = [slice(None)] * 2
+            sl[axis] = 0 if shift == 1 else -1
+            valid[tuple(sl)] = False
+            # Background neighbours count as the contour normal (occluding boundary).
+            nb = np.where(nb_out[..., None], contour_n, nb)
+            total += np.where(valid[..., None], nb, 0.0)
+            count += valid
+        avg = total / np.maximum(count, 1)[..., None]
+        # Per-pixel solve of 4 lam (n - avg) = (I - n.l) l with n.l implicit:
+        # n.l = (avg.l + c I) / (1 + c), c = 1 / (4 lam).  Shadowless Lambertian
+        # I = max(0, n.l): a dark pixel whose neighbours face away exerts no force.
+        c = 1.0 / (4 * lam)
+        avg_l = avg @ light
+        shade = (avg_l + c * img) / (1 + c)
+        resid = np.where((img <= 0) & (avg_l <= 0), 0.0, img - shade)
+        target = avg + (c * resid)[..., None] * light
+        n = normalize((1 - damping) * n + damping * target)  # damped Jacobi
+        n[..., 2] = np.maximum(n[..., 2], 0.0)
+        n = normalize(n)
+        if integrability > 0 and (it + 1) % integrate_every == 0:
+            z = depth_from_normals(np.where(mask[..., None], n, 0.0), mask, method="fc", clamp=5.0)
+            ni = normals_from_depth(z, None)
+            n = normalize((1 - integrability) * n + integrability * ni)
+        n = np.where(mask[..., None], n, 0.0)
+    return n
+
+
+def classical_sfs(
+    image: np.ndarray,
+    mask: np.ndarray | None = None,
+    light=None,
+    iters: int = 200,
+    lam: float = 0.1,
+    levels: int | None = None,
+    integrability: float = 0.0,
+    integrate_every: int = 20,
+) -> np.ndarray:
+    """Classical variational shape from shading (Brooks–Horn; see the module docstring).
+
+    Args:
+        image: ``(H, W)`` in [0, 1].
+        mask: ``(H, W)`` foreground (default ``image > 0``).
+        light: ``(3,)`` direction; estimated with :func:`estimate_light_from_image` when None
+            (the albedo is always estimated).
+        iters: Jacobi iterations per pyramid level.
+        lam: smoothness weight (relative to the squared shading residual).
+        levels: pyramid levels (default: halve until the smaller side is below 32 pixels).
+        integrability: weight in [0, 1) of the integrable projection (0 = off).
+        integrate_every: iterations between integrable projections.
+    Returns:
+        ``(H, W, 3)`` float32 unit normals, ``(0, 0, 0)`` outside the mask.
+    """
+    img = np.asarray(image, np.float64)
+    if img.ndim != 2:
+        raise ValueError(f"expected a grayscale image (H, W), got shape {img.shape}")
+    mask = _mask_of(img, mask)
+    if not mask.any():
+        raise ValueError("the mask is empty: nothing to reconstruct")
+    est = estimate_light_from_image(img, mask)
+    l = est.light if light is None else normalize(np.asarray(light, np.float64))
+    img = np.clip(img / est.albedo, 0, 1.5)
+    if levels is None:
+        levels = 1
+        while min(img.shape) / 2 ** levels >= 32:
+            levels += 1
+    shapes = [img.shape]
+    for _ in range(levels - 1):
+        h, w = shapes[-1]
+        shapes.append(((h + 1) // 2, (w + 1) // 2))
+    n = None
+    for shape in reversed(shapes):
+        if shape == img.shape:
+            im_l, m_l = img, mask
+        else:
+            im_l = _resize(img, shape)
+            m_l = _resize(mask.astype(np.float64), shape) >= 0.5
+        if n is None:
+            n = np.zeros(shape + (3,))
+            n[..., 2] = 1.0
+        else:
+            n = normalize(_resize(n, shape))
+            n[~np.isfinite(n).all(-1)] = (0, 0, 1)
+        n = np.where(m_l[..., None], n, 0.0)
+        n[m_l & (np.linalg.norm(n, axis=-1) < 0.5)] = (0, 0, 1)
+        n = _solve_level(im_l, m_l, n, l, lam, iters, integrability, integrate_every)
+    return np.where(mask[..., None], n, 0.0).astype(np.float32)

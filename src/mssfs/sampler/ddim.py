@@ -1,0 +1,89 @@
+"""Guided DDIM at one resolution (docs/method.md#guided-ddim).
+
+The state is a batch of patches ``x`` ``(B * n, 3, P, P)``: the ``n = (H/P) * (W/P)``
+patches of each of ``B`` images (any mix of images and seeds), in the order of
+:mod:`mssfs.core.patches`.  Guidance assembles each image from its patches, so seams and
+curl are measured on the whole image, while the denoiser only ever sees patches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..core.patches import from_patches
+from ..model.diffusion import NoiseSchedule
+from .guidance import integrability_loss, seam_loss, shading_loss
+from .schedules import Stage
+
+__all__ = ["StepInfo", "guided_ddim"]
+
+
+@dataclass
+class StepInfo:
+    """Progress report handed to the callback after every DDIM step."""
+
+    step: int  # index within this run
+    t: int
+    t_prev: int
+    guided_iters: int
+    lr: float
+    loss: float | None  # mean guidance loss of the last inner iteration (None if unguided)
+
+
+def guided_ddim(
+    model: Callable,
+    x: torch.Tensor,
+    shading: torch.Tensor,
+    noise: NoiseSchedule,
+    timesteps: list[int],
+    stage: Stage,
+    guidance_start_t: int,
+    image_size: tuple[int, int],
+    mask: torch.Tensor | None = None,
+    callback: Callable[[StepInfo], None] | None = None,
+) -> torch.Tensor:
+    """Run guided DDIM over ``timesteps`` (descending) and return the clean patches.
+
+    Args:
+        model: ``eps = model(x_t, t, shading)``.
+        x: ``(B * n, 3, P, P)`` patches at ``timesteps[0]``.
+        shading: ``(B * n, 1, P, P)`` image patches.
+        stage: step size, inner iterations, thresholds (see :class:`Stage`).
+        guidance_start_t: guide the steps with ``t <= guidance_start_t``.
+        image_size: ``(H, W)`` of each assembled image.
+        mask: optional foreground ``(B, 1, H, W)`` for the losses.
+    Returns:
+        ``(B * n, 3, P, P)`` predicted clean normals after the last step (not normalised).
+    """
+    h, w = image_size
+    lr = float(stage.lr)
+    image = from_patches(shading, h, w) if stage.shading_weight > 0 else None
+    for i, t in enumerate(timesteps):
+        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        late = t <= stage.late_t
+        iters = stage.inner_iters(t) if (t <= guidance_start_t and stage.lr > 0) else 0
+        loss_value = None
+        for _ in range(iters):
+            if late:
+                lr /= stage.lr_decay  # cumulative within the stage: guidance fades out
+            with torch.enable_grad():
+                x = x.detach().requires_grad_(True)
+                x0 = noise.predict_x0(x, model(x, tt, shading), t)
+                img = from_patches(x0, h, w)
+                loss = stage.seam_weight * seam_loss(img, mask)
+                if image is not None:
+                    loss = loss + stage.shading_weight * shading_loss(img, image, mask)
+                if late:
+                    loss = loss + stage.integrability_weight * integrability_loss(img, mask)
+                (grad,) = torch.autograd.grad(loss.sum(), x)  # per-image losses: samples stay independent
+            x = (x - lr * grad.clamp(-stage.grad_clip, stage.grad_clip)).detach()
+            loss_value = float(loss.detach().mean())
+        with torch.no_grad():
+            x = noise.ddim_step(x, model(x, tt, shading), t, t_prev).prev_sample
+        if callback is not None:
+            callback(StepInfo(i, t, t_prev, iters, lr, loss_value))
+    return x

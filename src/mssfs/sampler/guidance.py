@@ -1,0 +1,180 @@
+"""Differentiable guidance losses on assembled normal images (docs/method.md#guided-ddim).
+
+Both losses take the predicted clean normals of whole images, ``x0`` of shape
+``(B, 3, H, W)`` (channels ``nx, ny, nz`` in the frame of :mod:`mssfs.core.frame`; the
+vectors need not be unit length), and return one loss per image, shape ``(B,)``.
+Per-image losses keep the samples of a batch independent: the sampler sums them, so the
+gradient with respect to one sample's ``x_t`` does not depend on the other samples.
+
+An optional foreground ``mask`` ``(B, 1, H, W)`` or ``(H, W)`` (bool or {0, 1}) restricts
+each loss to terms whose pixels all lie inside the object; without one every pixel
+counts (the publication's behaviour for images without background).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..core.patches import PATCH
+
+__all__ = ["SLOPE_CLAMP", "integrability_loss", "safe_angle", "seam_loss", "shading_loss", "slopes_published"]
+
+
+#: Slopes are clamped to ``[-SLOPE_CLAMP, SLOPE_CLAMP]`` in the integrability loss.
+SLOPE_CLAMP = 10.0
+
+
+def safe_angle(a: torch.Tensor, b: torch.Tensor, dim: int = 1, eps: float = 1e-6) -> torch.Tensor:
+    """Angle in radians between vectors along ``dim``, with finite gradients everywhere.
+
+    ``acos`` of the cosine clamped to ``[-1 + eps, 1 - eps]``, shifted so parallel vectors
+    give exactly 0 (the clamp otherwise leaves ``sqrt(2 eps)`` there).  Where the clamp is
+    active the gradient is 0, never NaN or infinite.  Shapes: ``a``, ``b`` broadcastable;
+    the result drops ``dim``.
+    """
+    tiny = 1e-12 if a.dtype == torch.float64 else 1e-8
+    cos = (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim)).clamp_min(tiny)
+    lo, hi = -1.0 + eps, 1.0 - eps
+    zero = torch.acos(torch.tensor(hi, dtype=cos.dtype, device=cos.device))
+    return torch.acos(cos.clamp(lo, hi)) - zero
+
+
+def _as_mask(mask, x: torch.Tensor) -> torch.Tensor | None:
+    """``mask`` as float ``(B or 1, 1, H, W)`` on ``x``'s device, or None."""
+    if mask is None:
+        return None
+    m = torch.as_tensor(mask, device=x.device)
+    while m.ndim < 4:
+        m = m.unsqueeze(0)
+    return m.to(x.dtype)
+
+
+def _seam_angles(x: torch.Tensor, m: torch.Tensor | None, patch: int):
+    """Seam angles across vertical seams (between patch columns) of ``x`` ``(B, 3, H, W)``.
+
+    Returns ``(angles (B, H, S), weights (B or 1, H, S) or None)`` with ``S = W/P - 1``.
+    """
+    cols = torch.arange(patch, x.shape[-1], patch, device=x.device)
+    left1, left2 = x[..., cols - 1], x[..., cols - 2]  # last and second-to-last, left side
+    right1, right2 = x[..., cols], x[..., cols + 1]  # first and second, right side
+    from_left = safe_angle(2 * left1 - left2, right1)
+    from_right = safe_angle(2 * right1 - right2, left1)
+    angles = 0.5 * (from_left + from_right)
+    if m is None:
+        return angles, None
+    w = m[..., cols - 2] * m[..., cols - 1] * m[..., cols] * m[..., cols + 1]
+    return angles, w[:, 0]
+
+
+def seam_loss(x0: torch.Tensor, mask=None, patch: int = PATCH) -> torch.Tensor:
+    """Mean seam angle (radians) between neighbouring patches, per image.
+
+    At every boundary between two neighbouring ``patch x patch`` tiles (vertical and
+    horizontal seams), the normal is extrapolated linearly across the seam from each
+    side, ``last + (last - second_to_last)``, and compared by angle with the first pixel
+    on the other side; the two angles are averaged and the mean is taken over all seam
+    pixels (with a mask: over seam pixels whose four pixels across the seam are inside).
+
+    Args:
+        x0: ``(B, 3, H, W)``, ``H`` and ``W`` multiples of ``patch``.
+        mask: optional foreground ``(B, 1, H, W)`` / ``(H, W)``.
+    Returns:
+        ``(B,)`` loss; 0 for an image that is a single patch.
+    """
+    b, _, h, w = x0.shape
+    if h % patch or w % patch:
+        raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {patch}")
+    m = _as_mask(mask, x0)
+    a_v, w_v = _seam_angles(x0, m, patch)  # vertical seams
+    a_h, w_h = _seam_angles(x0.transpose(-1, -2), None if m is None else m.transpose(-1, -2), patch)
+    angles = torch.cat([a_v.flatten(1), a_h.flatten(1)], dim=1)
+    if angles.shape[1] == 0:
+        return x0.new_zeros(b)
+    if m is None:
+        return angles.mean(1)
+    weights = torch.cat([w_v.flatten(1), w_h.flatten(1)], dim=1).expand(b, -1)
+    return (angles * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+def slopes_published(x0: torch.Tensor, clamp: float = SLOPE_CLAMP, min_nz: float = 1e-3):
+    """Slopes with the publication's sign choice: ``p = -nx/nz``, ``q = +ny/nz``.
+
+    In this project's frame (y up) the height slopes are ``(p, -q)``: ``q`` here is the
+    negated ``dz/dy``, i.e. ``dz/d(row)``.  ``nz`` is kept away from 0 (sign preserved)
+    so the division has finite gradients; both slopes are clamped to ``[-clamp, clamp]``.
+    Returns two ``(B, H, W)`` tensors.
+    """
+    nx, ny, nz = x0[:, 0], x0[:, 1], x0[:, 2]
+    nz = torch.where(nz >= 0, nz.clamp_min(min_nz), nz.clamp_max(-min_nz))
+    p = (-nx / nz).clamp(-clamp, clamp)
+    q = (ny / nz).clamp(-clamp, clamp)
+    return p, q
+
+
+def integrability_loss(x0: torch.Tensor, mask=None, clamp: float = SLOPE_CLAMP) -> torch.Tensor:
+    """Mean squared discrete curl over 2x2 cells, per image.
+
+    With the publication's slopes (:func:`slopes_published`) and cells indexed
+    ``[row][col]``::
+
+        (p00 + p01 - p10 - p11 - q00 + q01 - q10 + q11) ** 2
+
+    Since that ``q`` is ``-dz/dy`` of the y-up frame, the bracket equals
+    ``2 (dp/dy - dz_y/dx)`` = twice :func:`mssfs.core.frame.integrability_residual`: it
+    vanishes on the normals of a true height field in this frame, so the published sign
+    choice is kept unchanged (see docs/method.md#guided-ddim).
+
+    Args:
+        x0: ``(B, 3, H, W)``.
+        mask: optional foreground; only cells with all four pixels inside count.
+    Returns:
+        ``(B,)`` loss.
+    """
+    p, q = slopes_published(x0, clamp)
+    p00, p01, p10, p11 = p[:, :-1, :-1], p[:, :-1, 1:], p[:, 1:, :-1], p[:, 1:, 1:]
+    q00, q01, q10, q11 = q[:, :-1, :-1], q[:, :-1, 1:], q[:, 1:, :-1], q[:, 1:, 1:]
+    curl2 = (p00 + p01 - p10 - p11 - q00 + q01 - q10 + q11) ** 2
+    m = _as_mask(mask, x0)
+    if m is None:
+        return curl2.flatten(1).mean(1)
+    m = m[:, 0]
+    cell = (m[:, :-1, :-1] * m[:, :-1, 1:] * m[:, 1:, :-1] * m[:, 1:, 1:]).expand_as(curl2)
+    return (curl2 * cell).flatten(1).sum(1) / cell.flatten(1).sum(1).clamp_min(1.0)
+
+
+def shading_loss(x0: torch.Tensor, image: torch.Tensor, mask=None, min_level: float = 0.02,
+                 ridge: float = 1e-3) -> torch.Tensor:
+    """How badly one light explains the image, per image (ours; docs/method.md#shading-guidance-ours).
+
+    With unit normals ``n = x0 / |x0|`` and the lit pixels (image above ``min_level``,
+    inside ``mask``; attached shadows carry no equation), the scaled light ``b = albedo * l``
+    of the image is the least-squares fit of ``n . b = I`` (ridge ``ridge`` times the pixel
+    count, so a flat field still gives a finite ``b``), held fixed (no gradient); the loss is
+    the relative squared residual ``sum (n . b - I)^2 / sum I^2``.  It is 0 when the normals
+    render to the image under one light and uniform albedo, whatever that light is, so it
+    ties the whole image to one light without choosing it.
+
+    Args:
+        x0: ``(B, 3, H, W)`` normals (need not be unit length).
+        image: ``(B, 1, H, W)`` shading in [0, 1].
+        mask: optional foreground ``(B, 1, H, W)`` / ``(H, W)``.
+    Returns:
+        ``(B,)`` loss; 0 for an image without lit pixels.
+    """
+    if image.shape[0] != x0.shape[0] or image.shape[-2:] != x0.shape[-2:]:
+        raise ValueError(f"image {tuple(image.shape)} does not match normals {tuple(x0.shape)}")
+    tiny = 1e-12 if x0.dtype == torch.float64 else 1e-8
+    n = x0 / x0.norm(dim=1, keepdim=True).clamp_min(tiny)
+    img = image[:, 0].to(x0.dtype)
+    w = (img > min_level).to(x0.dtype)
+    m = _as_mask(mask, x0)
+    if m is not None:
+        w = w * m[:, 0]
+    with torch.no_grad():  # the light is held fixed
+        a = torch.einsum("bihw,bjhw,bhw->bij", n, n, w)
+        r = torch.einsum("bihw,bhw,bhw->bi", n, img, w)
+        count = w.flatten(1).sum(1).clamp_min(1.0)
+        eye = torch.eye(3, dtype=x0.dtype, device=x0.device)
+        b = torch.linalg.solve(a + ridge * count[:, None, None] * eye, r.unsqueeze(-1))[..., 0]
+    resid = torch.einsum("bihw,bi->bhw", n, b) - img
+    return (w * resid**2).flatten(1).sum(1) / (w * img**2).flatten(1).sum(1).clamp_min(tiny)

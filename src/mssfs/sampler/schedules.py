@@ -1,0 +1,299 @@
+"""Sampling schedules: the stages of the multiscale V-cycle, as data (docs/method.md#guided-ddim to #v-cycle).
+
+A :class:`Schedule` is a list of :class:`Stage` plus a few global settings.  Timestep
+thresholds are given as timesteps (not grid indices) so a schedule with a coarser DDIM
+grid keeps its meaning.  On the published 50-step grid ``g`` (``g[0] = 299``):
+``g[8] = 250``, ``g[11] = 232``, ``g[15] = 207``, ``g[40] = 55``.
+
+Presets: ``paper`` (the published V-cycle) and ``fast`` (ours, 1/11 of the denoiser
+calls and 1/19 of the patch forwards, with shading guidance and region flips; see
+docs/sampling.md).  A schedule file is YAML or JSON::
+
+    name: my-schedule
+    num_steps: 50          # DDIM grid size (optional)
+    fuse_last: 3           # stages averaged in gradient space at the end (optional)
+    final_region_flips: false  # region flips on the fused result (ours, optional)
+    stages:
+      - {resolution: 160, lr: 20, restart_t: 299, guidance_start_t: 250, lighting: true}
+      - {resolution: 128, lr: 15, lighting: true}
+      - {resolution: 160, lr: 20, region_flips: false}
+
+Every :class:`Stage` field may be given per stage; omitted ones take their defaults.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from ..core.patches import PATCH
+from ..model.diffusion import NoiseSchedule
+
+__all__ = ["PRESETS", "Schedule", "Stage", "StageCost", "StageRun", "get_preset", "load_schedule", "resolve_schedule"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One guided-DDIM pass at one resolution.
+
+    Attributes:
+        resolution: side of the square working image (multiple of 16).
+        lr: guidance step size.
+        restart_t: the stage starts at this timestep: ``>= T - 1`` means pure noise at
+            ``T - 1``; otherwise the previous stage's normals are resized to
+            ``resolution`` and noised forward to ``restart_t`` (published 232).  The
+            stage then runs ``restart_t`` followed by the grid steps below it.
+        guidance_start_t: guidance on the steps with ``t <= guidance_start_t`` (published:
+            250 = ``g[8]`` for the first stage; later stages guide from their first step).
+        lighting: after the stage, run lighting consistency (§8), noise the result to
+            ``lighting_restart_t`` and run the stage again from there.
+        lighting_restart_t: restart timestep of that second run (published 232).
+        region_flips: after every run of the stage, flip whole shading regions so that
+            one light explains the image (ours, default off;
+            :func:`mssfs.sampler.lighting.consistent_regions`); with ``lighting`` it runs before
+            the patch flips.
+        inner_iters_high: guidance iterations per step while ``t >= high_iters_min_t``.
+        inner_iters_low: guidance iterations per step below it.
+        high_iters_min_t: published ``g[15] = 207``.
+        late_t: once ``t <= late_t`` (published ``g[40] = 55``) the integrability loss is
+            added and ``lr`` is divided by ``lr_decay`` at every inner iteration.
+        integrability_weight: weight of the integrability loss (0.5).
+        seam_weight: weight of the seam loss (1: the mean over all seam pixels of both
+            directions, as the publication describes it).  The publication's code adds the
+            two directions' means instead, which is ``seam_weight = 2``
+            (docs/method.md#guided-ddim).
+        shading_weight: weight of the shading loss (ours, default 0 = off;
+            :func:`mssfs.sampler.guidance.shading_loss`): how badly one light explains the image.
+        lr_decay: 1.5.
+        grad_clip: the gradient is clamped to ``[-grad_clip, grad_clip]`` (5).
+    """
+
+    resolution: int
+    lr: float
+    restart_t: int = 232
+    guidance_start_t: int = 299
+    lighting: bool = False
+    lighting_restart_t: int = 232
+    region_flips: bool = False
+    inner_iters_high: int = 10
+    inner_iters_low: int = 3
+    high_iters_min_t: int = 207
+    late_t: int = 55
+    integrability_weight: float = 0.5
+    seam_weight: float = 1.0
+    shading_weight: float = 0.0
+    lr_decay: float = 1.5
+    grad_clip: float = 5.0
+
+    def __post_init__(self):
+        if self.resolution <= 0 or self.resolution % PATCH:
+            raise ValueError(f"stage resolution must be a positive multiple of {PATCH}, got {self.resolution}")
+        if self.resolution < 2 * PATCH:
+            raise ValueError(f"stage resolution {self.resolution} is below {2 * PATCH}: a single patch has no seams")
+        if self.lr < 0 or self.lr_decay <= 0 or self.grad_clip <= 0:
+            raise ValueError("lr must be >= 0 and lr_decay, grad_clip > 0")
+        if min(self.seam_weight, self.integrability_weight, self.shading_weight) < 0:
+            raise ValueError("seam_weight, integrability_weight and shading_weight must be >= 0")
+        if self.inner_iters_high < 0 or self.inner_iters_low < 0:
+            raise ValueError("inner iteration counts must be >= 0")
+        if self.restart_t < 0 or self.lighting_restart_t < 0:
+            raise ValueError("restart timesteps must be >= 0")
+
+    def inner_iters(self, t: int) -> int:
+        """Guidance iterations at timestep ``t``."""
+        return self.inner_iters_high if t >= self.high_iters_min_t else self.inner_iters_low
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """One run of a stage: its timesteps (descending) and where guidance starts."""
+
+    index: int
+    stage: Stage
+    timesteps: list[int]
+    guidance_start_t: int
+    rerun: bool
+
+
+@dataclass(frozen=True)
+class StageCost:
+    """Denoiser work of one stage run: ``calls`` forwards of ``patches`` patches each."""
+
+    resolution: int
+    calls: int
+    guided_calls: int
+    patch_forwards: int
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A V-cycle: stages run in order, the last ``fuse_last`` fused into the result.
+
+    ``min_pixels`` and ``flip_threshold`` are the patch flips' settings (docs/method.md#lighting-consistency);
+    ``region_threshold`` (relative drop of the one-light residual a region flip must
+    bring) and ``flat_gradient`` (image gradient, per image width, below which a pixel
+    is featureless and separates regions) are the region flips' (ours, used by stages
+    with ``region_flips`` and, with ``final_region_flips``, once more on the fused
+    result; :func:`mssfs.sampler.lighting.consistent_regions`).
+    """
+
+    name: str
+    stages: tuple[Stage, ...]
+    num_steps: int = 50
+    fuse_last: int = 3
+    min_pixels: int = 10
+    flip_threshold: float = 0.1
+    region_threshold: float = 0.0
+    flat_gradient: float = 1.0
+    final_region_flips: bool = False
+    description: str = ""
+
+    def __post_init__(self):
+        if not self.stages:
+            raise ValueError("a schedule needs at least one stage")
+        object.__setattr__(self, "stages", tuple(self.stages))
+        if not 1 <= self.fuse_last <= len(self.stages):
+            raise ValueError(f"fuse_last must lie in [1, {len(self.stages)}], got {self.fuse_last}")
+        if self.num_steps < 2:
+            raise ValueError(f"num_steps must be >= 2, got {self.num_steps}")
+        if not 0 <= self.region_threshold < 1:
+            raise ValueError(f"region_threshold must lie in [0, 1), got {self.region_threshold}")
+        if self.flat_gradient <= 0:
+            raise ValueError(f"flat_gradient must be > 0, got {self.flat_gradient}")
+
+    @property
+    def finest(self) -> int:
+        """Resolution of the fused output: the largest of the fused stages."""
+        return max(s.resolution for s in self.stages[-self.fuse_last :])
+
+    def timesteps(self, restart_t: int, noise: NoiseSchedule | None = None) -> list[int]:
+        """Timesteps a run starting at ``restart_t`` visits (descending)."""
+        noise = noise or NoiseSchedule()
+        grid = noise.ddim_grid(self.num_steps)
+        if restart_t >= noise.T - 1:
+            return grid
+        return [restart_t] + [t for t in grid if t < restart_t]
+
+    def runs(self, noise: NoiseSchedule | None = None) -> list[StageRun]:
+        """Every stage run in order (a stage with ``lighting`` runs twice)."""
+        out = []
+        for i, s in enumerate(self.stages):
+            out.append(StageRun(i, s, self.timesteps(s.restart_t, noise), s.guidance_start_t, rerun=False))
+            if s.lighting:
+                # The re-run restarts lower and is guided from its first step.
+                start = s.lighting_restart_t
+                out.append(StageRun(i, s, self.timesteps(start, noise), max(s.guidance_start_t, start), rerun=True))
+        return out
+
+    def cost(self, noise: NoiseSchedule | None = None) -> list[StageCost]:
+        """Denoiser calls and patch forwards of every stage run (per sample)."""
+        out = []
+        for run in self.runs(noise):
+            s = run.stage
+            guided = sum(s.inner_iters(t) for t in run.timesteps if t <= run.guidance_start_t)
+            calls = len(run.timesteps) + guided
+            out.append(StageCost(s.resolution, calls, guided, calls * (s.resolution // PATCH) ** 2))
+        return out
+
+    def total_cost(self, noise: NoiseSchedule | None = None) -> tuple[int, int]:
+        """``(denoiser calls, patch forwards)`` for one sample."""
+        c = self.cost(noise)
+        return sum(x.calls for x in c), sum(x.patch_forwards for x in c)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stages"] = [asdict(s) for s in self.stages]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Schedule:
+        if not isinstance(d, dict) or "stages" not in d:
+            raise ValueError("a schedule must be a mapping with a 'stages' list")
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown schedule key(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+        stage_keys = {f.name for f in fields(Stage)}
+        stages = []
+        for k, s in enumerate(d["stages"]):
+            if not isinstance(s, dict):
+                raise ValueError(f"stage {k}: expected a mapping, got {type(s).__name__}")
+            bad = set(s) - stage_keys
+            if bad:
+                raise ValueError(f"stage {k}: unknown key(s) {', '.join(sorted(bad))}; known: {', '.join(sorted(stage_keys))}")
+            try:
+                stages.append(Stage(**s))
+            except TypeError as exc:
+                raise ValueError(f"stage {k}: {exc}") from exc
+        return cls(**{**d, "stages": tuple(stages)})
+
+
+def _paper() -> Schedule:
+    res = (160, 128, 64, 80, 96, 112, 128, 144, 160)
+    lrs = (20, 15, 10, 10, 10, 15, 15, 20, 20)
+    stages = [Stage(res[0], lrs[0], restart_t=299, guidance_start_t=250, lighting=True)]
+    stages += [Stage(r, lr, lighting=(i == 1)) for i, (r, lr) in enumerate(zip(res, lrs)) if i > 0]
+    return Schedule("paper", tuple(stages), description="published V-cycle (docs/method.md#v-cycle)")
+
+
+def _fast() -> Schedule:
+    # Ours: a short V-cycle (96 -> 64 -> 96 -> 128) on a 20-step DDIM grid with 4 / 1
+    # guidance iterations per step: 194 denoiser calls and 7,288 patch forwards per
+    # sample (1/11 and 1/19 of ``paper``), plus shading guidance at weight 10 in every
+    # stage (docs/decisions/shading-guidance.md), and region flips after every stage run
+    # and on the fused result (docs/decisions/region-flips.md).
+    kw = dict(inner_iters_high=4, inner_iters_low=1, shading_weight=10.0, region_flips=True)
+    stages = (
+        Stage(96, 15, restart_t=299, guidance_start_t=250, lighting=True, **kw),
+        Stage(64, 10, **kw),
+        Stage(96, 15, **kw),
+        Stage(128, 20, **kw),
+    )
+    return Schedule(
+        "fast", stages, num_steps=20, fuse_last=2, final_region_flips=True,
+        description="ours: short V-cycle, 20-step grid, shading guidance 10, region flips",
+    )
+
+
+PRESETS = {"paper": _paper, "fast": _fast}
+
+
+def get_preset(name: str) -> Schedule:
+    """The named preset schedule (``paper`` or ``fast``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def load_schedule(path) -> Schedule:
+    """Read a schedule from a YAML (``.yaml``/``.yml``) or JSON file; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such schedule file")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:
+        raise ValueError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'} ({exc})") from exc
+    try:
+        sched = Schedule.from_dict(data)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    return sched if sched.name else replace(sched, name=path.stem)
+
+
+def resolve_schedule(schedule=None, preset: str = "paper") -> Schedule:
+    """A :class:`Schedule` from an instance, a dict, a file path, or else the preset name."""
+    if schedule is None:
+        return get_preset(preset)
+    if isinstance(schedule, Schedule):
+        return schedule
+    if isinstance(schedule, dict):
+        return Schedule.from_dict(schedule)
+    return load_schedule(schedule)
