@@ -91,7 +91,7 @@ def test_demo_end_to_end_in_headless_chromium(tmp_path):
     url = f"http://127.0.0.1:{port}/"
     with chrome(1400, 1200) as d, open(log, "w") as logf:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mssfs", "demo", "--host", "127.0.0.1", "--port", str(port), "--bf16",
+            [sys.executable, "-m", "mssfs", "demo", "--host", "127.0.0.1", "--port", str(port), "--precision", "bf16",
              "--workdir", str(runs)],
             stdout=logf, stderr=subprocess.STDOUT, env=env,
         )

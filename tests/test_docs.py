@@ -248,3 +248,27 @@ def test_label_and_date_patterns_match_what_they_should():
     assert WORDY_DATE.search("on 5 December 2026") and not WORDY_DATE.search("NeurIPS 2024")
     assert ISSUE_NUMBER.search("(" + "iss" + "ue 6)") and not ISSUE_NUMBER.search("an issue with 6 samples")
     assert OUTSIDE_SPEC.search("DESIGN" + ".md §7")
+
+
+def setup_commands(readme: str) -> list[str]:
+    """The fenced commands of the README's "Set up and run" section."""
+    section = readme.split("## Set up and run", 1)[1].split("\n## ", 1)[0]
+    return [block.strip() for block in re.findall(r"```bash\n(.*?)```", section, re.DOTALL)]
+
+
+def test_readme_has_two_setup_commands_and_ci_runs_the_second():
+    commands = setup_commands((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert len(commands) == 2 and all("\n" not in c for c in commands), commands
+    install_and_run, install_and_test = commands
+    assert "pip install" in install_and_run and "mssfs sample" in install_and_run
+    assert "pytest" in install_and_test
+    ci = ROOT / ".ci" / "run"
+    if not ci.exists():
+        pytest.skip("no .ci/run in this checkout")
+    ci_lines = [line.strip() for line in ci.read_text(encoding="utf-8").splitlines()]
+    assert install_and_test in ci_lines, ".ci/run must run the README's test command"
+
+
+def test_setup_command_parser_sees_a_third_command():
+    readme = "## Set up and run\n```bash\na\n```\n```bash\nb\n```\n```bash\nc\n```\n## Next\n```bash\nd\n```\n"
+    assert setup_commands(readme) == ["a", "b", "c"]

@@ -278,7 +278,7 @@ def test_batched_images_match_image_by_image(cli_env):
     rows = {}
     for batch in (0, 1):
         settings = RunSettings(samples=2, seed=5, model=model, batch_images=batch)
-        rows[batch], _ = _run_methods(items, methods, settings, False, lambda it, n: n)
+        rows[batch], _ = _run_methods(items, methods, settings, False, lambda it, n, fused, last: n)
     for a, b in zip(rows[0]["ours"], rows[1]["ours"]):  # the tolerance of docs/sampling.md
         assert a.shape == (2, 32, 32, 3)
         fg = np.linalg.norm(a, axis=-1) > 0

@@ -33,6 +33,7 @@ def test_cosine_betas_match_design():
 
 
 def test_diffusers_scheduler_uses_same_betas_and_noising():
+    pytest.importorskip("diffusers")  # a test-only cross-check (the test extra)
     s = NoiseSchedule()
     ddpm = s.diffusers_ddpm()
     assert np.allclose(ddpm.betas.numpy(), s.betas.numpy(), rtol=1e-6)
@@ -49,7 +50,7 @@ def test_ddim_grid():
 
 
 def test_ddim_step_matches_diffusers_on_uniform_grid():
-    from diffusers import DDIMScheduler
+    DDIMScheduler = pytest.importorskip("diffusers").DDIMScheduler  # test-only cross-check
 
     s = NoiseSchedule()
     sched = DDIMScheduler(num_train_timesteps=300, trained_betas=s.betas.numpy(), clip_sample=False, set_alpha_to_one=True)

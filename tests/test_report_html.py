@@ -10,7 +10,7 @@ import pytest
 from headless import canvas_pixels, chrome, drag, picture_stats, severe_logs, wait_for
 
 from mssfs.analysis import analyze, generated_bump_dent_layout, load_sample_set
-from mssfs.analysis.html_report import MESH_SIDE, render_report, report_data, write_folder_report, write_report
+from mssfs.analysis.html_report import MESH_SIDE, render_report, report_data, write_report
 from mssfs.cli import main
 from mssfs.core.render import render
 
@@ -48,7 +48,7 @@ def folder(tmp_path):
 
 
 def page_data(text: str) -> dict:
-    m = re.search(r'<script type="application/json" id="mssfs-data">(.*?)</script>', text, re.S)
+    m = re.search(r'<script type="application/json" id="mssfs-data">(.*?)</script>', text, re.DOTALL)
     assert m, "the data block is missing"
     return json.loads(m.group(1))
 

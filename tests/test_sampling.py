@@ -298,7 +298,7 @@ def test_paper_preset_counts_by_running_it():
     got = {}
     for name in ("paper", "fast"):
         counter = SlicedDenoiser(Zero())
-        sample(sphere_image(64, 64), n=1, model=counter, preset=name)
+        sample(sphere_image(64, 64), n=1, model=counter, preset=name, resolution="preset")
         got[name] = (counter.calls, counter.patch_forwards)
     assert got["paper"] == (2142, 137609)
     assert got["fast"][0] <= got["paper"][0] / 10 and got["fast"][1] <= got["paper"][1] / 10

@@ -58,9 +58,9 @@ def cluster_samples(
     Args:
         modes: ``"auto"`` (cut the tree at ``threshold``) or a fixed number of modes.
         features: ``"signs"`` (convexity readings compared by :func:`sign_distances`),
-            ``"readings"`` (the same readings by :func:`reading_distances`, the default
-            before stop 22), ``"normals"`` (downsampled maps) or ``"auto"`` (signs unless
-            the samples are essentially flat, then normals).
+            ``"readings"`` (the same readings by :func:`reading_distances`), ``"normals"``
+            (downsampled maps) or ``"auto"`` (signs unless the samples are essentially flat,
+            then normals).
         threshold: distance cut; default 0.2 for signs and readings, 15 degrees for normals.
     """
     from scipy.cluster.hierarchy import fcluster, linkage

@@ -43,6 +43,10 @@ A *sample set* is what ``mssfs sample`` writes into one folder: ``normals.npy``
   a dent (-1) from the integrated height, and :func:`consistency` tells whether a sample's
   readings agree with one light: the true layout (0), its full inversion (1) or neither.
   :func:`generated_bump_dent_layout` draws random bump/dent images with a known layout.
+* **Seam index** (:mod:`mssfs.analysis.seams`): how visible the last stage's patch grid is
+  in each sample (about 1 without a grid).  **One-region consistency**
+  (:mod:`mssfs.analysis.one_region`): the share of a sample's curved area that reads the
+  way its own light says, for stimuli that are one shading region.
 """
 
 from __future__ import annotations
@@ -55,7 +59,9 @@ from ..core.frame import normalize
 from .clustering import Clustering, cluster_samples
 from .curvature import FLAT_LEVEL
 from .embedding import embed
+from .one_region import one_region_consistency
 from .sample_set import SampleSet
+from .seams import output_grid, seam_index
 from .spread import angular_spread, implied_lights, light_angles
 
 __all__ = ["Analysis", "analyze"]
@@ -72,6 +78,11 @@ class Analysis:
         spread: ``(H, W)`` per-pixel angular spread of all samples (degrees, NaN outside).
         mode_spread: ``(K,)`` mean spread inside each mode (degrees).
         embedding: ``(N, 2)`` coordinates; ``embedding_method`` names the method.
+        seams: ``(N,)`` seam index of each sample (:func:`mssfs.analysis.seams.seam_index`)
+            on ``seam_grid`` ``{"stage_resolution", "period", "origin"}``: the last stage's
+            patch grid from ``meta.json``, or a 16-pixel grid of the output without one.
+        one_region: ``(N,)`` one-region consistency of each sample under its own light
+            (:func:`mssfs.analysis.one_region.one_region_consistency`; None without ``image.npy``).
     """
 
     clustering: Clustering
@@ -81,6 +92,9 @@ class Analysis:
     mode_spread: np.ndarray
     embedding: np.ndarray
     embedding_method: str
+    seams: np.ndarray | None = None
+    seam_grid: dict | None = None
+    one_region: np.ndarray | None = None
 
     def to_json(self, samples: SampleSet) -> dict:
         """JSON-ready summary (the content of ``report.json``)."""
@@ -133,7 +147,30 @@ class Analysis:
             },
             "lights": {"source": self.lights_source, "per_sample": np.round(self.lights, 6).tolist()},
             "embedding": {"method": self.embedding_method, "coords": np.round(self.embedding, 4).tolist()},
+            "seam_index": _per_sample(self.seams, grid=self.seam_grid),
+            "one_region_consistency": _per_sample(self.one_region),
         }
+
+
+def _per_sample(values: np.ndarray | None, **extra) -> dict | None:
+    """``{"samples": [...], "mean": x, **extra}`` with None for NaN; None for no values."""
+    if values is None:
+        return None
+    v = np.asarray(values, np.float64)
+    finite = np.isfinite(v)
+    return {"samples": [round(float(x), 4) if ok else None for x, ok in zip(v, finite)],
+            "mean": round(float(v[finite].mean()), 4) if finite.any() else None, **extra}
+
+
+def seam_grid_of(samples: SampleSet) -> dict:
+    """The patch grid the seam index of ``samples`` is measured on: the last stage's, from
+    the schedule in ``meta.json``, else a 16-pixel grid from the output's corner."""
+    try:
+        resolution = int(samples.meta["schedule"]["stages"][-1]["resolution"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return {"stage_resolution": None, "period": 16.0, "origin": [0.0, 0.0]}
+    period, origin = output_grid(samples.normals.shape[1:3], resolution)
+    return {"stage_resolution": resolution, "period": period, "origin": list(origin)}
 
 
 def analyze(
@@ -154,4 +191,7 @@ def analyze(
         members = clustering.labels == k
         mode_spread.append(float(np.nanmean(angular_spread(n[members], samples.mask))))
     coords, method = embed(n, samples.mask)
-    return Analysis(clustering, lights, source, spread, np.array(mode_spread), coords, method)
+    grid = seam_grid_of(samples)
+    seams = seam_index(n, samples.mask, grid["period"], tuple(grid["origin"]))
+    one = None if samples.image is None else one_region_consistency(n, samples.image, samples.mask, lights)
+    return Analysis(clustering, lights, source, spread, np.array(mode_spread), coords, method, seams, grid, one)

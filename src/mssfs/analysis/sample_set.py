@@ -11,7 +11,8 @@ import numpy as np
 
 from ..core.frame import foreground_mask
 
-__all__ = ["SampleSet", "SampleSetError", "find_sample_folders", "load_sample_set"]
+__all__ = ["SampleSet", "SampleSetError", "find_sample_folders", "load_sample_set", "temporary_folders",
+           "temporary_notes"]
 
 
 class SampleSetError(ValueError):
@@ -47,21 +48,49 @@ def find_sample_folders(path: str | Path) -> list[Path]:
     """The sample folders at ``path``: itself if it holds ``normals.npy``, else its
     immediate sub-folders that do (sorted by name).
 
+    Temporary folders of runs that are writing or were killed (``.<stem>.tmp-*``,
+    ``.<stem>.old-*``, :func:`mssfs.core.outputs.is_temporary`) are never results: they are
+    skipped (:func:`temporary_folders` lists them) and refused when given directly.
+
     Raises :class:`SampleSetError` when ``path`` is missing, not a folder or holds none.
     """
+    from ..core.outputs import is_temporary
+
     path = Path(path)
     if not path.exists():
         raise SampleSetError(f"{path}: no such folder")
     if not path.is_dir():
         raise SampleSetError(f"{path}: is a file, not a sample folder")
+    if is_temporary(path.name):
+        raise SampleSetError(f"{path}: is the temporary folder of an unfinished or interrupted 'mssfs sample' run, "
+                             "not a result")
     if (path / "normals.npy").is_file():
         return [path]
-    found = sorted(p for p in path.iterdir() if p.is_dir() and (p / "normals.npy").is_file())
+    found = sorted(p for p in path.iterdir()
+                   if p.is_dir() and not is_temporary(p.name) and (p / "normals.npy").is_file())
     if not found:
         raise SampleSetError(
             f"{path}: no samples found (expected normals.npy here or in its sub-folders, as written by 'mssfs sample')"
         )
     return found
+
+
+def temporary_folders(path: str | Path) -> list[Path]:
+    """The temporary folders of unfinished or interrupted runs directly in ``path``
+    (:func:`find_sample_folders` skips them; the next ``mssfs sample`` of their stem
+    removes them)."""
+    from ..core.outputs import is_temporary
+
+    path = Path(path)
+    if not path.is_dir():
+        return []
+    return sorted(p for p in path.iterdir() if p.is_dir() and is_temporary(p.name))
+
+
+def temporary_notes(path: str | Path) -> list[str]:
+    """One note per temporary folder in ``path`` that :func:`find_sample_folders` skipped."""
+    return [f"skipped {p}: the temporary folder of an unfinished or interrupted 'mssfs sample' run, not a result "
+            "(the next run of that input removes it)" for p in temporary_folders(path)]
 
 
 def _load_npy(path: Path) -> np.ndarray:

@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,7 @@ class DemoRunner:
             request's preset when given).
     """
 
-    def __init__(self, workdir, model=None, model_info: dict | None = None, schedule=None, device: str = "cpu",
+    def __init__(self, workdir, model=None, model_info: dict | None = None, schedule=None, device: str = "auto",
                  bf16: bool = False):
         self.workdir = Path(workdir)
         self.schedule = schedule
@@ -102,6 +103,7 @@ class DemoRunner:
 
         from ..analysis import analyze, load_sample_set
         from ..analysis.html_report import write_report
+        from ..sampler.api import WeightsNotice
 
         n = int(n)
         if not 1 <= n <= MAX_SAMPLES:
@@ -110,7 +112,8 @@ class DemoRunner:
             raise ValueError(f"the seed must be >= 0, got {seed}")
         self.workdir.mkdir(parents=True, exist_ok=True)
         run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self.workdir))
-        with self._lock:  # one sampling run at a time: they share the CPU threads
+        with self._lock, warnings.catch_warnings():  # one run at a time: they share the CPU threads
+            warnings.simplefilter("ignore", WeightsNotice)  # printed once when the server starts
             result = mssfs.sample(
                 image, n=n, seed=int(seed), preset=preset, schedule=self.schedule, device=self.device,
                 model=self.model(), bf16=self.bf16, progress=True,
@@ -148,7 +151,8 @@ def build_demo(runner: DemoRunner, max_samples: int = MAX_SAMPLES):
     gr = require_gradio()
     from ..core.images import ImageError
 
-    def sample(source, upload, drawing, stimulus, n, preset, seed, progress=gr.Progress(track_tqdm=True)):
+    # Gradio finds its progress tracker through this default value (its documented idiom).
+    def sample(source, upload, drawing, stimulus, n, preset, seed, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
         if source == "draw":
             image = drawing_to_image(drawing)
             if image is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 #: Sub-command modules, in the order ``--help`` lists them.
@@ -43,11 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UsageError as exc:
-        print(f"mssfs {args.command}: error: {exc}", file=sys.stderr)
+        print(f"mssfs {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mssfs: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the error edge: user errors in one line, bugs keep their traceback
+        from .errors import describe
+
+        line = describe(exc)
+        if line is None or os.environ.get("MSSFS_DEBUG"):
+            raise
+        print(f"mssfs {args.command}: error: {line}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from ..core.fileio import save_json, save_npy
 from . import UsageError
+from .checks import add_analyze_checks, check_figure5, draw_figure5, run_seed_or_image
+from .options import add_quiet
 
 HELP = "cluster samples into interpretations and report shares, spread, lights (report.png/json)"
 
@@ -17,16 +19,25 @@ normals.npy) or a folder of such folders (each is analysed).
 
 Samples are grouped into interpretations by where they are convex and where concave:
 the sign of their mean curvature pooled over a 16x16 grid, compared where both samples
-are curved (see docs/analysis.md). For each folder this writes
+are curved. For each folder this writes, into the folder (or, with --out OUT, into
+OUT/<sample folder name>/),
 report.json (modes with shares, members, representative sample and mean light; spread
 statistics; per-sample lights; embedding coordinates), report.png (input, mode
 representatives, per-pixel angular spread, t-SNE/PCA embedding, lights on a disc) and
 spread.npy (per-pixel spread in degrees). Existing reports are replaced.
 
+--figure5 PNG also draws, after the analysis, one row per sample folder (the input and
+its samples grouped by mode) into PNG. --seed-or-image replaces the analysis with a check
+of the weights on the folders of one 'mssfs sample' run: do the samples follow the image
+or the seed?
+
 examples:
   mssfs analyze samples/circles
   mssfs analyze samples --modes 2
   mssfs analyze samples/circles --compare other_run/circles
+  mssfs analyze samples --out reports
+  mssfs analyze fig5 --figure5 docs/figure5.png
+  mssfs analyze results --seed-or-image
 """
 
 
@@ -53,6 +64,9 @@ def register(subparsers) -> None:
         help="another sample folder (or folder of them, matched by name): add the Wasserstein distance",
     )
     p.add_argument("--no-plot", action="store_true", help="write report.json only")
+    p.add_argument("--out", metavar="DIR", help="write into DIR/<sample folder name>/ instead of the sample folders")
+    add_analyze_checks(p)
+    add_quiet(p)
     p.set_defaults(func=run)
 
 
@@ -70,7 +84,7 @@ def add_clustering_options(p) -> None:
         "--features", choices=("auto", "signs", "readings", "normals"), default="auto",
         help="what samples are compared by: signs = the share of the curvature two samples share that they "
         "read with opposite signs (bump vs dent); readings = the L1 distance between their curvature "
-        "readings (docs/decisions/sign-distance.md); normals = downsampled normal maps; auto = signs unless the "
+        "readings (the default of mssfs 0.1.0); normals = downsampled normal maps; auto = signs unless the "
         "samples are flat, then normals (default: auto)",
     )
 
@@ -93,6 +107,9 @@ def run(args) -> int:
 
     if args.threshold is not None and args.threshold <= 0:
         raise UsageError(f"--threshold must be positive, got {args.threshold}")
+    if args.seed_or_image:
+        return run_seed_or_image(args)
+    check_figure5(args)
     try:
         folders = analysis.find_sample_folders(args.dir)
         pairs = {}
@@ -100,8 +117,10 @@ def run(args) -> int:
             pairs = _pairs(folders, analysis.find_sample_folders(args.compare))
     except analysis.SampleSetError as exc:
         raise UsageError(str(exc)) from None
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} exists and is not a folder")
 
-    for folder in tqdm(folders, desc="analyze", unit="set", disable=len(folders) < 2):
+    for folder in tqdm(folders, desc="analyze", unit="set", disable=len(folders) < 2 or args.quiet):
         try:
             samples = analysis.load_sample_set(folder)
         except analysis.SampleSetError as exc:
@@ -118,19 +137,24 @@ def run(args) -> int:
             print(f"{folder}: Wasserstein distance to {other.path} = {w:.4f}")
         elif pairs:
             print(f"{folder}: no folder of the same name under --compare; no distance computed")
-        save_npy(folder / "spread.npy", result.spread.astype(np.float32))
-        save_json(folder / "report.json", report)
+        dest = folder if args.out is None else Path(args.out) / folder.name
+        dest.mkdir(parents=True, exist_ok=True)
+        save_npy(dest / "spread.npy", result.spread.astype(np.float32))
+        save_json(dest / "report.json", report)
         if not args.no_plot:
             from ..analysis.plots import report_figure
 
-            report_figure(folder / "report.png", samples, result)
+            report_figure(dest / "report.png", samples, result)
         shares = ", ".join(f"{100 * s:.0f}%" for s in result.clustering.shares)
         print(
             f"{folder}: {samples.normals.shape[0]} samples, {result.clustering.n_modes} mode(s) ({shares}), "
-            f"mean spread {report['spread_deg']['mean']:.1f} deg -> {folder / 'report.json'}"
+            f"mean spread {report['spread_deg']['mean']:.1f} deg, seam index {_mean(report['seam_index'])}, "
+            f"one-region consistency {_mean(report['one_region_consistency'])} -> {dest / 'report.json'}"
         )
         for note in _notes(result.clustering, args):
             print(f"{folder}: {note}")
+    if args.figure5:
+        draw_figure5(args, folders, [f if args.out is None else Path(args.out) / f.name for f in folders])
     return 0
 
 
@@ -156,3 +180,8 @@ def _notes(c, args) -> list[str]:
             f"cut {c.threshold:g}; median curvature level {level:.2f})"
         )
     return notes
+
+
+def _mean(entry: dict | None) -> str:
+    """A per-sample report entry's mean for the summary line ("n/a" when undefined)."""
+    return "n/a" if entry is None or entry["mean"] is None else f"{entry['mean']:.2f}"

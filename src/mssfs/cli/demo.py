@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from . import UsageError
+from .options import add_device, add_precision
 
 HELP = "start a local web page: upload or draw an image, sample, see the modes and relight them"
 
@@ -14,11 +16,11 @@ Upload an image, draw one or pick a bundled stimulus; choose the number of sampl
 preset and the seed; press Sample. A progress bar follows the V-cycle; the result is the
 page of 'mssfs report' (samples grouped by mode, a light to drag, height meshes) and a
 zip of the output folder to download. Runs on the CPU with the package's weights unless
-told otherwise. Stop it with Ctrl+C.
+told otherwise (--device auto takes CUDA when there is one). Stop it with Ctrl+C.
 
 examples:
   mssfs demo
-  mssfs demo --port 8000 --bf16
+  mssfs demo --port 8000 --precision bf16
   mssfs demo --host 0.0.0.0 --device cuda    (reachable from other machines: mind who can reach it)
 """
 
@@ -29,8 +31,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--bf16", action="store_true", help="run the denoiser under bfloat16 autocast")
+    add_device(p)
+    add_precision(p)
     p.add_argument("--model", metavar="PATH", help="denoiser weights (default: the package's weights)")
     p.add_argument("--schedule", metavar="FILE", help="YAML/JSON schedule file used for every request instead of "
                    "the chosen preset (see docs/sampling.md)")
@@ -61,6 +63,9 @@ def run(args) -> int:
         model, info = api.resolve_model(args.model, device)
     except (OSError, ValueError, RuntimeError) as exc:
         raise UsageError(f"could not load the denoiser{' ' + args.model if args.model else ''}: {exc}") from exc
+    if info.get("notice"):
+        print(f"note: model {info['path']}: {info['notice']}", file=sys.stderr)
+    print(f"mssfs demo: open http://{args.host}:{args.port}/ (Ctrl+C stops it)", file=sys.stderr)
     serve(host=args.host, port=args.port, workdir=args.workdir, model=model, model_info=info, schedule=schedule,
-          device=str(device), bf16=args.bf16)
+          device=str(device), bf16=args.precision == "bf16")
     return 0

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 from . import UsageError
+from .checks import add_evaluate_checks, run_compare, run_diagnose
+from .options import add_device, add_precision
 
 HELP = "score the sampler, its ablations and baselines on held-out shapes or the stimuli"
 
@@ -38,17 +40,27 @@ weights exist, classical, flat):
   no-guidance   lr 0, no lighting consistency      seams-only    seam guidance only (no integrability,
   no-lighting   no lighting consistency                          shading guidance or lighting)
                                                    single-scale  one stage from noise, stage-1 guidance
-  regression    regression U-Net (--regression-model PATH or weights/regression/)
+  no-refine     no refinement by the shading at the end
+  regression    regression U-Net (--regression-model PATH, default: the package's regression weights)
   classical     Brooks-Horn variational shape from shading (light estimated)
   flat          (0, 0, 1) everywhere
 
 --ablation-figure INPUT draws one row per ablation (N samples each) for INPUT into the
 PNG file --out instead of running a suite.
 
+checks (no --out; they print a table):
+  --compare A.json B.json  pair two objects-suite runs image by image (--methods M, or MA,MB
+                           for A's and B's method; default ours; --kind, --items)
+  --diagnose               patch-level numbers of the denoiser --model: does it use its
+                           shading input? (--regression-model, --n-objects, --seed)
+
 examples:
   OMP_NUM_THREADS=1 mssfs evaluate --suite objects --samples 4 --out eval/objects
   mssfs evaluate --suite stimuli --methods ours,classical,flat --n-layouts 5 --out eval/stimuli
-  mssfs evaluate --ablation-figure stimulus:circles --samples 4 --out docs/ablation.png
+  mssfs evaluate --ablation-figure stimulus:circles --samples 4 --out ablation.png
+  mssfs evaluate --compare docs/results/objects_release.json eval/objects/results.json
+  mssfs evaluate --compare base.json eval/objects/results.json --methods regression,ours --kind objects --items 0:20
+  mssfs evaluate --diagnose --model candidate/ --regression-model src/mssfs/model/weights/regression
 """
 
 
@@ -70,9 +82,11 @@ def register(subparsers) -> None:
     what.add_argument("--suite", help="objects or stimuli")
     what.add_argument("--ablation-figure", metavar="INPUT",
                       help="draw the ablation figure for INPUT (image file or stimulus:NAME) into --out (a .png)")
+    add_evaluate_checks(p, what)
     p.add_argument("--samples", "-n", type=int, default=4, metavar="N", help="samples per image for sampler methods (default 4)")
     p.add_argument("--methods", metavar="M1,M2", help="comma-separated methods (default: see above)")
-    p.add_argument("--n-objects", type=int, default=50, metavar="K", help="objects suite: held-out objects (default 50)")
+    p.add_argument("--n-objects", type=int, default=None, metavar="K",
+                   help="objects suite: held-out objects (default 50); --diagnose: images (default 12)")
     p.add_argument("--n-reliefs", type=int, default=20, metavar="K", help="objects suite: held-out reliefs (default 20)")
     p.add_argument("--n-layouts", type=int, default=10, metavar="K", help="stimuli suite: generated bump/dent layouts (default 10)")
     p.add_argument("--stimuli", default="all", metavar="NAMES",
@@ -83,19 +97,20 @@ def register(subparsers) -> None:
                    help="image size, a multiple of 16 (default 64 for objects, 128 for stimuli)")
     p.add_argument("--preset", default="fast", choices=("paper", "fast"), help="schedule of 'ours' and the ablations (default fast)")
     p.add_argument("--schedule", metavar="FILE",
-                   help="a schedule file (YAML/JSON, docs/sampling.md) for 'ours' and the ablations instead of --preset")
+                   help="a schedule file (YAML/JSON, as for 'mssfs sample --schedule') for 'ours' and the ablations "
+                   "instead of --preset")
     p.add_argument("--resolution", type=_resolution, default="auto", metavar="auto|preset|R",
                    help="finest sampling resolution: auto = the preset's, scaled down to the image size when "
                    "larger (default); preset = as the preset has it; R = scale the preset's stages to R")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--bf16", action="store_true", help="run the denoiser under bfloat16 autocast")
+    add_device(p)
+    add_precision(p)
     p.add_argument("--model", metavar="PATH", help="denoiser weights (default: the package's weights)")
     p.add_argument("--regression-model", metavar="PATH", help="regression weights for the 'regression' method")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="image i is sampled with seed S + i (default 0)")
     p.add_argument("--batch-images", type=int, default=0, metavar="K",
                    help="sampler methods: sample K images per batched call (default 0: as many as keep a call "
                    "under 1,024 patches on CPU, 16,384 on a GPU; results do not depend on it beyond float rounding)")
-    p.add_argument("--out", required=True, metavar="DIR",
+    p.add_argument("--out", metavar="DIR",
                    help="output folder (results.md, results.json); with --ablation-figure the PNG file")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -104,6 +119,9 @@ def register(subparsers) -> None:
 def _check(args) -> None:
     from ..core.patches import PATCH
 
+    args.bf16 = args.precision == "bf16"
+    if args.n_objects is None:
+        args.n_objects = 50
     if args.suite is not None and args.suite not in ("objects", "stimuli"):
         raise UsageError(f"unknown suite {args.suite!r}; choose objects or stimuli")
     if args.samples < 1:
@@ -186,10 +204,10 @@ def _command(args, methods: list[str], size: int) -> str:
     parts.append(f"--schedule {args.schedule}" if args.schedule else f"--preset {args.preset}")
     parts.append(f"--resolution {args.resolution} --seed {args.seed}")
     for flag, value in (("--model", args.model), ("--regression-model", args.regression_model), ("--device", args.device)):
-        if value and not (flag == "--device" and value == "cpu"):
+        if value and not (flag == "--device" and value == "auto"):
             parts.append(f"{flag} {value}")
-    if args.bf16:
-        parts.append("--bf16")
+    if args.precision != "fp32":
+        parts.append(f"--precision {args.precision}")
     return " ".join(parts) + f" --out {args.out}"
 
 
@@ -199,6 +217,14 @@ def run(args) -> int:
     from ..sampler import api
     from ..sampler.inputs import prepare_input
 
+    if args.compare:
+        return run_compare(args)
+    if args.diagnose:
+        return run_diagnose(args)
+    if args.kind or args.items != ":":
+        raise UsageError("--kind and --items go with --compare")
+    if args.out is None:
+        raise UsageError("--out is required with --suite and --ablation-figure")
     _check(args)
     names = _methods(args)
     out = Path(args.out)

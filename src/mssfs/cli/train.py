@@ -13,6 +13,7 @@ import dataclasses
 import typing
 
 from . import UsageError
+from .options import add_quiet
 
 #: Model fields not offered on the command line (fixed by the sampler's contract).
 _HIDDEN_MODEL_FIELDS = {"shading_channels", "normal_channels", "patch"}
@@ -76,13 +77,18 @@ def register(subparsers) -> None:
         help="train the patch diffusion model (or the regression baseline)",
         description="Train the patch denoiser (or the regression baseline). Options given here override "
         "--config, which overrides the defaults. Run the same command under `torchrun --nproc-per-node K` "
-        "for data-parallel training. See docs/training.md.",
+        "for data-parallel training. 'mssfs train --print-config' prints every setting (YAML, usable as "
+        "--config).",
     )
-    p.add_argument("--config", metavar="FILE", help="YAML/JSON config, e.g. configs/default.yaml (options below override it)")
+    p.add_argument("--config", metavar="FILE", help="YAML/JSON config with any of the options below as keys (the "
+                   "model's under 'model:'); options given here override it")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the configuration these options give (defaults, --config, options) as YAML and exit")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/train; with --resume: the resumed run)")
     p.add_argument("--resume", metavar="PATH", help="continue from a run directory (its latest checkpoint) or a checkpoint file")
     p.add_argument("--overwrite", action="store_true", help="start over when --out already holds a run")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_quiet(p)
+    p.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)
     _add_dataclass_options(p.add_argument_group("training options"), config.TrainConfig, config.FIELD_HELP)
     _add_dataclass_options(p.add_argument_group("model options"), unet.UNetConfig, unet.FIELD_HELP,
                            skip=_HIDDEN_MODEL_FIELDS)
@@ -119,7 +125,9 @@ def run(args) -> int:
                 raise UsageError("--resume takes the config from the checkpoint; drop --config")
             if "model" in overrides:
                 raise UsageError("model options cannot change when resuming")
-            train(None, args.out, resume=args.resume, overrides=overrides, progress=not args.no_progress)
+            if args.print_config:
+                raise UsageError("--print-config shows a new run's configuration; drop --resume")
+            train(None, args.out, resume=args.resume, overrides=overrides, progress=not args.quiet)
             return 0
         d = load_config_file(args.config) if args.config else {}
         model = dict(d.get("model") or {})
@@ -129,7 +137,14 @@ def run(args) -> int:
             model = dict(read_export_config(d["init"])["model"])  # continuing an export needs no model options
         d["model"] = model
         cfg = TrainConfig.from_dict(d)
-        train(cfg, args.out or "runs/train", overwrite=args.overwrite, progress=not args.no_progress)
+        if args.print_config:
+            import json
+
+            import yaml
+
+            print(yaml.safe_dump(json.loads(json.dumps(cfg.to_dict())), sort_keys=False), end="")
+            return 0
+        train(cfg, args.out or "runs/train", overwrite=args.overwrite, progress=not args.quiet)
     except (TrainingError, CheckpointError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     return 0

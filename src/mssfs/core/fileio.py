@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from .outputs import umask
 
 __all__ = ["atomic_path", "save_json", "save_npy", "save_png"]
 
@@ -21,13 +24,18 @@ __all__ = ["atomic_path", "save_json", "save_npy", "save_png"]
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
 
-    On any exception the temporary file is removed and ``path`` is left as it was.
+    On any exception the temporary file is removed and ``path`` is left as it was.  The
+    temporary name (``.<name>.XXXXXXXX.part``) is unique, so writers of the same file in
+    several processes never collide.
     The temporary name keeps no meaningful suffix, so pass an explicit format to
     writers that guess it from the name (PIL, matplotlib).
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".part")
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp's 0600 -> what the umask gives any new file
         yield tmp
         os.replace(tmp, path)
     finally:

@@ -11,7 +11,7 @@ import scipy.sparse.linalg as spla
 
 from .frame import foreground_mask, normals_to_slopes, slopes_to_normals
 
-__all__ = ["depth_from_normals", "normals_from_depth"]
+__all__ = ["PoissonIntegrator", "depth_from_normals", "normals_from_depth"]
 
 
 def _frankot_chellappa(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -33,47 +33,56 @@ def _frankot_chellappa(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.real(np.fft.ifft2(Z))[:h, :w]
 
 
-def _poisson(p: np.ndarray, q: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    h, w = mask.shape
-    idx = -np.ones((h, w), dtype=np.int64)
-    idx[mask] = np.arange(int(mask.sum()))
-    rows, cols, vals, rhs = [], [], [], []
-    eq = 0
-    # Horizontal neighbours: z[r, c+1] - z[r, c] = mean p.
-    a, b = idx[:, :-1], idx[:, 1:]
-    ok = (a >= 0) & (b >= 0)
-    ra, rb = a[ok], b[ok]
-    k = ra.size
-    e = np.arange(eq, eq + k)
-    rows += [e, e]
-    cols += [rb, ra]
-    vals += [np.ones(k), -np.ones(k)]
-    rhs.append(0.5 * (p[:, :-1] + p[:, 1:])[ok])
-    eq += k
-    # Vertical neighbours (y up): z[r-1, c] - z[r, c] = mean q.
-    a, b = idx[1:, :], idx[:-1, :]  # a = lower pixel (row r), b = upper pixel (row r-1)
-    ok = (a >= 0) & (b >= 0)
-    ra, rb = a[ok], b[ok]
-    k = ra.size
-    e = np.arange(eq, eq + k)
-    rows += [e, e]
-    cols += [rb, ra]
-    vals += [np.ones(k), -np.ones(k)]
-    rhs.append(0.5 * (q[1:, :] + q[:-1, :])[ok])
-    eq += k
-    n = int(mask.sum())
-    A = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(eq, n))
-    bvec = np.concatenate(rhs) if rhs else np.zeros(0)
-    # A tiny ridge pins each connected piece's free constant without biasing shape.
-    M = (A.T @ A + 1e-8 * sp.identity(n)).tocsc()
-    z = spla.spsolve(M, A.T @ bvec)
-    out = np.zeros((h, w))
-    out[mask] = z
-    return out
+class PoissonIntegrator:
+    """Masked least-squares integration of slopes, with the system factorised once.
+
+    The unknowns are the heights of the ``K`` mask pixels; every pair of horizontal or
+    vertical mask neighbours gives one equation (forward difference = mean slope of the
+    pair, ``y`` up).  The normal equations ``(A^T A + 1e-8 I) z = A^T b`` depend on the
+    mask only, so their LU factorisation (SuperLU) is computed here once and every
+    :meth:`solve` is a pair of triangular solves: integrating ``N`` maps that share a
+    mask costs one factorisation instead of ``N``.
+
+    Args:
+        mask: bool ``(H, W)``, at least one pixel.
+    """
+
+    def __init__(self, mask: np.ndarray):
+        mask = np.asarray(mask, bool)
+        h, w = mask.shape
+        idx = -np.ones((h, w), dtype=np.int64)
+        idx[mask] = np.arange(int(mask.sum()))
+        # Horizontal neighbours: z[r, c+1] - z[r, c] = mean p.
+        left, right = idx[:, :-1], idx[:, 1:]
+        self._horizontal = (left >= 0) & (right >= 0)
+        # Vertical neighbours (y up): z[r-1, c] - z[r, c] = mean q.
+        lower, upper = idx[1:, :], idx[:-1, :]
+        self._vertical = (lower >= 0) & (upper >= 0)
+        kh, kv = int(self._horizontal.sum()), int(self._vertical.sum())
+        eq_h, eq_v = np.arange(kh), kh + np.arange(kv)
+        rows = np.concatenate([eq_h, eq_h, eq_v, eq_v])
+        cols = np.concatenate([right[self._horizontal], left[self._horizontal],
+                               upper[self._vertical], lower[self._vertical]])
+        vals = np.concatenate([np.ones(kh), -np.ones(kh), np.ones(kv), -np.ones(kv)])
+        n = int(mask.sum())
+        self.mask = mask
+        self._A = sp.csr_matrix((vals, (rows, cols)), shape=(kh + kv, n))
+        # A tiny ridge pins each connected piece's free constant without biasing shape.
+        self._lu = spla.splu((self._A.T @ self._A + 1e-8 * sp.identity(n)).tocsc())
+
+    def solve(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Heights ``(H, W)`` (0 outside the mask, free constant not yet removed) of the
+        slopes ``p = dz/dx``, ``q = dz/dy`` ``(H, W)``."""
+        b = np.concatenate([0.5 * (p[:, :-1] + p[:, 1:])[self._horizontal],
+                            0.5 * (q[1:, :] + q[:-1, :])[self._vertical]])
+        out = np.zeros(self.mask.shape)
+        out[self.mask] = self._lu.solve(self._A.T @ b)
+        return out
 
 
 def depth_from_normals(
-    n: np.ndarray, mask: np.ndarray | None = None, method: str = "poisson", clamp: float = 10.0
+    n: np.ndarray, mask: np.ndarray | None = None, method: str = "poisson", clamp: float = 10.0,
+    integrator: PoissonIntegrator | None = None,
 ) -> np.ndarray:
     """Integrate a normal map to a height map (pixel units, ``z`` toward the viewer).
 
@@ -85,6 +94,8 @@ def depth_from_normals(
             Fourier projection onto integrable fields over the whole frame; fast, but it
             smooths across the mask boundary).
         clamp: limit on ``|p|, |q|`` so contour pixels do not dominate.
+        integrator: a :class:`PoissonIntegrator` of ``mask`` to reuse (``poisson`` only;
+            several maps with one mask then share one factorisation).
     Returns:
         ``(H, W)`` float64 height, zero-mean inside each connected part of the mask,
         0 outside it.
@@ -100,7 +111,11 @@ def depth_from_normals(
     p, q = normals_to_slopes(n, clamp=clamp)
     p, q = np.where(mask, p, 0.0), np.where(mask, q, 0.0)
     if method == "poisson":
-        z = _poisson(p, q, mask)
+        if integrator is None:
+            integrator = PoissonIntegrator(mask)
+        elif integrator.mask.shape != mask.shape or not np.array_equal(integrator.mask, mask):
+            raise ValueError("the integrator was built for another mask")
+        z = integrator.solve(p, q)
     elif method == "fc":
         z = _frankot_chellappa(p, q)
     else:

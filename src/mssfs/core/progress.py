@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-__all__ = ["progress_bar"]
+__all__ = ["interactive", "progress_bar"]
 
 
 class _NoBar:
@@ -20,3 +20,18 @@ def progress_bar(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="map")
+
+
+def interactive() -> bool:
+    """Whether someone is watching: a notebook kernel, or standard error is a terminal.
+
+    The Python API shows progress bars by default only then (``progress=None``).
+    """
+    import sys
+
+    if "ipykernel" in sys.modules:
+        return True
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False

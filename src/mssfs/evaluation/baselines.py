@@ -20,6 +20,8 @@
   missing neighbours are simply left out.  Every ``integrate_every`` iterations the normal
   field is made integrable (Horn 1990): it is integrated to a height
   (Frankot–Chellappa) whose normals are blended in with weight ``integrability``.
+  The solver (:func:`mssfs.core.sfs.brooks_horn_level`) is shared with the refinement
+  of samples (:mod:`mssfs.sampler.refine`).
 
 * :func:`estimate_light_from_image`: the light direction and albedo before any shape is
   known.  When the mask has an occluding contour (at least 16 lit contour pixels), the
@@ -45,7 +47,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..core.frame import normalize
-from ..core.integrate import depth_from_normals, normals_from_depth
+from ..core.sfs import brooks_horn_level, contour_directions, pyramid_shapes, resize_map
 
 __all__ = ["LightEstimate", "classical_sfs", "estimate_light_from_image", "flat_normals"]
 
@@ -76,19 +78,6 @@ class LightEstimate:
     method: str
 
 
-def _contour(mask: np.ndarray):
-    """Pixels of ``mask`` next to background inside the frame, and their outward
-    image-plane directions ``(dx, dy)`` (y up) from the smoothed mask gradient."""
-    inner = ndimage.binary_erosion(mask, border_value=1)
-    edge = mask & ~inner
-    smooth = ndimage.gaussian_filter(mask.astype(np.float64), 1.5)
-    g_row, g_col = np.gradient(smooth)
-    out = np.stack([-g_col, g_row], -1)  # outward = -gradient; y up flips the row part
-    length = np.linalg.norm(out, axis=-1)
-    edge &= length > 1e-6
-    return edge, out / np.maximum(length, 1e-12)[..., None]
-
-
 def estimate_light_from_image(image: np.ndarray, mask: np.ndarray | None = None) -> LightEstimate:
     """Light and albedo from the image alone (see the module docstring)."""
     img = np.asarray(image, np.float64)
@@ -96,7 +85,7 @@ def estimate_light_from_image(image: np.ndarray, mask: np.ndarray | None = None)
     if not mask.any():
         raise ValueError("the mask is empty: no pixel to estimate the light from")
     rho = float(np.percentile(img[mask], 99.5)) or 1.0
-    edge, outward = _contour(mask)
+    edge, outward = contour_directions(mask)
     lit = edge & (img > 0.02 * rho)
     if lit.sum() >= 16:
         d = outward[lit]
@@ -122,52 +111,6 @@ def estimate_light_from_image(image: np.ndarray, mask: np.ndarray | None = None)
     sin_s = np.sqrt(max(0.0, 1 - cos_s**2))
     light = np.array([sin_s * axis[0], sin_s * axis[1], cos_s])
     return LightEstimate(normalize(light), rho, "statistics")
-
-
-def _resize(x: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.ndarray:
-    zoom = (shape[0] / x.shape[0], shape[1] / x.shape[1]) + (1,) * (x.ndim - 2)
-    out = ndimage.zoom(x, zoom, order=order, mode="nearest", grid_mode=True)
-    return out[: shape[0], : shape[1]]
-
-
-def _solve_level(img, mask, n, light, lam, iters, integrability, integrate_every, damping=2 / 3):
-    """Jacobi iterations of the Brooks-Horn update on one pyramid level."""
-    _edge, outward = _contour(mask)
-    outside = ~mask
-    contour_n = np.concatenate([outward, np.zeros(mask.shape + (1,))], -1)
-    for it in range(iters):
-        total = np.zeros_like(n)
-        count = np.zeros(mask.shape)
-        for axis, shift in ((0, 1), (0, -1), (1, 1), (1, -1)):
-            nb = np.roll(n, shift, axis=axis)
-            nb_out = np.roll(outside, shift, axis=axis)
-            valid = np.ones(mask.shape, bool)
-            # Drop the wrapped-around row/column: it lies beyond the frame.
-            sl = [slice(None)] * 2
-            sl[axis] = 0 if shift == 1 else -1
-            valid[tuple(sl)] = False
-            # Background neighbours count as the contour normal (occluding boundary).
-            nb = np.where(nb_out[..., None], contour_n, nb)
-            total += np.where(valid[..., None], nb, 0.0)
-            count += valid
-        avg = total / np.maximum(count, 1)[..., None]
-        # Per-pixel solve of 4 lam (n - avg) = (I - n.l) l with n.l implicit:
-        # n.l = (avg.l + c I) / (1 + c), c = 1 / (4 lam).  Shadowless Lambertian
-        # I = max(0, n.l): a dark pixel whose neighbours face away exerts no force.
-        c = 1.0 / (4 * lam)
-        avg_l = avg @ light
-        shade = (avg_l + c * img) / (1 + c)
-        resid = np.where((img <= 0) & (avg_l <= 0), 0.0, img - shade)
-        target = avg + (c * resid)[..., None] * light
-        n = normalize((1 - damping) * n + damping * target)  # damped Jacobi
-        n[..., 2] = np.maximum(n[..., 2], 0.0)
-        n = normalize(n)
-        if integrability > 0 and (it + 1) % integrate_every == 0:
-            z = depth_from_normals(np.where(mask[..., None], n, 0.0), mask, method="fc", clamp=5.0)
-            ni = normals_from_depth(z, None)
-            n = normalize((1 - integrability) * n + integrability * ni)
-        n = np.where(mask[..., None], n, 0.0)
-    return n
 
 
 def classical_sfs(
@@ -204,28 +147,20 @@ def classical_sfs(
     est = estimate_light_from_image(img, mask)
     l = est.light if light is None else normalize(np.asarray(light, np.float64))
     img = np.clip(img / est.albedo, 0, 1.5)
-    if levels is None:
-        levels = 1
-        while min(img.shape) / 2 ** levels >= 32:
-            levels += 1
-    shapes = [img.shape]
-    for _ in range(levels - 1):
-        h, w = shapes[-1]
-        shapes.append(((h + 1) // 2, (w + 1) // 2))
     n = None
-    for shape in reversed(shapes):
+    for shape in reversed(pyramid_shapes(img.shape, levels)):
         if shape == img.shape:
             im_l, m_l = img, mask
         else:
-            im_l = _resize(img, shape)
-            m_l = _resize(mask.astype(np.float64), shape) >= 0.5
+            im_l = resize_map(img, shape)
+            m_l = resize_map(mask.astype(np.float64), shape) >= 0.5
         if n is None:
             n = np.zeros(shape + (3,))
             n[..., 2] = 1.0
         else:
-            n = normalize(_resize(n, shape))
+            n = normalize(resize_map(n, shape))
             n[~np.isfinite(n).all(-1)] = (0, 0, 1)
         n = np.where(m_l[..., None], n, 0.0)
         n[m_l & (np.linalg.norm(n, axis=-1) < 0.5)] = (0, 0, 1)
-        n = _solve_level(im_l, m_l, n, l, lam, iters, integrability, integrate_every)
+        n, _ = brooks_horn_level(im_l, m_l, n, l, iters, lam, integrability=integrability, integrate_every=integrate_every)
     return np.where(mask[..., None], n, 0.0).astype(np.float32)

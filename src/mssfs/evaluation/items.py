@@ -21,7 +21,7 @@ LAYOUT_SEED_OFFSET = 1 << 21
 
 
 #: The circles stimulus (discs in reading order: top-left, top-right, bottom-left,
-#: bottom-right) read with light from above: three bumps and one dent (DESIGN.md §10).
+#: bottom-right) read with light from above: three bumps and one dent (as the publication reads it).
 CIRCLES_LAYOUT = (1, 1, 1, -1)
 
 

@@ -11,13 +11,13 @@ import numpy as np
 
 from ..core.frame import normalize
 from ..core.patches import PATCH
-from ..sampler.schedules import Schedule, get_preset
+from ..sampler.schedules import Schedule, get_preset, scale_schedule
 
 __all__ = ["ABLATIONS", "BASELINES", "DEFAULT_METHODS", "METHODS", "SAMPLER_METHODS", "Method", "ablation_schedule", "build_methods", "method_schedule", "scale_schedule"]
 
 
 #: The sampler with a schedule: the chosen preset, the two presets, and the ablations.
-ABLATIONS = ("no-guidance", "seams-only", "no-lighting", "single-scale")
+ABLATIONS = ("no-guidance", "seams-only", "no-lighting", "single-scale", "no-refine")
 
 
 SAMPLER_METHODS = ("ours", "paper", "fast") + ABLATIONS
@@ -38,27 +38,6 @@ DEFAULT_METHODS = ("ours",) + ABLATIONS + BASELINES
 DEFAULT_REGRESSION_DIR = Path(__file__).resolve().parent.parent / "model" / "weights" / "regression"
 
 
-def _snap(resolution: float) -> int:
-    """Nearest multiple of the patch size, at least two patches."""
-    return max(2 * PATCH, round(resolution / PATCH) * PATCH)
-
-
-def scale_schedule(schedule: Schedule, finest: int) -> Schedule:
-    """``schedule`` with every stage resolution scaled by ``finest / schedule.finest``.
-
-    Resolutions are rounded to multiples of 16 (at least 32), so the V-cycle keeps its
-    shape; everything else (steps, learning rates, lighting) is unchanged.  Returns the
-    schedule itself when ``finest`` equals its finest resolution.
-    """
-    if finest == schedule.finest:
-        return schedule
-    if finest < 2 * PATCH or finest % PATCH:
-        raise ValueError(f"the finest resolution must be a multiple of {PATCH} and at least {2 * PATCH}, got {finest}")
-    k = finest / schedule.finest
-    stages = tuple(replace(s, resolution=_snap(s.resolution * k)) for s in schedule.stages)
-    return replace(schedule, name=f"{schedule.name}@{finest}", stages=stages)
-
-
 def ablation_schedule(base: Schedule, name: str) -> Schedule:
     """One ablation of ``base``:
 
@@ -67,9 +46,14 @@ def ablation_schedule(base: Schedule, name: str) -> Schedule:
     * ``seams-only``: integrability and shading weights 0 and no lighting consistency;
     * ``no-lighting``: no lighting consistency (neither patch nor region flips);
     * ``single-scale``: one stage at ``base.finest`` from pure noise, with the first
-      stage's guidance (``lr``, ``guidance_start_t``, inner iterations), no lighting.
+      stage's guidance (``lr``, ``guidance_start_t``, inner iterations), no lighting;
+    * ``no-refine``: no refinement by the shading at the end (:mod:`mssfs.sampler.refine`).
+
+    The ablations other than ``no-refine`` keep ``base``'s refinement.
     """
     off = dict(lighting=False, region_flips=False)
+    if name == "no-refine":
+        return replace(base, name=f"{base.name}/{name}", refine=False)
     if name == "no-guidance":
         stages = tuple(replace(s, lr=0.0, **off) for s in base.stages)
     elif name == "seams-only":
@@ -134,20 +118,26 @@ class Method:
         """``(N, H, W, 3)`` float32 normals (``N = n`` for the sampler, 1 otherwise)."""
         return self.run_many([image], [mask], n, [seed], model, device, bf16)[0]
 
-    def run_many(self, images, masks, n: int, seeds, model=None, device="cpu", bf16: bool = False) -> list[np.ndarray]:
+    def run_many(self, images, masks, n: int, seeds, model=None, device="cpu", bf16: bool = False,
+                 with_fused: bool = False) -> list:
         """:meth:`run` for several images; the sampler draws all their samples in one
-        batched :func:`mssfs.sampler.api.sample_many` call (image ``k`` with ``seeds[k]``)."""
+        batched :func:`mssfs.sampler.api.sample_many` call (image ``k`` with ``seeds[k]``).
+
+        With ``with_fused`` each entry is ``(normals, fused)``: the sampler's fused result
+        (:attr:`mssfs.sampler.result.SampleResult.fused`, refined when the schedule
+        refines), or a baseline's single prediction."""
         if self.schedule is not None:
             from ..sampler.api import sample_many
 
             results = sample_many(list(images), n=n, seed=list(seeds), schedule=self.schedule, model=model,
                                   masks=list(masks), device=device, bf16=bf16)
-            return [r.normals for r in results]
+            return [(r.normals, r.fused) if with_fused else r.normals for r in results]
         outs = []
         for image, mask in zip(images, masks):
             m = np.asarray(mask, bool)
             pred = normalize(np.asarray(self.predict(np.asarray(image, np.float64), m), np.float32))
-            outs.append(np.where(m[..., None], pred, 0.0)[None].astype(np.float32))
+            pred = np.where(m[..., None], pred, 0.0)[None].astype(np.float32)
+            outs.append((pred, pred[0]) if with_fused else pred)
         return outs
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..core.frame import foreground_mask, normalize
 
-__all__ = ["ImageScores", "StimulusScores", "aggregate", "angular_error", "error_metrics", "fuse_samples", "score_readings", "score_samples", "score_stimulus"]
+__all__ = ["ImageScores", "StimulusScores", "aggregate", "angular_error", "error_metrics", "fuse_samples", "score_readings", "score_samples", "score_stimulus", "seam_scores"]
 
 
 def angular_error(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -97,8 +97,10 @@ class ImageScores:
                 "per_sample_mean_error": [m["mean"] for m in self.per_sample]}
 
 
-def score_samples(samples: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> ImageScores:
-    """Score ``(N, H, W, 3)`` (or ``(H, W, 3)``) samples against the ``(H, W, 3)`` truth."""
+def score_samples(samples: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None,
+                  fused: np.ndarray | None = None) -> ImageScores:
+    """Score ``(N, H, W, 3)`` (or ``(H, W, 3)``) samples against the ``(H, W, 3)`` truth;
+    ``fused`` is the method's own ``(H, W, 3)`` fused result (default :func:`fuse_samples`)."""
     s = np.asarray(samples)
     s = s[None] if s.ndim == 3 else s
     if mask is None:
@@ -107,7 +109,7 @@ def score_samples(samples: np.ndarray, gt: np.ndarray, mask: np.ndarray | None =
     mean = {k: float(np.mean([m[k] for m in per])) for k in _METRIC_KEYS}
     mean["pixels"] = per[0]["pixels"]
     best = int(np.argmin([m["mean"] for m in per]))
-    fused = error_metrics(fuse_samples(s, mask), gt, mask)
+    fused = error_metrics(fuse_samples(s, mask) if fused is None else fused, gt, mask)
     return ImageScores(per, mean, dict(per[best]), best, fused)
 
 
@@ -177,15 +179,20 @@ class StimulusScores:
     classes: list | None = None
     labels: list | None = None  # (N,) mode of each sample, 0 the most frequent
     reading_ari: float | None = None  # agreement of the modes with the region readings
+    one_region: float | None = None  # mean one-region consistency of the samples
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("n", "n_modes", "mode_shares", "spread", "consistent", "true",
-                                               "inverted", "readings", "classes", "labels", "reading_ari")}
+                                               "inverted", "readings", "classes", "labels", "reading_ari",
+                                               "one_region")}
 
 
-def score_stimulus(samples: np.ndarray, mask: np.ndarray, regions=None, layout=None) -> StimulusScores:
-    """Modes (:func:`mssfs.analysis.clustering.cluster_samples`), mean angular spread (degrees) and,
-    when ``regions`` and ``layout`` are given, the consistency shares of the region readings."""
+def score_stimulus(samples: np.ndarray, mask: np.ndarray, regions=None, layout=None,
+                   image: np.ndarray | None = None) -> StimulusScores:
+    """Modes (:func:`mssfs.analysis.clustering.cluster_samples`), mean angular spread (degrees),
+    when ``regions`` and ``layout`` are given the consistency shares of the region readings,
+    and when ``image`` is given the samples' mean one-region consistency
+    (:func:`mssfs.analysis.one_region.one_region_consistency`, None where undefined)."""
     from ..analysis.clustering import cluster_samples
     from ..analysis.regions import region_readings
     from ..analysis.spread import angular_spread
@@ -202,7 +209,27 @@ def score_stimulus(samples: np.ndarray, mask: np.ndarray, regions=None, layout=N
         out.consistent, out.true, out.inverted = c["consistent"], c["true"], c["inverted"]
         out.readings, out.classes = r.astype(int).tolist(), c["classes"]
         out.reading_ari = modes_match_readings(clus.labels, r) if len(s) > 1 else None  # one sample: nothing to group
+    if image is not None:
+        from ..analysis.one_region import one_region_consistency
+
+        one = one_region_consistency(s, image, mask)
+        out.one_region = float(np.nanmean(one)) if np.isfinite(one).any() else None
     return out
+
+
+def seam_scores(samples: np.ndarray, fused: np.ndarray, mask: np.ndarray, stage_resolution: int | None) -> dict:
+    """``{"seam_index": mean over the samples, "seam_index_fused": of the fused result}``
+    (:func:`mssfs.analysis.seams.seam_index`, None where undefined) on the patch grid of a
+    last stage at ``stage_resolution`` (:func:`mssfs.analysis.seams.output_grid`), or on a
+    16-pixel grid of the output for a method without patches (None)."""
+    from ..analysis.seams import output_grid, seam_index
+
+    m = np.asarray(mask, bool)
+    period, origin = output_grid(m.shape, stage_resolution) if stage_resolution else (16.0, (0.0, 0.0))
+    per = seam_index(np.asarray(samples), m, period, origin)
+    whole = seam_index(np.asarray(fused), m, period, origin)
+    return {"seam_index": float(np.nanmean(per)) if np.isfinite(per).any() else None,
+            "seam_index_fused": float(whole) if np.isfinite(whole) else None}
 
 
 def modes_match_readings(labels, readings) -> float:

@@ -39,7 +39,7 @@ import numpy as np
 from ..core.patches import PATCH
 from .items import ObjectItem, StimulusItem
 from .methods import Method
-from .metrics import aggregate, score_samples, score_stimulus
+from .metrics import aggregate, score_samples, score_stimulus, seam_scores
 
 __all__ = ["RunSettings", "run_objects", "run_stimuli"]
 
@@ -82,8 +82,10 @@ def _run_methods(items, methods: list[Method], settings: RunSettings, progress: 
     Sampler methods draw the samples of several images (``settings.batch_images``, or
     automatically as many as :data:`PATCH_BUDGET` allows) in one batched call
     (:meth:`Method.run_many`, a seed per image, so the samples do not depend on the
-    batching beyond float rounding); baselines run image by image.  ``score(item, normals)`` turns one item's samples into a JSON-ready
-    row.  Returns ``(rows per method, seconds per method)``.
+    batching beyond float rounding); baselines run image by image.  ``score(item, normals,
+    fused, stage_resolution)`` turns one item's samples and the method's fused result into a
+    JSON-ready row (``stage_resolution``: the sampler's last stage, whose patch grid the
+    seam index is measured on; None for a baseline).  Returns ``(rows per method, seconds per method)``.
     """
     per_item = {m.name: [] for m in methods}
     seconds = {m.name: 0.0 for m in methods}
@@ -96,10 +98,11 @@ def _run_methods(items, methods: list[Method], settings: RunSettings, progress: 
                 t0 = time.perf_counter()
                 outs = m.run_many([it.image for it in group], [it.mask for it in group], settings.samples,
                                   [settings.seed + a + j for j in range(len(group))], settings.model,
-                                  settings.device, settings.bf16)
+                                  settings.device, settings.bf16, with_fused=True)
                 seconds[m.name] += time.perf_counter() - t0
-                for it, normals in zip(group, outs):
-                    per_item[m.name].append(score(it, normals))
+                last = m.schedule.stages[-1].resolution if m.stochastic else None
+                for it, (normals, fused) in zip(group, outs):
+                    per_item[m.name].append(score(it, normals, fused, last))
                 bar.update(len(group))
     return per_item, seconds
 
@@ -112,8 +115,10 @@ def run_objects(items: list[ObjectItem], methods: list[Method], settings: RunSet
     """
     per_item, seconds = _run_methods(
         items, methods, settings, progress,
-        lambda it, normals: {"item": it.name, "kind": it.kind, "family": it.family, "seed": it.seed,
-                             "n": int(normals.shape[0]), **score_samples(normals, it.normals, it.mask).to_dict()},
+        lambda it, normals, fused, last: {"item": it.name, "kind": it.kind, "family": it.family, "seed": it.seed,
+                                          "n": int(normals.shape[0]),
+                                          **score_samples(normals, it.normals, it.mask, fused).to_dict(),
+                                          **seam_scores(normals, fused, it.mask, last)},
     )
     summary = {}
     for m in methods:
@@ -123,6 +128,7 @@ def run_objects(items: list[ObjectItem], methods: list[Method], settings: RunSet
             sel = [r for r in rows if subset == "all" or r["kind"] == subset]
             if sel:
                 summary[m.name][subset] = {s: aggregate([r[s] for r in sel]) for s in ("mean", "best", "fused")}
+                summary[m.name][subset]["seam_index"] = _mean_of([r["seam_index"] for r in sel])
         summary[m.name]["seconds"] = seconds[m.name]
         summary[m.name]["seconds_per_image"] = seconds[m.name] / max(1, len(items))
     return {"summary": summary, "items": per_item}
@@ -132,8 +138,9 @@ def run_stimuli(items: list[StimulusItem], methods: list[Method], settings: RunS
     """Run and score every method on every stimulus item; returns the JSON-ready results."""
     per_item, seconds = _run_methods(
         items, methods, settings, progress,
-        lambda it, normals: {"item": it.name, "kind": it.kind,
-                             **score_stimulus(normals, it.mask, it.regions, it.layout).to_dict()},
+        lambda it, normals, fused, last: {"item": it.name, "kind": it.kind,
+                                          **score_stimulus(normals, it.mask, it.regions, it.layout, it.image).to_dict(),
+                                          **seam_scores(normals, fused, it.mask, last)},
     )
     summary = {}
     for m in methods:
@@ -145,5 +152,13 @@ def run_stimuli(items: list[StimulusItem], methods: list[Method], settings: RunS
             aris = [r["reading_ari"] for r in lay]
             s["layouts"]["reading_ari"] = None if None in aris else float(np.mean(aris))
             s["layouts"]["count"] = len(lay)
+            s["layouts"]["seam_index"] = _mean_of([r["seam_index"] for r in lay])
+            s["layouts"]["one_region"] = _mean_of([r["one_region"] for r in lay])
         summary[m.name] = s
     return {"summary": summary, "items": per_item}
+
+
+def _mean_of(values: list) -> float | None:
+    """Mean of the values that are not None (None when there are none)."""
+    v = [x for x in values if x is not None]
+    return float(np.mean(v)) if v else None

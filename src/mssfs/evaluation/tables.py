@@ -27,13 +27,17 @@ def _pct(x) -> str:
     return "—" if x is None else f"{100 * x:.0f} %"
 
 
+def _ratio(x) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
 _SCORING_LABEL = {"mean": "mean of samples", "best": "best of N", "fused": "fused"}
 
 
 def objects_table(results: dict, methods: list[Method], skipped: dict[str, str], subset: str) -> str:
     """Markdown table of one subset (``objects``, ``reliefs`` or ``all``) of :func:`run_objects` output."""
-    head = ("| method | scoring | mean err. | median err. | < 11.25° | < 22.5° | < 30° | s / image |\n"
-            "|---|---|---:|---:|---:|---:|---:|---:|")
+    head = ("| method | scoring | mean err. | median err. | < 11.25° | < 22.5° | < 30° | seam index | s / image |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     for m in methods:
         s = results["summary"][m.name]
@@ -44,20 +48,22 @@ def objects_table(results: dict, methods: list[Method], skipped: dict[str, str],
             a = s[subset][scoring]
             label = _SCORING_LABEL[scoring] if m.stochastic else "single (N = 1)"
             name, secs = (m.name, f"{s['seconds_per_image']:.1f}") if k == 0 else ("", "")
+            seams = _ratio(s[subset].get("seam_index")) if k == 0 else ""
             lines.append(
                 f"| {name} | {label} | {_deg(a['mean'])}° | {_deg(a['median'])}° | "
-                f"{_pct(a['under_11.25'])} | {_pct(a['under_22.5'])} | {_pct(a['under_30'])} | {secs} |"
+                f"{_pct(a['under_11.25'])} | {_pct(a['under_22.5'])} | {_pct(a['under_30'])} | {seams} | {secs} |"
             )
     for name, why in skipped.items():
-        lines.append(f"| {name} | skipped: {why} | | | | | | |")
+        lines.append(f"| {name} | skipped: {why} | | | | | | | |")
     return "\n".join(lines)
 
 
 def stimuli_table(results: dict, methods: list[Method], skipped: dict[str, str]) -> str:
     """Markdown table of :func:`run_stimuli` output: bundled stimuli one row each, the
     generated layouts averaged into one row per method."""
-    head = ("| input | method | N | consistent | true | inverted | modes | modes ~ readings (ARI) | spread | s / image |\n"
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    head = ("| input | method | N | consistent | true | inverted | one-region | modes | modes ~ readings (ARI) | "
+            "spread | seam index | s / image |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     names = [r["item"] for r in results["items"][methods[0].name] if r["kind"] == "bundled"] if methods else []
     for name in names + ["layouts"]:
@@ -72,10 +78,10 @@ def stimuli_table(results: dict, methods: list[Method], skipped: dict[str, str])
                 r = next(x for x in results["items"][m.name] if x["item"] == name)
                 label, n, modes = name, r["n"], str(r["n_modes"])
             lines.append(f"| {label} | {m.name} | {n} | {_pct(r['consistent'])} | {_pct(r['true'])} | "
-                         f"{_pct(r['inverted'])} | {modes} | {_ari(r.get('reading_ari'))} | {_deg(r['spread'])}° | "
-                         f"{s['seconds_per_image']:.1f} |")
+                         f"{_pct(r['inverted'])} | {_pct(r.get('one_region'))} | {modes} | {_ari(r.get('reading_ari'))} | "
+                         f"{_deg(r['spread'])}° | {_ratio(r.get('seam_index'))} | {s['seconds_per_image']:.1f} |")
     for name, why in skipped.items():
-        lines.append(f"| | {name} | skipped: {why} | | | | | | | |")
+        lines.append(f"| | {name} | skipped: {why} | | | | | | | | | |")
     return "\n".join(lines)
 
 

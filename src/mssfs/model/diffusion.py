@@ -5,11 +5,11 @@ and betas clipped to ``[1e-4, 0.9999]``; DDIM with ``eta = 0`` on a descending g
 50 steps spaced evenly over ``[0, 299]`` (``g[0] = 299 ... g[49] = 0``), predicted
 ``x0`` clipped to ``[-1, 1]``.
 
-The betas are handed to diffusers' schedulers (``trained_betas``) so that library's
-forward noising is used for training; the DDIM update is written here because the
-sampler needs an explicit ``(t, t_prev)`` pair (restarts at ``t = 232``, a linspace grid),
-which diffusers' ``DDIMScheduler.step`` derives differently.  A test checks both agree
-where their grids coincide.
+Training noises patches with :meth:`NoiseSchedule.add_noise`; the DDIM update takes an
+explicit ``(t, t_prev)`` pair because the sampler restarts at ``t = 232`` on a linspace
+grid.  Tests check both against diffusers (a test-only dependency, the ``test`` extra):
+the forward noising against ``DDPMScheduler.add_noise`` with the same betas, the DDIM
+update against ``DDIMScheduler.step`` where their grids coincide.
 """
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ class NoiseSchedule:
         return DDIMStepOutput(prev_sample=prev, pred_original_sample=x0)
 
     def diffusers_ddpm(self):
-        """A diffusers ``DDPMScheduler`` with exactly these betas (used for training noise)."""
+        """A diffusers ``DDPMScheduler`` with exactly these betas, for cross-checks
+        (diffusers is not a runtime dependency: install the ``test`` extra)."""
         from diffusers import DDPMScheduler
 
         return DDPMScheduler(num_train_timesteps=self.T, trained_betas=self.betas.numpy(), clip_sample=True)

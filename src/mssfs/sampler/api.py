@@ -16,7 +16,10 @@ the input's ``H x W``.  Background normals are ``(0, 0, 0)``.
 from __future__ import annotations
 
 import importlib
+import json
+import sys
 import time
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,15 +27,18 @@ import torch
 from torch import nn
 
 from ..core.device import resolve_device
+from ..core.progress import interactive
 from ..core.resize import resize_normals_tensor
 from .denoiser import SlicedDenoiser
+from .input_types import expand_inputs
 from .inputs import PreparedInput, prepare_input
 from .lighting import estimate_light
-from .result import SampleResult
-from .schedules import resolve_schedule
+from .refine import fuse_mean, refine_samples
+from .result import SampleResult, output_quality
+from .schedules import Schedule, resolve_schedule, working_schedule
 from .vcycle import run_vcycle
 
-__all__ = ["resolve_model", "sample", "sample_many", "sample_seed"]
+__all__ = ["WeightsNotice", "plan_memory", "resolve_model", "sample", "sample_many", "sample_seed"]
 
 
 #: Default slice size of denoiser calls on CPU (see :class:`mssfs.sampler.denoiser.SlicedDenoiser`).
@@ -57,6 +63,15 @@ def resolve_model(model, device: torch.device) -> tuple[nn.Module, dict]:
         if loader is None:
             raise RuntimeError("no denoiser loader (mssfs.load_model) is available in this installation")
         model = loader(path, device=device)
+    objective = (getattr(model, "info", None) or {}).get("objective", "diffusion")
+    if objective != "diffusion":
+        from ..model.checkpoint import CheckpointError
+
+        raise CheckpointError(
+            f"{path or 'the model'}: holds a {objective!r} model, not a diffusion denoiser; sampling needs a "
+            "diffusion export (the regression baseline runs as 'mssfs evaluate --methods regression "
+            "--regression-model PATH')"
+        )
     model = model.to(device).eval()
     info = {
         "path": path or "default",
@@ -75,6 +90,23 @@ def resolve_model(model, device: torch.device) -> tuple[nn.Module, dict]:
     return model, info
 
 
+def plan_memory(items: list[PreparedInput], n: int, schedule=None, resolution: int | str = "auto",
+                batch_samples: int | None = None, device="cpu", model=None, preset: str = "fast"):
+    """Check that sampling ``n`` samples of each prepared input fits in memory, before any work.
+
+    Returns the :class:`mssfs.core.limits.MemoryPlan` (its ``batch`` is the number of
+    samples per batch to use: ``batch_samples``, or all at once, lowered when a batch
+    would not fit).  Raises :class:`mssfs.core.limits.ResourceError` when even one
+    sample at a time, or the results, would not fit.
+    """
+    from ..core.limits import plan_batches
+
+    base = resolve_schedule(schedule, preset)
+    resolutions = [s.resolution for it in items for s in working_schedule(base, it.square.shape[0], resolution).stages]
+    width = getattr(getattr(model, "config", None), "base_width", 16)
+    return plan_batches([it.image.shape for it in items], n, resolutions, batch_samples, device, width)
+
+
 def _to_input_frame(fused: np.ndarray, item: PreparedInput) -> np.ndarray:
     """``(F, F, 3)`` fused normals -> ``(H, W, 3)`` at the input's size, background 0."""
     s = item.square.shape[0]
@@ -85,18 +117,40 @@ def _to_input_frame(fused: np.ndarray, item: PreparedInput) -> np.ndarray:
     return np.where(item.mask[..., None], n, 0.0).astype(np.float32)
 
 
+class WeightsNotice(UserWarning):
+    """A notice that comes with the denoiser weights (e.g. interim weights); the CLI
+    prints it as a note instead."""
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside mssfs."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("mssfs."):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _groups(scheds: list[Schedule]) -> list[list[int]]:
+    """Indices of inputs that share a schedule (they can run in one batch), in input order."""
+    groups: dict[str, list[int]] = {}
+    for k, s in enumerate(scheds):
+        groups.setdefault(json.dumps(s.to_dict(), sort_keys=True), []).append(k)
+    return list(groups.values())
+
+
 def sample_many(
-    inputs: list,
+    inputs,
     n: int = 8,
     seed: int | Sequence[int] = 0,
-    preset: str = "paper",
-    device="cpu",
+    preset: str = "fast",
+    device="auto",
     model=None,
     masks: list | None = None,
     bf16: bool = False,
     schedule=None,
+    resolution: int | str = "auto",
     batch_samples: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     chunk_patches: int | None | str = "auto",
     workers: int | str = "auto",
     cuda_graphs: bool = False,
@@ -104,12 +158,23 @@ def sample_many(
     """Sample ``n`` normal maps for each input, batching samples (and inputs) together.
 
     Args:
-        inputs: arrays, image paths, ``stimulus:NAME`` strings or :class:`PreparedInput`.
+        inputs: one input or a list of them (:data:`mssfs.sampler.input_types.ACCEPTED`:
+            image files, folders of them, ``stimulus:NAME``, numpy arrays, PIL images,
+            torch tensors, :class:`PreparedInput`); a folder stands for its images, sorted.
         seed: the user seed of every input, or one seed per input (sample ``i`` of
             input ``k`` uses ``sample_seed(seed[k], i)`` either way).
+        preset: ``fast`` (default: ours, the preset that meets the quality bars) or
+            ``paper`` (the publication's V-cycle); ignored when ``schedule`` is given.
+        device: ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
         masks: per input, None (automatic, see :func:`prepare_input`) or a mask array / file.
+        resolution: ``auto`` (default: the schedule, scaled down for an input smaller
+            than its finest resolution), ``preset`` (as it is) or an int, the finest
+            working resolution (:func:`mssfs.sampler.schedules.working_schedule`).
+            Inputs whose working schedules differ run in separate batches.
         batch_samples: at most this many samples per batch (default: all at once).
             Results do not depend on it beyond float rounding.
+        progress: show a progress bar (default None: in an interactive session -- a
+            terminal or a notebook -- only).
         chunk_patches: run each denoiser call in slices of at most this many patches
             (``"auto"``: 128 on CPU, where larger slices fall out of cache; none on GPUs).
         workers: on CPU, run that many slices at once, one thread each (``"auto"``:
@@ -119,71 +184,116 @@ def sample_many(
             call of its shape (CUDA only, frozen model, no ``chunk_patches``; experimental,
             see docs/sampling.md).
     Returns:
-        one :class:`SampleResult` per input.
+        one :class:`SampleResult` per input (per image of a folder).
+    Raises:
+        TypeError: an input of a kind not accepted; ImageError: an input that cannot be
+        used; ValueError: other bad arguments.  All before any sampling work.
+    Warns:
+        WeightsNotice: the weights come with a notice (e.g. interim weights).
     """
     if n < 1:
         raise ValueError(f"the number of samples must be >= 1, got {n}")
     if workers != "auto" and int(workers) < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    inputs, _ = expand_inputs(inputs)
     seeds = [int(seed)] * len(inputs) if np.ndim(seed) == 0 else [int(s) for s in seed]
     if len(seeds) != len(inputs):
         raise ValueError(f"{len(seeds)} seeds for {len(inputs)} inputs")
     if min(seeds, default=0) < 0:
         raise ValueError(f"seeds must be >= 0, got {min(seeds)}")
     masks = masks if masks is not None else [None] * len(inputs)
+    if len(masks) != len(inputs):
+        raise ValueError(f"{len(masks)} masks for {len(inputs)} inputs; give one per input (None: automatic)")
     items = [x if isinstance(x, PreparedInput) else prepare_input(x, m) for x, m in zip(inputs, masks)]
-    sched = resolve_schedule(schedule, preset)
+    base = resolve_schedule(schedule, preset)
+    scheds = [working_schedule(base, item.square.shape[0], resolution) for item in items]
     dev = resolve_device(device)
     if cuda_graphs and dev.type != "cuda":
         raise ValueError(f"CUDA graphs need a CUDA device, got {dev}")
     net, info = resolve_model(model, dev)
+    if info.get("notice"):
+        warnings.warn(f"model {info['path']}: {info['notice']}", WeightsNotice, stacklevel=_caller_level())
     if chunk_patches == "auto":
         chunk_patches = CPU_CHUNK if dev.type == "cpu" else None
     if workers == "auto":
         workers = torch.get_num_threads() if dev.type == "cpu" and chunk_patches else 1
+    plan = plan_memory(items, n, base, resolution, batch_samples, dev, net)
+    for note in plan.notes:
+        warnings.warn(note, stacklevel=_caller_level())
+    if plan.batch < n * len(items):
+        batch_samples = plan.batch
     counter = SlicedDenoiser(net, bf16=bf16, chunk=chunk_patches, workers=int(workers), cuda_graphs=cuda_graphs)
+    groups = _groups(scheds)
+    batches = [(g, batch_samples or len(g) * n) for g in groups]
+    steps = sum(sum(len(r.timesteps) for r in scheds[g[0]].runs()) * -(-len(g) * n // b) for g, b in batches)
+    from tqdm.auto import tqdm
+
+    results: list[SampleResult | None] = [None] * len(items)
+    show = interactive() if progress is None else bool(progress)
+    with torch.no_grad(), tqdm(total=steps, disable=not show, unit="step") as bar:
+        for group, batch in batches:
+            done = _sample_group(
+                [items[k] for k in group], [seeds[k] for k in group], n, scheds[group[0]], dev, counter, info,
+                batch, bar if show else None, bf16,
+            )
+            for k, result in zip(group, done):
+                results[k] = result
+    return results
+
+
+def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) -> list[SampleResult]:
+    """:func:`sample_many` for inputs that share the schedule ``sched``."""
+    calls0, forwards0 = counter.calls, counter.patch_forwards
     jobs = [(k, i) for k in range(len(items)) for i in range(n)]
-    batch = batch_samples or len(jobs)
     per_stage = [len(r.timesteps) for r in sched.runs()]
     out_normals = {k: [None] * n for k in range(len(items))}
     out_stages = {k: [None] * n for k in range(len(items))}
     out_flips = {k: [None] * n for k in range(len(items))}
     out_region_flips = {k: [None] * n for k in range(len(items))}
     stage_seconds = np.zeros(len(per_stage))
-    from tqdm.auto import tqdm
-
     t_start = time.perf_counter()
-    with torch.no_grad(), tqdm(total=sum(per_stage) * -(-len(jobs) // batch), disable=not progress, unit="step") as bar:
-        for j in range(0, len(jobs), batch):
-            chunk = jobs[j : j + batch]
-            gens = [torch.Generator().manual_seed(sample_seed(seeds[k], i)) for k, i in chunk]
-            res = run_vcycle(
-                counter, [items[k].square for k, _ in chunk], [items[k].square_mask for k, _ in chunk],
-                gens, sched, dev, progress=bar if progress else None,
-            )
-            stage_seconds += np.asarray(res.stage_seconds)
-            for c, (k, i) in enumerate(chunk):
-                out_normals[k][i] = _to_input_frame(res.fused[c], items[k])
-                out_stages[k][i] = [st[c].permute(1, 2, 0).numpy() for st in res.stages]
-                out_flips[k][i] = res.flips[c]
-                out_region_flips[k][i] = res.region_flips[c]
+    for j in range(0, len(jobs), batch):
+        chunk = jobs[j : j + batch]
+        gens = [torch.Generator().manual_seed(sample_seed(seeds[k], i)) for k, i in chunk]
+        res = run_vcycle(
+            counter, [items[k].square for k, _ in chunk], [items[k].square_mask for k, _ in chunk],
+            gens, sched, dev, progress=bar,
+        )
+        stage_seconds += np.asarray(res.stage_seconds)
+        for c, (k, i) in enumerate(chunk):
+            out_normals[k][i] = _to_input_frame(res.fused[c], items[k])
+            out_stages[k][i] = [st[c].permute(1, 2, 0).numpy() for st in res.stages]
+            out_flips[k][i] = res.flips[c]
+            out_region_flips[k][i] = res.region_flips[c]
+    refinement = sched.refinement()
+    finals, refine_seconds = {}, {}
+    for k, item in enumerate(items):
+        t_refine = time.perf_counter()
+        normals = np.stack(out_normals[k])
+        if refinement is not None:
+            normals, fused = refine_samples(normals, item.image, item.mask, refinement)
+        else:
+            fused = fuse_mean(normals, item.mask).astype(np.float32)
+        finals[k] = normals, fused
+        refine_seconds[k] = time.perf_counter() - t_refine if refinement is not None else 0.0
     total = time.perf_counter() - t_start
     results = []
     for k, item in enumerate(items):
-        normals = np.stack(out_normals[k])
+        normals, fused = finals[k]
         lights = np.stack([estimate_light(nm, item.image, item.mask) for nm in normals]).astype(np.float32)
         stages = [np.stack([out_stages[k][i][s] for i in range(n)]) for s in range(len(sched.stages))]
         timings = {
             "total_s": total,
             "per_sample_s": total / len(jobs),
             "stage_runs_s": stage_seconds.tolist(),
+            "refine_s": refine_seconds[k],
             "batch_samples": batch,
             "batched_with_inputs": len(items),
         }
         calls, patches = sched.total_cost()
         work = {
-            "denoiser_calls_made": counter.calls,
-            "patch_forwards_made": counter.patch_forwards,
+            "denoiser_calls_made": counter.calls - calls0,
+            "patch_forwards_made": counter.patch_forwards - forwards0,
             "denoiser_calls_per_sample_unbatched": calls,
             "patch_forwards_per_sample": patches,
             "cuda_graphs": counter.graphs is not None,
@@ -208,6 +318,8 @@ def sample_many(
                 device=str(dev),
                 bf16=bool(bf16),
                 region_flips=out_region_flips[k],
+                fused=fused,
+                quality=output_quality(normals, fused, item.image, item.mask, sched.stages[-1].resolution),
             )
         )
     return results
@@ -217,38 +329,55 @@ def sample(
     image,
     n: int = 8,
     seed: int = 0,
-    preset: str = "paper",
-    device="cpu",
+    preset: str = "fast",
+    device="auto",
     model=None,
     mask=None,
     bf16: bool = False,
     schedule=None,
+    resolution: int | str = "auto",
     batch_samples: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     chunk_patches: int | None | str = "auto",
     workers: int | str = "auto",
     cuda_graphs: bool = False,
-) -> SampleResult:
-    """Draw ``n`` normal maps for one shading image.
+) -> SampleResult | list[SampleResult]:
+    """Draw ``n`` normal maps for a shading image.
 
     Args:
-        image: ``(H, W)`` array (any size; values outside [0, 1] are rescaled with a
-            note), an image file path, or ``stimulus:NAME``.
+        image: an image file path, ``stimulus:NAME``, a numpy array ``(H, W)``,
+            ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``, a PIL image or a torch tensor
+            ``(H, W)``, ``(1, H, W)`` or ``(1, 1, H, W)`` -- converted as image files are
+            (integer types scaled by their type's maximum, colour to luminance, alpha as
+            the mask; float values outside [0, 1] rescaled with a note) -- or a folder of
+            images or a list of inputs, for several.
         n: number of samples; seed: user seed (sample ``i`` uses ``sample_seed(seed, i)``).
-        preset: ``paper`` or ``fast`` (ignored when ``schedule`` is given).
-        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        preset: ``fast`` (default: ours, meets the quality bars with the bundled weights)
+            or ``paper`` (the publication's V-cycle, ~11x the work); ignored when
+            ``schedule`` is given.
+        device: ``auto`` (default: CUDA when available, else the CPU), ``cpu``, ``cuda``
+            or ``cuda:N``.
         model: a denoiser module, a weights path, or None for the package default.
-        mask: foreground ``(H, W)`` array or mask file; None = automatic (an image
-            file's alpha channel when it has transparent pixels, else the black
-            background; see :func:`prepare_input`).
+        mask: foreground ``(H, W)`` array or mask file (a list of them, or None, for
+            several inputs); None = automatic (the image's alpha channel when it has
+            transparent pixels, else the black background; see :func:`prepare_input`).
         bf16: run the denoiser under bfloat16 autocast.
         schedule: a :class:`Schedule`, dict, or YAML/JSON file path.
-        batch_samples, progress, chunk_patches, workers, cuda_graphs: as in :func:`sample_many`.
+        resolution, batch_samples, progress, chunk_patches, workers, cuda_graphs: as in
+            :func:`sample_many`.
     Returns:
-        :class:`SampleResult`.
+        :class:`SampleResult`; a list of them, one per input, for a list or a folder.
     """
-    return sample_many(
-        [image], n=n, seed=seed, preset=preset, device=device, model=model, masks=[mask], bf16=bf16,
-        schedule=schedule, batch_samples=batch_samples, progress=progress, chunk_patches=chunk_patches,
-        workers=workers, cuda_graphs=cuda_graphs,
-    )[0]
+    inputs, several = expand_inputs(image)
+    if several:
+        if mask is not None and not isinstance(mask, (list, tuple)):
+            raise ValueError(f"{len(inputs)} inputs and one mask; give a list of masks, one per input (or None)")
+        masks = mask
+    else:
+        masks = [mask]
+    results = sample_many(
+        inputs, n=n, seed=seed, preset=preset, device=device, model=model, masks=masks, bf16=bf16,
+        schedule=schedule, resolution=resolution, batch_samples=batch_samples, progress=progress,
+        chunk_patches=chunk_patches, workers=workers, cuda_graphs=cuda_graphs,
+    )
+    return results if several else results[0]

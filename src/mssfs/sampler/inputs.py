@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.images import ImageError, load_input_with_alpha
+from ..core.images import ImageError, load_input_with_alpha, pixels_to_image
 from ..core.patches import PATCH
+from .input_types import as_pixels, check_input
 
 __all__ = ["PreparedInput", "auto_mask", "prepare_input"]
 
@@ -84,20 +85,32 @@ def _read_mask(spec, shape: tuple[int, int]) -> np.ndarray:
     return m
 
 
-def prepare_input(spec, mask=None) -> PreparedInput:
+def prepare_input(spec, mask=None, max_value: float | None = None) -> PreparedInput:
     """Load and check an input before any sampling work.
 
     Args:
-        spec: ``(H, W)`` array, image file path or ``stimulus:NAME``.
-        mask: None (automatic: an image file's alpha channel if it has a transparent
+        spec: one input (:data:`mssfs.sampler.input_types.ACCEPTED`): an image file path,
+            ``stimulus:NAME``, a numpy array, a PIL image or a torch tensor; in-memory
+            images are converted as image files are (integer types scaled by their
+            type's maximum, colour to luminance, alpha as the mask).
+        mask: None (automatic: an image's alpha channel if it has a transparent
             pixel, see :func:`mssfs.core.images.alpha_mask`, else :func:`auto_mask`), an
             ``(H, W)`` array or a mask file (PNG/JPEG: >= 128 is foreground; NPY: non-zero
             is foreground).
+        max_value: the value of integer data that means full brightness (default: the
+            type's maximum; :func:`mssfs.core.images.scale_integer`).
     Raises:
-        ImageError with a message naming the problem.
+        ImageError with a message naming the problem; TypeError for an object of a
+        kind not accepted.
     """
-    img, alpha, stem, notes = load_input_with_alpha(spec)
-    name = "array" if isinstance(spec, np.ndarray) else str(spec)
+    check_input(spec)
+    pixels = as_pixels(spec)
+    if pixels is None:
+        img, alpha, stem, notes = load_input_with_alpha(spec, max_value)
+        name = str(spec)
+    else:
+        raw, name, stem = pixels
+        img, alpha, notes = pixels_to_image(raw, name, max_value)
     lo, hi = float(img.min()), float(img.max())
     if lo < 0:
         img = (img - lo) / (hi - lo)

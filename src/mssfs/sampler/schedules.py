@@ -13,6 +13,9 @@ docs/sampling.md).  A schedule file is YAML or JSON::
     num_steps: 50          # DDIM grid size (optional)
     fuse_last: 3           # stages averaged in gradient space at the end (optional)
     final_region_flips: false  # region flips on the fused result (ours, optional)
+    refine: false          # refine every sample and the fused result by the shading (ours, optional)
+    refine_max_resolution: 256  # ... at the output size, at most this many pixels a side
+    refine_anchor: 0.01    # ... pulled this strongly toward the sample's reading
     stages:
       - {resolution: 160, lr: 20, restart_t: 299, guidance_start_t: 250, lighting: true}
       - {resolution: 128, lr: 15, lighting: true}
@@ -29,8 +32,22 @@ from pathlib import Path
 
 from ..core.patches import PATCH
 from ..model.diffusion import NoiseSchedule
+from .refine import Refinement
+from .schedule_checks import LIMITS, MAX_PATCH_FORWARDS, ScheduleError, check_fields
 
-__all__ = ["PRESETS", "Schedule", "Stage", "StageCost", "StageRun", "get_preset", "load_schedule", "resolve_schedule"]
+__all__ = [
+    "PRESETS",
+    "Schedule",
+    "Stage",
+    "StageCost",
+    "StageRun",
+    "get_preset",
+    "load_schedule",
+    "ScheduleError",
+    "resolve_schedule",
+    "scale_schedule",
+    "working_schedule",
+]
 
 
 @dataclass(frozen=True)
@@ -87,18 +104,19 @@ class Stage:
     grad_clip: float = 5.0
 
     def __post_init__(self):
+        check_fields(self)
         if self.resolution <= 0 or self.resolution % PATCH:
-            raise ValueError(f"stage resolution must be a positive multiple of {PATCH}, got {self.resolution}")
+            raise ScheduleError(f"stage resolution must be a positive multiple of {PATCH}, got {self.resolution}")
         if self.resolution < 2 * PATCH:
-            raise ValueError(f"stage resolution {self.resolution} is below {2 * PATCH}: a single patch has no seams")
+            raise ScheduleError(f"stage resolution {self.resolution} is below {2 * PATCH}: a single patch has no seams")
         if self.lr < 0 or self.lr_decay <= 0 or self.grad_clip <= 0:
-            raise ValueError("lr must be >= 0 and lr_decay, grad_clip > 0")
+            raise ScheduleError("lr must be >= 0 and lr_decay, grad_clip > 0")
         if min(self.seam_weight, self.integrability_weight, self.shading_weight) < 0:
-            raise ValueError("seam_weight, integrability_weight and shading_weight must be >= 0")
+            raise ScheduleError("seam_weight, integrability_weight and shading_weight must be >= 0")
         if self.inner_iters_high < 0 or self.inner_iters_low < 0:
-            raise ValueError("inner iteration counts must be >= 0")
+            raise ScheduleError("inner iteration counts must be >= 0")
         if self.restart_t < 0 or self.lighting_restart_t < 0:
-            raise ValueError("restart timesteps must be >= 0")
+            raise ScheduleError("restart timesteps must be >= 0")
 
     def inner_iters(self, t: int) -> int:
         """Guidance iterations at timestep ``t``."""
@@ -135,7 +153,10 @@ class Schedule:
     bring) and ``flat_gradient`` (image gradient, per image width, below which a pixel
     is featureless and separates regions) are the region flips' (ours, used by stages
     with ``region_flips`` and, with ``final_region_flips``, once more on the fused
-    result; :func:`mssfs.sampler.lighting.consistent_regions`).
+    result; :func:`mssfs.sampler.lighting.consistent_regions`).  ``refine`` ends the
+    schedule with the refinement of every sample and of the fused result by the shading
+    (ours, :mod:`mssfs.sampler.refine`), at the output size but at most
+    ``refine_max_resolution`` pixels a side, with the anchor weight ``refine_anchor``.
     """
 
     name: str
@@ -147,20 +168,42 @@ class Schedule:
     region_threshold: float = 0.0
     flat_gradient: float = 1.0
     final_region_flips: bool = False
+    refine: bool = False
+    refine_max_resolution: int = 256
+    refine_anchor: float = 0.01
     description: str = ""
 
     def __post_init__(self):
         if not self.stages:
-            raise ValueError("a schedule needs at least one stage")
+            raise ScheduleError("a schedule needs at least one stage")
         object.__setattr__(self, "stages", tuple(self.stages))
+        if not all(isinstance(s, Stage) for s in self.stages):
+            raise ScheduleError("every stage must be a Stage")
+        if len(self.stages) > LIMITS["stages"]:
+            raise ScheduleError(f"{len(self.stages)} stages is above the limit {LIMITS['stages']}")
+        check_fields(self)
         if not 1 <= self.fuse_last <= len(self.stages):
-            raise ValueError(f"fuse_last must lie in [1, {len(self.stages)}], got {self.fuse_last}")
+            raise ScheduleError(f"fuse_last must lie in [1, {len(self.stages)}], got {self.fuse_last}")
         if self.num_steps < 2:
-            raise ValueError(f"num_steps must be >= 2, got {self.num_steps}")
+            raise ScheduleError(f"num_steps must be >= 2, got {self.num_steps}")
         if not 0 <= self.region_threshold < 1:
-            raise ValueError(f"region_threshold must lie in [0, 1), got {self.region_threshold}")
+            raise ScheduleError(f"region_threshold must lie in [0, 1), got {self.region_threshold}")
         if self.flat_gradient <= 0:
-            raise ValueError(f"flat_gradient must be > 0, got {self.flat_gradient}")
+            raise ScheduleError(f"flat_gradient must be > 0, got {self.flat_gradient}")
+        self.refinement(checked=True)
+        forwards = self.total_cost()[1]
+        if forwards > MAX_PATCH_FORWARDS:
+            raise ScheduleError(f"the schedule needs {forwards:,} patch forwards per sample, above the limit of "
+                                f"{MAX_PATCH_FORWARDS:,} (the paper preset needs about 140,000): is a resolution, "
+                                "num_steps or iteration count mistyped?")
+
+    def refinement(self, checked: bool = False) -> Refinement | None:
+        """The refinement settings, or None when the schedule does not refine (``checked``:
+        build them even then, to validate ``refine_max_resolution`` and ``refine_anchor``)."""
+        if not (self.refine or checked):
+            return None
+        settings = Refinement(max_resolution=self.refine_max_resolution, anchor=self.refine_anchor)
+        return settings if self.refine else None
 
     @property
     def finest(self) -> int:
@@ -209,24 +252,29 @@ class Schedule:
     @classmethod
     def from_dict(cls, d: dict) -> Schedule:
         if not isinstance(d, dict) or "stages" not in d:
-            raise ValueError("a schedule must be a mapping with a 'stages' list")
+            raise ScheduleError("a schedule must be a mapping with a 'stages' list")
+        if not isinstance(d["stages"], (list, tuple)):
+            raise ScheduleError(f"'stages' must be a list of mappings, got {type(d['stages']).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown schedule key(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+            raise ScheduleError(f"unknown schedule key(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
         stage_keys = {f.name for f in fields(Stage)}
         stages = []
         for k, s in enumerate(d["stages"]):
             if not isinstance(s, dict):
-                raise ValueError(f"stage {k}: expected a mapping, got {type(s).__name__}")
+                raise ScheduleError(f"stage {k}: expected a mapping, got {type(s).__name__}")
             bad = set(s) - stage_keys
             if bad:
-                raise ValueError(f"stage {k}: unknown key(s) {', '.join(sorted(bad))}; known: {', '.join(sorted(stage_keys))}")
+                raise ScheduleError(f"stage {k}: unknown key(s) {', '.join(sorted(bad))}; known: {', '.join(sorted(stage_keys))}")
             try:
                 stages.append(Stage(**s))
-            except TypeError as exc:
-                raise ValueError(f"stage {k}: {exc}") from exc
-        return cls(**{**d, "stages": tuple(stages)})
+            except (TypeError, ValueError) as exc:
+                raise ScheduleError(f"stage {k}: {exc}") from exc
+        try:  # only "stages" is required; the name defaults to the file's stem (load_schedule)
+            return cls(**{"name": "", **d, "stages": tuple(stages)})
+        except TypeError as exc:
+            raise ScheduleError(str(exc)) from exc
 
 
 def _paper() -> Schedule:
@@ -270,8 +318,11 @@ def load_schedule(path) -> Schedule:
     """Read a schedule from a YAML (``.yaml``/``.yml``) or JSON file; errors name the file."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such schedule file")
-    text = path.read_text()
+        raise ScheduleError(f"{path}: no such schedule file")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScheduleError(f"{path}: could not be read ({exc})") from exc
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
@@ -280,15 +331,15 @@ def load_schedule(path) -> Schedule:
         else:
             data = json.loads(text)
     except Exception as exc:
-        raise ValueError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'} ({exc})") from exc
+        raise ScheduleError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'} ({exc})") from exc
     try:
         sched = Schedule.from_dict(data)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+        raise ScheduleError(f"{path}: {exc}") from exc
     return sched if sched.name else replace(sched, name=path.stem)
 
 
-def resolve_schedule(schedule=None, preset: str = "paper") -> Schedule:
+def resolve_schedule(schedule=None, preset: str = "fast") -> Schedule:
     """A :class:`Schedule` from an instance, a dict, a file path, or else the preset name."""
     if schedule is None:
         return get_preset(preset)
@@ -297,3 +348,44 @@ def resolve_schedule(schedule=None, preset: str = "paper") -> Schedule:
     if isinstance(schedule, dict):
         return Schedule.from_dict(schedule)
     return load_schedule(schedule)
+
+
+def _snap(resolution: float) -> int:
+    """Nearest multiple of the patch size, at least two patches."""
+    return max(2 * PATCH, round(resolution / PATCH) * PATCH)
+
+
+def scale_schedule(schedule: Schedule, finest: int) -> Schedule:
+    """``schedule`` with every stage resolution scaled by ``finest / schedule.finest``.
+
+    Resolutions are rounded to multiples of 16 (at least 32), so the V-cycle keeps its
+    shape; everything else (steps, learning rates, lighting) is unchanged.  Returns the
+    schedule itself when ``finest`` equals its finest resolution.
+    """
+    if finest == schedule.finest:
+        return schedule
+    if finest < 2 * PATCH or finest % PATCH:
+        raise ValueError(f"the finest resolution must be a multiple of {PATCH} and at least {2 * PATCH}, got {finest}")
+    k = finest / schedule.finest
+    stages = tuple(replace(s, resolution=_snap(s.resolution * k)) for s in schedule.stages)
+    return replace(schedule, name=f"{schedule.name}@{finest}", stages=stages)
+
+
+def working_schedule(schedule: Schedule, side: int, resolution: int | str = "auto") -> Schedule:
+    """The schedule an input whose padded square has ``side`` pixels is sampled with.
+
+    Args:
+        resolution: ``"auto"`` -- the schedule's own, scaled down (:func:`scale_schedule`)
+            when its finest resolution exceeds ``side`` (rounded down to a multiple of 16,
+            at least 32): sampling a 48-pixel image at 128 pixels adds work, not detail;
+            ``"preset"`` -- the schedule as it is; an int ``R`` -- scaled so that its
+            finest resolution is ``R`` (a multiple of 16, at least 32).
+    """
+    if resolution == "preset":
+        return schedule
+    if resolution == "auto":
+        cap = max(2 * PATCH, side // PATCH * PATCH)
+        return scale_schedule(schedule, cap) if schedule.finest > cap else schedule
+    if isinstance(resolution, bool) or not isinstance(resolution, int):
+        raise ValueError(f"resolution must be 'auto', 'preset' or an integer, got {resolution!r}")
+    return scale_schedule(schedule, resolution)

@@ -1,5 +1,5 @@
 """The multiscale V-cycle: guided DDIM stage by stage, lighting and region flips, fusion
-of the final normals by their gradients (DESIGN.md §7).
+of the final normals by their gradients (docs/method.md#v-cycle).
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ class TrainConfig:
         init: an exported model folder (``mssfs export``, e.g. the package's
             ``weights/default``) whose weights start the model and its EMA; the optimiser
             starts fresh. Ignored when resuming (the checkpoint has the weights).
-        min_snr_gamma: 0 (default, DESIGN.md §5): the plain Huber loss on the noise. > 0:
+        min_snr_gamma: 0 (default, docs/method.md#diffusion): the plain Huber loss on the noise. > 0:
             each patch's loss is weighted by ``min(SNR_t, gamma) / SNR_t`` (min-SNR
             weighting for noise prediction; ``SNR_t = abar_t / (1 - abar_t)``), which
             keeps full weight on the noisy steps, where the shading decides the normals,
@@ -173,8 +173,8 @@ FIELD_HELP = {
     "num_workers": "data-loader processes preparing batches ahead (0: in the training process)",
     "device": "auto, cpu, cuda or cuda:N (under torchrun: the local rank's GPU)",
     "max_minutes": "stop with a checkpoint after this many minutes of training (0: no limit; --resume continues)",
-    "min_snr_gamma": "0: plain Huber loss (DESIGN.md §5); > 0: weight each patch by min(SNR, gamma)/SNR (diffusion only; validation stays unweighted)",
-    "init": "start the model and EMA from an exported model folder (e.g. src/mssfs/model/weights/default); fresh "
+    "min_snr_gamma": "0: plain Huber loss (the publication's); > 0: weight each patch by min(SNR, gamma)/SNR (diffusion only; validation stays unweighted)",
+    "init": "start the model and EMA from an exported model folder (written by `mssfs export`); fresh "
             "optimiser; without model options (config file or command line) the run takes the export's model shape",
 }
 

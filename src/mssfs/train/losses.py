@@ -13,7 +13,9 @@ __all__ = ["diffusion_loss", "min_snr_weights", "regression_loss"]
 
 def diffusion_loss(model, batch: PatchBatch, scheduler, min_snr_gamma: float = 0.0) -> torch.Tensor:
     """Huber loss between ``batch.noise`` and ``model(x_t, t, shading)``; ``x_t`` from
-    ``scheduler.add_noise`` (diffusers ``DDPMScheduler``).
+    ``scheduler.add_noise`` (a :class:`mssfs.model.diffusion.NoiseSchedule`, or anything
+    with its ``add_noise(x0, noise, t)`` and ``alphas_cumprod``, e.g. diffusers'
+    ``DDPMScheduler``).
 
     With ``min_snr_gamma > 0`` each patch's mean loss is weighted by
     ``min(SNR_t, gamma) / SNR_t`` before averaging (see :class:`TrainConfig`).

@@ -7,8 +7,8 @@ One training step (per process):
 2. keep ``patches_per_step / world_size`` patches, at most ``max_background_frac`` of
    them pure background (mask all zero: zero shading, zero normals), drawing more images
    when the foreground patches run short;
-3. diffusion objective: ``t ~ U{0..T-1}`` per patch, ``x_t`` from diffusers'
-   ``DDPMScheduler.add_noise`` (betas of :class:`mssfs.model.diffusion.NoiseSchedule`), Huber
+3. diffusion objective: ``t ~ U{0..T-1}`` per patch, ``x_t`` from
+   :meth:`mssfs.model.diffusion.NoiseSchedule.add_noise`, Huber
    loss between the true and the predicted noise; regression objective: the same network
    fed ``concat(shading, 0)`` at ``t = 0`` predicts the normals, Huber loss inside the mask;
 4. AdamW (linear warm-up, then constant lr), gradient clipping, EMA of the weights.
@@ -73,7 +73,7 @@ class Trainer:
             raise TrainingError(f"patches_per_step {cfg.patches_per_step} is not divisible by {self.dist.world_size} processes")
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
         self.schedule = NoiseSchedule(cfg.timesteps)
-        self.scheduler = self.schedule.diffusers_ddpm()
+        self.scheduler = self.schedule  # add_noise and alphas_cumprod for the losses
         torch.manual_seed(derive_seed(cfg.seed, 0x1417))  # identical initial weights on every rank
         self.model = UNet(cfg.model)
         self.init_info = initialise_from(self.model, cfg) if (cfg.init and load_init) else None

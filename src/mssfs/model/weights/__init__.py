@@ -64,6 +64,19 @@ def read_export_config(folder: str | os.PathLike) -> dict:
     for key in ("model", "objective", "schedule", "weights"):
         if key not in cfg:
             raise CheckpointError(f"{path}: missing key {key!r}")
+    for key in ("model", "schedule", "weights"):
+        if not isinstance(cfg[key], dict):
+            raise CheckpointError(f"{path}: {key!r} must be a mapping, got {type(cfg[key]).__name__}")
+    file = cfg["weights"].get("file", WEIGHTS_FILE)
+    if not isinstance(file, str) or Path(file).name != file or file in ("", ".", ".."):
+        raise CheckpointError(f"{path}: weights 'file' must be a file name in the export folder, got {file!r}")
+    if not isinstance(cfg["weights"].get("sha256", ""), (str, type(None))):
+        raise CheckpointError(f"{path}: weights 'sha256' must be a hex string")
+    t = cfg["schedule"].get("T", 300)
+    if isinstance(t, bool) or not isinstance(t, int) or t < 2:
+        raise CheckpointError(f"{path}: schedule 'T' must be an integer >= 2, got {t!r}")
+    if cfg["objective"] not in ("diffusion", "regression"):
+        raise CheckpointError(f"{path}: unknown objective {cfg['objective']!r} (expected diffusion or regression)")
     return cfg
 
 
@@ -88,7 +101,7 @@ def load_model(path: str | os.PathLike | None = None, device="cpu"):
     cfg_path = folder / CONFIG_FILE
     try:
         model_cfg = UNetConfig.from_dict(cfg["model"])
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise CheckpointError(f"{cfg_path}: bad model config: {exc}") from exc
     wpath = folder / cfg["weights"].get("file", WEIGHTS_FILE)
     if not wpath.is_file():
@@ -100,7 +113,10 @@ def load_model(path: str | os.PathLike | None = None, device="cpu"):
         state = load_file(str(wpath))
     except Exception as exc:
         raise CheckpointError(f"{wpath}: not a readable safetensors file: {exc}") from exc
-    model = UNet(model_cfg)
+    try:
+        model = UNet(model_cfg)
+    except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as exc:
+        raise CheckpointError(f"{cfg_path}: the model config cannot be built: {exc}") from exc
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -66,7 +66,7 @@ fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/src
 PY=python3
 MS="$PY -m mssfs"
-$PY -c "import torch, diffusers, mssfs; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
+$PY -c "import torch, mssfs; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" 2>&1 | tee -a "$OUT/session.log"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader 2>/dev/null | tee -a "$OUT/session.log"
 log "cpus $(nproc --all)"

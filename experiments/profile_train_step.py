@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-4, foreach=True)
-    scheduler = NoiseSchedule(300).diffusers_ddpm()
+    scheduler = NoiseSchedule(300)
     n = args.patches
     normals = F.normalize(torch.randn(n, 3, 16, 16), dim=1)
     batch = PatchBatch(torch.rand(n, 1, 16, 16), normals, torch.ones(n, 1, 16, 16), torch.randint(0, 300, (n,)),

@@ -1,0 +1,83 @@
+"""One-region consistency: how much of a sample reads one way under its own light.
+
+A stimulus such as the rings, the star or the snake is one shading region, so the region
+readings used for the discs (:func:`mssfs.analysis.region_readings`, a region's height
+against its surround) do not apply.  Instead each sample is checked against the image
+under the light it implies itself (:func:`mssfs.sampler.lighting.estimate_light`).  A
+part of the sample that reads the shape the way that light says (a bump lit from ``l``)
+renders under ``l`` to shading whose gradient matches the image's; a part that reads it
+inverted (the dent that the flipped light ``(-lx, -ly, lz)`` would give) renders under the
+flipped light to the image's gradient instead.  The **one-region consistency** is the
+share of the sample's curved area that the light explains better than the flipped light:
+
+    share = sum_p w_p [|g_I - g_l| < |g_I - g_l'|] / sum_p w_p,     w_p = |H_s(p)|,
+
+with ``g_I`` the image gradient, ``g_l`` and ``g_l'`` the gradients of the sample rendered
+(shadowless Lambertian, albedo fitted by least squares) under the light and the flipped
+light, ``H_s`` the sample's mean curvature (:func:`mssfs.analysis.mean_curvature`), all
+after a Gaussian of ``sigma`` pixels (default 1% of the smaller side, at least 1), over
+the mask eroded by 2 pixels where ``g_l != g_l'``.  1 when every curved part reads the
+way the light says, 0.5 when half of the curvature reads inverted, 0 when the sample is
+the inversion of what its light says.  A sample that inverts everything together with its
+light reads 1: one light explains it (the convex/concave flip of the whole image).  NaN
+when the light has no image-plane part (the two lights coincide) or the sample is flat.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ..sampler.lighting import estimate_light
+from .curvature import mean_curvature
+
+__all__ = ["one_region_consistency"]
+
+
+def one_region_consistency(normals: np.ndarray, image: np.ndarray, mask: np.ndarray | None = None,
+                           lights: np.ndarray | None = None, sigma: float | None = None):
+    """One-region consistency (module docstring) of ``(H, W, 3)`` or ``(N, H, W, 3)`` maps.
+
+    Args:
+        image: ``(H, W)`` in [0, 1]; mask: ``(H, W)`` foreground (default: all).
+        lights: ``(3,)`` or ``(N, 3)`` light per map (default: each map's implied light).
+        sigma: smoothing in pixels before the gradients.
+    Returns:
+        float (one map) or ``(N,)`` float64 in [0, 1]; NaN where undefined (module docstring).
+    """
+    n = np.asarray(normals, np.float64)
+    single = n.ndim == 3
+    n = n[None] if single else n
+    img = np.asarray(image, np.float64)
+    if n.ndim != 4 or n.shape[-1] != 3 or n.shape[1:3] != img.shape:
+        raise ValueError(f"normals {np.shape(normals)} do not match the image {img.shape}")
+    mask = np.ones(img.shape, bool) if mask is None else np.asarray(mask, bool)
+    if mask.shape != img.shape:
+        raise ValueError(f"mask shape {mask.shape} differs from the image's {img.shape}")
+    if lights is None:
+        lights = np.stack([estimate_light(x, img, mask) for x in n])
+    lights = np.broadcast_to(np.asarray(lights, np.float64).reshape(-1, 3), (n.shape[0], 3))
+    if sigma is None:
+        sigma = max(1.0, 0.01 * min(img.shape))
+    inner = ndimage.binary_erosion(mask, iterations=2, border_value=1)
+
+    def grad(x):
+        s = ndimage.gaussian_filter(np.where(mask, x, 0.0), sigma, mode="nearest")
+        gy, gx = np.gradient(s)
+        return gx, gy
+
+    ix, iy = grad(img)
+    curv = np.abs(mean_curvature(n, mask, sigma))
+    out = np.full(n.shape[0], np.nan)
+    for k in range(n.shape[0]):
+        lit = np.clip(n[k] @ lights[k], 0.0, None)
+        flipped = np.clip(n[k] @ (lights[k] * (-1, -1, 1)), 0.0, None)
+        scale = float((lit * img)[mask].sum() / max((lit * lit)[mask].sum(), 1e-12))  # albedo
+        ax, ay = grad(scale * lit)
+        bx, by = grad(scale * flipped)
+        agree = (ix - ax) ** 2 + (iy - ay) ** 2 < (ix - bx) ** 2 + (iy - by) ** 2
+        valid = inner & (np.hypot(ax - bx, ay - by) > 1e-9)
+        w = np.where(valid, curv[k], 0.0)
+        if w.sum() > 0:
+            out[k] = float((w * agree).sum() / w.sum())
+    return float(out[0]) if single else out

@@ -1,0 +1,190 @@
+"""Refinement of samples by the shading (ours): keep the reading, fit the shape.
+
+The network decides which reading a region takes (bump or dent, and so where the light
+comes from); the image then says precisely what shape explains it under that light.
+:func:`refine` starts from one sample and solves variational shape from shading
+(:mod:`mssfs.core.sfs`, the classical baseline's solver) under the sample's own light:
+
+* **light**: least squares ``n . l = I`` over the lit foreground pixels of the sample
+  (:func:`implied_light`); direction ``l / |l|``, albedo ``|l|``.  When the mask has an
+  occluding contour, the light is re-estimated from the refined normals every
+  ``relight_every`` iterations, but a light whose image-plane direction points more than
+  90 degrees away from the sample's is rejected: the refinement never crosses the
+  convex/concave flip.  Without a contour (reliefs, stimuli filling the frame) the light
+  stays the sample's.
+* **anchor**: a term ``anchor |n - a|^2`` pulls toward the sample smoothed by a Gaussian
+  of ``anchor_sigma`` pixels, so every region keeps the sample's reading while the patch
+  grid, which the smoothing removes, is not kept;
+* **smooth and integrable**: smoothness ``lam``, and every ``integrate_every`` iterations
+  a half-way blend with the normals of the Frankot-Chellappa integration;
+* coarse to fine, from the sample resized to each level (halved while the smaller side
+  stays >= 32 px): ``coarse_iters`` Jacobi iterations on levels up to ``coarse_side``
+  pixels, ``fine_iters`` above.
+
+:func:`refine_samples` refines ``N`` samples at the output resolution (the image's larger
+side, at most ``max_resolution``) and the fused result (the renormalised mean of the
+refined samples, refined once more with its own light).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ..core.frame import normalize
+from ..core.resize import resize_normals_array
+from ..core.sfs import (
+    brooks_horn_level,
+    has_occluding_contour,
+    pyramid_shapes,
+    resize_map,
+)
+
+__all__ = ["Refinement", "fuse_mean", "implied_light", "refine", "refine_samples", "refinement_shape"]
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """Settings of :func:`refine` (module docstring); the defaults are the adopted ones."""
+
+    max_resolution: int = 256
+    anchor: float = 0.01
+    lam: float = 0.1
+    anchor_sigma: float = 1.5
+    coarse_iters: int = 100
+    fine_iters: int = 30
+    coarse_side: int = 64
+    integrability: float = 0.5
+    integrate_every: int = 10
+    relight_every: int = 10
+
+    def __post_init__(self):
+        if self.max_resolution < 16:
+            raise ValueError(f"refine_max_resolution must be >= 16, got {self.max_resolution}")
+        if self.anchor < 0 or self.lam <= 0 or self.anchor_sigma < 0:
+            raise ValueError("refinement anchor must be >= 0, lam > 0 and anchor_sigma >= 0")
+        if min(self.coarse_iters, self.fine_iters) < 0 or self.integrate_every < 1 or self.relight_every < 0:
+            raise ValueError("refinement iteration counts must be >= 0 and integrate_every >= 1")
+        if not 0 <= self.integrability < 1:
+            raise ValueError(f"refinement integrability must lie in [0, 1), got {self.integrability}")
+
+
+def implied_light(normals: np.ndarray, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(direction (3,), albedo)`` of the least-squares light ``n . l = I`` over lit
+    foreground pixels with non-zero normals; ``((0, 0, 1), max(I))`` when it cannot be fitted."""
+    n = np.asarray(normals, np.float64)
+    img = np.asarray(image, np.float64)
+    use = np.asarray(mask, bool) & (img > 0) & (np.linalg.norm(n, axis=-1) > 0)
+    fallback = (np.array([0.0, 0.0, 1.0]), float(img.max()) or 1.0)
+    if use.sum() < 3:
+        return fallback
+    l, *_ = np.linalg.lstsq(n[use], img[use], rcond=None)
+    albedo = float(np.linalg.norm(l))
+    return (l / albedo, albedo) if albedo > 1e-8 else fallback
+
+
+def _smooth_normals(n: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing of ``(H, W, 3)`` normals inside ``mask`` (no bleeding), renormalised."""
+    if sigma <= 0:
+        return n
+    m = mask.astype(np.float64)
+    num = ndimage.gaussian_filter(n * m[..., None], (sigma, sigma, 0), mode="nearest")
+    den = ndimage.gaussian_filter(m, sigma, mode="nearest")
+    return normalize(num / np.maximum(den, 1e-8)[..., None])
+
+
+def _facing(n: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``n`` with degenerate foreground normals set to ``(0, 0, 1)`` and 0 outside ``mask``."""
+    n = np.where(mask[..., None], n, 0.0)
+    n[mask & ~(np.linalg.norm(n, axis=-1) > 0.5)] = (0.0, 0.0, 1.0)
+    return n
+
+
+def refine(normals: np.ndarray, image: np.ndarray, mask: np.ndarray, settings: Refinement | None = None,
+           light: np.ndarray | None = None, albedo: float | None = None) -> np.ndarray:
+    """Refine one sample (module docstring).
+
+    Args:
+        normals: ``(H, W, 3)`` sample; image: ``(H, W)`` in [0, 1]; mask: ``(H, W)`` bool.
+        light, albedo: default :func:`implied_light` of the sample.
+    Returns:
+        ``(H, W, 3)`` float32 unit normals, 0 outside the mask.
+    """
+    s = settings or Refinement()
+    img = np.asarray(image, np.float64)
+    mask = np.asarray(mask, bool)
+    n0 = np.asarray(normals, np.float64)
+    if img.ndim != 2 or n0.shape != img.shape + (3,) or mask.shape != img.shape:
+        raise ValueError(f"refine: normals {n0.shape}, image {img.shape} and mask {mask.shape} do not match")
+    if not mask.any():
+        raise ValueError("refine: the mask is empty")
+    if light is None or albedo is None:
+        l0, a0 = implied_light(n0, img, mask)
+        light = l0 if light is None else light
+        albedo = a0 if albedo is None else albedo
+    light = normalize(np.asarray(light, np.float64))
+    img = np.clip(img / max(float(albedo), 1e-8), 0.0, 1.5)
+    relight = s.relight_every if has_occluding_contour(mask) else 0
+    side = light.copy()
+    n = None
+    for shape in reversed(pyramid_shapes(img.shape)):
+        if shape == img.shape:
+            im_l, m_l, s_l = img, mask, n0
+        else:
+            im_l = resize_map(img, shape)
+            m_l = resize_map(mask.astype(np.float64), shape) >= 0.5
+            s_l = normalize(resize_map(n0, shape))
+        anchor = _facing(_smooth_normals(_facing(s_l, m_l), m_l, s.anchor_sigma), m_l)
+        start = anchor if n is None else _facing(normalize(resize_map(n, shape)), m_l)
+        iters = s.coarse_iters if max(shape) <= s.coarse_side else s.fine_iters
+        n, light = brooks_horn_level(im_l, m_l, start, light, iters, s.lam, anchor, s.anchor, s.integrability,
+                                     s.integrate_every, relight, keep_side=side)
+    return np.where(mask[..., None], n, 0.0).astype(np.float32)
+
+
+def fuse_mean(samples: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Renormalised mean of ``(N, H, W, 3)`` samples, ``(0, 0, 1)`` where they cancel, 0 outside ``mask``."""
+    fused = normalize(np.asarray(samples, np.float64).mean(0))
+    return _facing(fused, np.asarray(mask, bool))
+
+
+def refinement_shape(shape: tuple[int, int], max_resolution: int) -> tuple[int, int]:
+    """Size the refinement runs at: ``shape``, scaled down so its larger side is at most ``max_resolution``."""
+    h, w = shape
+    k = min(1.0, max_resolution / max(h, w))
+    return max(1, round(h * k)), max(1, round(w * k))
+
+
+def refine_samples(samples: np.ndarray, image: np.ndarray, mask: np.ndarray,
+                   settings: Refinement | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Refine ``(N, H, W, 3)`` samples of one image and their fused result.
+
+    Runs at :func:`refinement_shape` (the image resized when it is larger than
+    ``settings.max_resolution``; the results are resized back).
+    Returns:
+        ``(refined (N, H, W, 3), fused (H, W, 3))`` float32, 0 outside ``mask``.
+    """
+    s = settings or Refinement()
+    x = np.asarray(samples, np.float32)
+    img = np.asarray(image, np.float64)
+    mask = np.asarray(mask, bool)
+    shape = refinement_shape(img.shape, s.max_resolution)
+    if shape != img.shape:
+        import torch
+
+        small = torch.nn.functional.interpolate(torch.from_numpy(img).float()[None, None], size=shape,
+                                                mode="bilinear", align_corners=False, antialias=True)
+        im_r = small[0, 0].clamp(0, 1).double().numpy()
+        x_r, m_r = resize_normals_array(x, shape, mask)
+    else:
+        im_r, x_r, m_r = img, x, mask
+    refined = np.stack([refine(n, im_r, m_r, s) for n in x_r])
+    fused = refine(fuse_mean(refined, m_r), im_r, m_r, s)
+    if shape != img.shape:
+        refined = resize_normals_array(refined, img.shape, m_r)[0]
+        fused = resize_normals_array(fused, img.shape, m_r)[0]
+        refined = np.stack([_facing(r.astype(np.float64), mask) for r in refined])
+        fused = _facing(fused.astype(np.float64), mask)
+    return refined.astype(np.float32), fused.astype(np.float32)

@@ -1,0 +1,60 @@
+"""One-region consistency on constructed bumps read whole, inverted and half inverted."""
+
+import numpy as np
+import pytest
+
+from mssfs.analysis.one_region import one_region_consistency
+from mssfs.core.integrate import normals_from_depth
+from mssfs.core.render import render
+
+LIGHT = np.array([0.5, 0.3, 0.81]) / np.linalg.norm([0.5, 0.3, 0.81])
+
+
+@pytest.fixture(scope="module")
+def bump():
+    size = 96
+    y, x = np.mgrid[0:size, 0:size] + 0.5
+    z = 22 * np.exp(-((x - 48) ** 2 + (y - 48) ** 2) / (2 * 14**2))
+    mask = np.ones((size, size), bool)
+    n = normals_from_depth(z, mask)
+    return n, 0.7 * render(n, LIGHT), mask
+
+
+def flipped(n, where=None):
+    out = n.copy()
+    sel = np.ones(n.shape[:2], bool) if where is None else where
+    out[sel, :2] *= -1
+    return out
+
+
+def test_a_bump_read_whole_either_way_is_consistent(bump):
+    n, image, mask = bump
+    assert one_region_consistency(n, image, mask, LIGHT) == pytest.approx(1.0)
+    assert one_region_consistency(n, image, mask) == pytest.approx(1.0)  # its own light
+    inv = flipped(n)
+    assert one_region_consistency(inv, image, mask, LIGHT) == pytest.approx(0.0)
+    assert one_region_consistency(inv, image, mask) == pytest.approx(1.0)  # the flipped light explains it
+
+
+def test_a_bump_read_half_inverted_gives_half(bump):
+    n, image, mask = bump
+    left = np.zeros(mask.shape, bool)
+    left[:, :48] = True
+    quarter = np.zeros(mask.shape, bool)
+    quarter[:48, :48] = True
+    out = one_region_consistency(np.stack([flipped(n, left), flipped(n, quarter)]), image, mask, LIGHT)
+    assert out.shape == (2,)
+    assert out[0] == pytest.approx(0.5, abs=0.05)
+    assert out[1] == pytest.approx(0.75, abs=0.06)
+
+
+def test_undefined_cases_and_bad_shapes(bump):
+    n, image, mask = bump
+    assert np.isnan(one_region_consistency(n, image, mask, np.array([0.0, 0.0, 1.0])))
+    flat = np.zeros_like(n)
+    flat[..., 2] = 1
+    assert np.isnan(one_region_consistency(flat, image, mask, LIGHT))
+    with pytest.raises(ValueError, match="do not match"):
+        one_region_consistency(n[:-1], image, mask)
+    with pytest.raises(ValueError, match="mask shape"):
+        one_region_consistency(n, image, mask[:-1])

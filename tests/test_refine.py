@@ -1,0 +1,182 @@
+"""Refinement by the shading: shapes fit the image, readings stay, the patch grid goes."""
+
+import numpy as np
+import pytest
+
+from mssfs.analysis import region_readings
+from mssfs.analysis.seams import seam_index
+from mssfs.core.integrate import normals_from_depth
+from mssfs.core.render import render
+from mssfs.evaluation.metrics import angular_error
+from mssfs.sampler.refine import (
+    Refinement,
+    fuse_mean,
+    implied_light,
+    refine,
+    refine_samples,
+    refinement_shape,
+)
+
+LIGHT = np.array([0.45, 0.35, 0.82]) / np.linalg.norm([0.45, 0.35, 0.82])
+
+
+def bump_and_dent(size=64):
+    """A bump (left) and a dent (right) on flat ground, their regions and rendering."""
+    y, x = np.mgrid[0:size, 0:size] + 0.5
+    z = np.zeros((size, size))
+    regions = np.zeros((size, size), np.int32)
+    for k, (cx, s) in enumerate(((size * 0.28, 1), (size * 0.72, -1)), start=1):
+        r2 = ((x - cx) ** 2 + (y - size / 2) ** 2) / (0.2 * size) ** 2
+        z += np.where(r2 < 1, s * 0.12 * size * (1 - r2) ** 2, 0.0)
+        regions[r2 < 1] = k
+    mask = np.ones((size, size), bool)
+    n = normals_from_depth(z, mask)
+    return n, 0.8 * render(n, LIGHT), mask, regions
+
+
+def patchy(n, degrees=10.0, seed=0):
+    """``n`` with a random tilt per 16x16 patch and per-pixel noise (a sample's flaws)."""
+    rng = np.random.default_rng(seed)
+    out = n + 0.03 * rng.normal(size=n.shape)
+    for r in range(0, n.shape[0], 16):
+        for c in range(0, n.shape[1], 16):
+            out[r : r + 16, c : c + 16, :2] += np.radians(degrees) * rng.normal(size=2)
+    return out / np.linalg.norm(out, axis=-1, keepdims=True)
+
+
+def test_refinement_fits_the_image_and_removes_the_grid_keeping_the_reading():
+    truth, image, mask, regions = bump_and_dent()
+    sample = patchy(truth)
+    out = refine(sample, image, mask)
+    assert out.shape == truth.shape and out.dtype == np.float32
+    assert np.allclose(np.linalg.norm(out, axis=-1), 1, atol=1e-4)
+    assert angular_error(out, truth, mask).mean() < 0.7 * angular_error(sample, truth, mask).mean()
+    assert seam_index(sample, mask) > 3 and seam_index(out, mask) < 1.4  # a smooth relief gives 0.96
+    assert region_readings(out, regions, mask).tolist() == [1, -1]
+
+
+def test_the_inverted_reading_stays_inverted():
+    """The same image read the other way (bump <-> dent, light flipped) keeps that reading."""
+    truth, image, mask, regions = bump_and_dent()
+    inverted = patchy(truth * np.array([-1, -1, 1]), seed=1)
+    light, _ = implied_light(inverted, image, mask)
+    assert light[:2] @ LIGHT[:2] < 0
+    out = refine(inverted, image, mask)
+    assert region_readings(out, regions, mask).tolist() == [-1, 1]
+    assert angular_error(out, truth * np.array([-1, -1, 1]), mask).mean() < angular_error(inverted, truth * np.array([-1, -1, 1]), mask).mean()
+
+
+def test_refine_samples_runs_at_the_capped_resolution_and_returns_the_input_size():
+    truth, image, _, _ = bump_and_dent(48)
+    big_image = np.kron(image, np.ones((2, 2)))[:90, :96]
+    big_mask = np.ones(big_image.shape, bool)
+    big_mask[:4] = False
+    samples = np.stack([np.kron(patchy(truth, seed=s), np.ones((2, 2, 1)))[:90, :96] for s in range(2)])
+    settings = Refinement(max_resolution=48, coarse_iters=20, fine_iters=5)
+    assert refinement_shape(big_image.shape, 48) == (45, 48)
+    refined, fused = refine_samples(samples, big_image, big_mask, settings)
+    assert refined.shape == samples.shape and fused.shape == samples.shape[1:]
+    assert not refined[:, ~big_mask].any() and not fused[~big_mask].any()
+    assert np.allclose(np.linalg.norm(refined[:, big_mask], axis=-1), 1, atol=1e-3)
+
+
+def test_fuse_mean_and_bad_inputs():
+    a = np.zeros((2, 4, 4, 3))
+    a[0, ..., 0], a[1, ..., 0] = 1, -1  # cancel exactly
+    mask = np.ones((4, 4), bool)
+    mask[0, 0] = False
+    f = fuse_mean(a, mask)
+    assert (f[mask] == (0, 0, 1)).all() and (f[0, 0] == 0).all()
+    truth, image, mask, _ = bump_and_dent(32)
+    with pytest.raises(ValueError, match="do not match"):
+        refine(truth[:-1], image, mask)
+    with pytest.raises(ValueError, match="empty"):
+        refine(truth, image, np.zeros_like(mask))
+    with pytest.raises(ValueError, match="integrability"):
+        Refinement(integrability=1.0)
+
+
+def test_a_refining_schedule_refines_every_sample_and_records_the_quality(tmp_path):
+    import json
+    from dataclasses import replace
+
+    from test_sampling import sphere_image, tiny_model, tiny_schedule
+
+    from mssfs.sampler.api import sample
+    from mssfs.sampler.refine import refine_samples
+    from mssfs.sampler.schedules import Schedule
+
+    img = sphere_image(40, 56)
+    model = tiny_model()
+    plain = sample(img, n=2, seed=3, model=model, schedule=tiny_schedule())
+    sched = replace(tiny_schedule(), refine=True, refine_max_resolution=32)
+    res = sample(img, n=2, seed=3, model=model, schedule=sched)
+    expected, fused = refine_samples(plain.normals, plain.image, plain.mask, sched.refinement())
+    assert res.normals.shape == plain.normals.shape
+    assert np.allclose(res.normals, expected, atol=1e-4) and np.allclose(res.fused, fused, atol=1e-4)
+    assert not np.allclose(res.normals, plain.normals, atol=1e-2)
+    assert res.timings["refine_s"] > 0 and plain.timings["refine_s"] == 0
+    seams = res.quality["seam_index"]
+    assert len(seams["samples"]) == 2 and seams["grid"]["stage_resolution"] == 48
+    assert seams["grid"]["period"] == pytest.approx(16 * 56 / 48) and seams["grid"]["origin"] == [-8.0, 0.0]
+    assert len(res.quality["one_region_consistency"]["samples"]) == 2
+    res.save(tmp_path / "out")
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["refined"] is True and meta["schedule"]["refine_max_resolution"] == 32
+    assert meta["quality"]["seam_index"]["samples"] == seams["samples"]
+    assert np.load(tmp_path / "out" / "fused.npy").shape == (40, 56, 3)
+    assert Schedule.from_dict(sched.to_dict()) == sched
+    with pytest.raises(ValueError, match="refine_max_resolution"):
+        replace(sched, refine_max_resolution=8)
+
+
+def test_analyze_reports_the_seam_index_on_the_last_stage_grid(tmp_path):
+    from test_sampling import sphere_image, tiny_model, tiny_schedule
+
+    from mssfs.analysis.report import analyze
+    from mssfs.analysis.sample_set import load_sample_set
+    from mssfs.sampler.api import sample
+
+    res = sample(sphere_image(40, 56), n=3, seed=1, model=tiny_model(), schedule=tiny_schedule())
+    res.save(tmp_path / "out")
+    samples = load_sample_set(tmp_path / "out")
+    report = analyze(samples).to_json(samples)
+    assert report["seam_index"]["grid"]["stage_resolution"] == 48
+    assert report["seam_index"]["samples"] == pytest.approx(res.quality["seam_index"]["samples"], rel=1e-3)
+    assert len(report["one_region_consistency"]["samples"]) == 3
+    (tmp_path / "out" / "meta.json").unlink()
+    bare = load_sample_set(tmp_path / "out")
+    assert analyze(bare).to_json(bare)["seam_index"]["grid"] == {"stage_resolution": None, "period": 16.0, "origin": [0.0, 0.0]}
+
+
+def test_suites_score_the_refined_fused_result_and_report_seams(tmp_path):
+    from dataclasses import replace
+
+    from test_sampling import tiny_model, tiny_schedule
+
+    from mssfs.evaluation import (
+        RunSettings,
+        build_methods,
+        heldout_items,
+        objects_table,
+        run_objects,
+        run_stimuli,
+        stimuli_table,
+        stimulus_items,
+    )
+
+    methods, _ = build_methods(["ours", "no-refine", "flat"], replace(tiny_schedule(), refine=True), max_finest=32)
+    assert [m.schedule.refine if m.schedule else None for m in methods] == [True, False, None]
+    settings = RunSettings(samples=2, model=tiny_model())
+    items = heldout_items(n_objects=1, n_reliefs=0, size=32)
+    res = run_objects(items, methods, settings, progress=False)
+    ours, plain = res["items"]["ours"][0], res["items"]["no-refine"][0]
+    assert ours["fused"]["mean"] != plain["fused"]["mean"]
+    assert ours["seam_index"] is not None and plain["seam_index"] is not None
+    assert res["items"]["flat"][0]["seam_index"] is None  # no jump anywhere: undefined
+    assert res["summary"]["ours"]["objects"]["seam_index"] == pytest.approx(ours["seam_index"])
+    assert "seam index" in objects_table(res, methods, {}, "objects")
+    stim = run_stimuli(stimulus_items(32, 1, names=[]), methods[:1], settings, progress=False)
+    row = stim["items"]["ours"][0]
+    assert row["one_region"] is None or 0 <= row["one_region"] <= 1
+    assert "one-region" in stimuli_table(stim, methods[:1], {}) and "seam_index" in stim["summary"]["ours"]["layouts"]
