@@ -25,4 +25,5 @@ echo "| empty venv (pip only) | $base |"
 echo "| + $torch_spec | $with_torch |"
 echo "| + mssfs (no extras) | $lean |"
 echo "| + diffusers and POT (the 0.1.0 runtime dependencies) | $old |"
+echo
 echo "mssfs and its dependencies beyond torch: $((lean - with_torch)) MB without, $((old - with_torch)) MB with diffusers and POT"

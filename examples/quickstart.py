@@ -6,8 +6,8 @@ look at them -- the Python API in one page.
     python examples/quickstart.py --quick               # seconds: 2 samples, a tiny schedule
 
 Everything lands in OUT/<input name>/ (default OUT: quickstart): the sample folder that
-``mssfs sample`` writes, plus ``report.json`` (``mssfs analyze``), a mesh per sample and a
-figure of the samples.
+``mssfs sample`` writes, plus ``report.json`` (``mssfs analyze``), a mesh per sample, a
+figure of the samples and ``report.html`` (``mssfs report``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 import mssfs
+from mssfs.analysis.html_report import write_report
 
 #: A one-stage schedule on a two-step grid: no use for results, but it runs the whole
 #: path in seconds (for trying the script out, and for the test that runs it).
@@ -60,9 +61,11 @@ def main(argv: list[str] | None = None) -> Path:
         result.mesh(i, folder / f"mesh_{i:02d}.ply")
     print(f"height range of sample 0: {heights[0][result.mask].min():.1f} .. {heights[0][result.mask].max():.1f} px")
 
-    # 4. A figure of the input and the samples.
+    # 4. A figure of the input and the samples, and the interactive page of `mssfs report`
+    #    (samples grouped by mode, relit under a light you drag, height meshes).
     result.plot(folder / "quickstart.png")
-    print(f"outputs in {folder}")
+    write_report(folder / "report.html", result.sample_set(), analysis)
+    print(f"outputs in {folder} (open report.html in a browser)")
     return folder
 
 

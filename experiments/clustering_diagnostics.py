@@ -1,5 +1,12 @@
 """Why the modes of a sample folder look the way they do (docs/analysis.md).
 
+Question: why does `mssfs analyze` find the modes it finds for a sample folder (is the
+curvature in the image's features or in the noisy ground; are two runs of the same seeds
+the same samples)?
+Answer: docs/analysis.md#clustering-into-interpretations-mssfsanalysiscluster_samples
+(size independence, modes against readings); measurements in
+docs/archive/evaluation-log.md#generated-bumpdent-layouts-10-layouts-every-method.
+
 For one folder written by ``mssfs sample`` this prints what the clustering sees:
 
 * the mean |convexity reading| (1/pixel) and the size-free curvature level (that value
@@ -13,8 +20,8 @@ For one folder written by ``mssfs sample`` this prints what the clustering sees:
 * with ``--against DIR2`` (a run of the same input and seeds), the per-pixel angle between
   the two runs' samples (median, 99th percentile, maximum).
 
-    python scripts/clustering_diagnostics.py results/circles --regions 4 --sizes 128
-    python scripts/clustering_diagnostics.py /tmp/rw2/circles --against /tmp/rw1/circles
+    python experiments/clustering_diagnostics.py results/circles --regions 4 --sizes 128
+    python experiments/clustering_diagnostics.py /tmp/rw2/circles --against /tmp/rw1/circles
 """
 
 from __future__ import annotations

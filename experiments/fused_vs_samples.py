@@ -1,5 +1,11 @@
 """How the objects suite's scorings depend on the number of samples N.
 
+Question: how do the objects suite's scorings (mean, best of N, fused) depend on the
+number of samples N, and where does the fused error level off against the regression
+baseline?
+Answer: docs/archive/evaluation-log.md#scorings-against-the-number-of-samples-2026-11-27;
+raw files docs/results/objects_fused_vs_samples_*.json (docs/results/README.md).
+
 The fused result (renormalised mean of the samples) estimates the posterior mean of the
 normals, which is what the regression baseline is trained to predict; with few samples
 that estimate is noisy. This draws ``--samples`` samples per image of the objects suite
@@ -8,7 +14,7 @@ scores the first k of them for every k in ``--prefixes``: because sample i depen
 on the image's seed and i (docs/sampling.md#python-api, Seeds), the first k of N samples
 are the samples a run with N = k draws, so one run gives every row.
 
-    OMP_NUM_THREADS=1 python scripts/fused_vs_samples.py --n-objects 20 --n-reliefs 10 \
+    OMP_NUM_THREADS=1 python experiments/fused_vs_samples.py --n-objects 20 --n-reliefs 10 \
         --samples 16 --bf16 --reference docs/results/objects_regression.json --out fvn.json
 
 ``--reference`` adds a method of another ``results.json`` (default ``regression``) as
@@ -134,8 +140,8 @@ def main(argv=None) -> int:
     settings = RunSettings(args.samples, args.seed, str(device), args.bf16, model)
     rows, seconds = _run_methods(
         items, methods, settings, True,
-        lambda it, normals: {"item": it.name, "kind": it.kind,
-                             "k": score_prefixes(normals, it.normals, it.mask, prefixes)},
+        lambda it, normals, *_: {"item": it.name, "kind": it.kind,
+                                 "k": score_prefixes(normals, it.normals, it.mask, prefixes)},
     )
     rows = rows["ours"]
     print(f"\nobjects suite, {args.preset} preset, {args.samples} samples per image, "

@@ -1,5 +1,10 @@
 """What the guidance strength does to samples of one stimulus: seams, tilt, consistency.
 
+Question: what does the guidance strength (step size, seam weight, inner iterations,
+shading guidance) do to the seams, tilt, integrability and consistency of the samples?
+Answer: docs/decisions/seam-weight.md and docs/decisions/shading-guidance.md; raw files
+docs/results/guidance_strength_circles.json and docs/results/guidance_strength_shading.json.
+
 Guidance removes seams between patches, and a flat field is the easiest seam-free one, so
 a stronger guidance step can buy seamless samples with flatness. This draws ``--samples``
 samples of a bundled stimulus (at ``--size``, as the stimuli suite resizes it) under the
@@ -13,7 +18,7 @@ slopes over the mean slope magnitude), how well one light explains the image (th
 per-pixel spread of the samples and, for circles, the
 share of samples consistent with one light (as ``mssfs evaluate --suite stimuli``).
 
-    OMP_NUM_THREADS=1 python scripts/guidance_strength.py --samples 8 --bf16 \\
+    OMP_NUM_THREADS=1 python experiments/guidance_strength.py --samples 8 --bf16 \\
         --variant "lr*=2" --variant "lr*=4" --variant "seam_weight=2" \\
         --variant "inner_iters_high=10,inner_iters_low=3" --out guidance.json
 

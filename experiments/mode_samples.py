@@ -1,4 +1,9 @@
 """Sample sets of generated bump/dent layouts with known readings, kept for studying how
+
+Question: which sample distance lets `mssfs analyze` group samples by their bump/dent
+readings (the sign distance against the reading distance)?
+Answer: docs/decisions/sign-distance.md; the agreement numbers in docs/analysis.md and
+docs/results.md#generated-layouts.
 `mssfs analyze` groups samples into interpretations (modes; docs/decisions/sign-distance.md).
 
 `mssfs evaluate --suite stimuli` scores the samples and drops them; this keeps them.  For
@@ -14,8 +19,8 @@ height: :func:`mssfs.analysis.regions.region_readings`).
 index between the modes and the partition of the samples by their region readings (as
 ``mssfs evaluate``'s "modes ~ readings") and the mean number of modes.
 
-    OMP_NUM_THREADS=1 python scripts/mode_samples.py --layouts 0:10 --out eval/modes_0_10.npz --bf16
-    python scripts/mode_samples.py --score eval/modes_0_10.npz eval/modes_10_20.npz
+    OMP_NUM_THREADS=1 python experiments/mode_samples.py --layouts 0:10 --out eval/modes_0_10.npz --bf16
+    python experiments/mode_samples.py --score eval/modes_0_10.npz eval/modes_10_20.npz
 """
 
 from __future__ import annotations

@@ -1,5 +1,11 @@
 """The guided sampler with an ideal bistable patch denoiser: what limits consistency?
 
+Question: with a perfect bistable patch denoiser, does the sampler make whole samples
+consistent with one light, i.e. does the circles bar depend on the sampler or on the
+denoiser?
+Answer: docs/results.md#the-sampler-with-an-ideal-denoiser; raw file
+docs/results/oracle_sampler.json.
+
 The release bar on circles (docs/results.md#release-bars: at least 80 % of samples globally
 consistent with one light, both readings among 16 seeds) depends on two things: a
 denoiser whose patches read the shading as a bump or as a dent, and a sampler (seams,
@@ -14,7 +20,7 @@ Items: a circles-like layout (four equal discs in a 2 x 2 grid, the bottom-right
 dent, light from above: the geometry the publication describes for the circles stimulus) and
 the stimuli suite's generated layouts (``mssfs.evaluation.items.stimulus_items``).
 
-    python scripts/oracle_sampler.py --layouts 10 --samples 16 --out oracle.json
+    python experiments/oracle_sampler.py --layouts 10 --samples 16 --out oracle.json
 
 prints a markdown table per method (the chosen preset, ``paper`` and the ablations of
 ``mssfs evaluate``).  With no time spent on a network, the whole run takes minutes on a CPU.

@@ -1,7 +1,11 @@
 """Where a training step of the default U-Net spends its time (torch.profiler table).
 
-    python scripts/profile_train_step.py --device cuda --patches 8192
-    python scripts/profile_train_step.py --device cpu --patches 256 --bf16 false
+Question: where does a training step of the default U-Net spend its time?
+Answer: docs/archive/training-log.md#training-throughput (and docs/benchmarks.md for the
+current throughput tables).
+
+    python experiments/profile_train_step.py --device cuda --patches 8192
+    python experiments/profile_train_step.py --device cpu --patches 256 --bf16 false
 
 Prints the top operators by self device time (CUDA) or self CPU time, for the forward,
 Huber loss, backward and AdamW step under the training precision, after warm-up steps.

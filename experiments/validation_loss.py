@@ -1,12 +1,18 @@
 """Validation loss of weight exports on one training run's validation patches.
 
+Question: is a continued or retrained export better than the one it started from on the
+same validation patches, and in which noise range does it gain or lose?
+Answer: docs/training.md#choosing-weights (validation loss does not choose weights),
+docs/decisions/cpu-continuations.md and docs/decisions/release-weights-min-snr.md; the
+plot docs/release_val_loss.png.
+
 A run's ``log.csv`` only scores that run's own EMA weights; to compare an export with
 the one it was continued from (or two exports from different runs), score both on the
 same held-out patches: those of the run given by ``--run`` (its ``config.json``: seed,
 data source, ``val_patches``; fixed noise and evenly spread ``t``), with the loss of
 docs/method.md#diffusion (unweighted), in fp32 on the CPU::
 
-    python scripts/validation_loss.py --run runs/cpu2 src/mssfs/model/weights/default /tmp/candidate
+    python experiments/validation_loss.py --run runs/cpu2 src/mssfs/model/weights/default /tmp/candidate
 
 ``--by-t K`` adds the loss in K equal ranges of ``t`` and the min-SNR-weighted loss
 (``--gamma``): a run trained with ``--min-snr-gamma`` gives up noise-prediction accuracy at
@@ -16,7 +22,7 @@ small ``t`` (where an error in epsilon barely moves x0), which the unweighted nu
 following ``training.init`` from export to export (an export started from another one
 listed adds its count; otherwise from its ``init.patches_seen``)::
 
-    python scripts/validation_loss.py --run RUN --by-t 5 --plot docs/release_val_loss.png OLD MID NEW
+    python experiments/validation_loss.py --run RUN --by-t 5 --plot docs/release_val_loss.png OLD MID NEW
 """
 
 from __future__ import annotations

@@ -1,20 +1,13 @@
 """The benchmark scripts run, and the sampling benchmark's baseline computes what the model computes."""
 
-import importlib.util
-from pathlib import Path
-
 import torch
+from repo_files import load_repo_module
 
 from mssfs.model.unet import UNet, UNetConfig, WSConv2d
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_repo_module("benchmarks", name)
 
 
 def test_publication_net_same_values_with_published_kernels():

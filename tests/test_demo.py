@@ -1,6 +1,7 @@
 """``mssfs demo``: the request runner, the missing-extra message, and the whole page end to
 end in a headless browser against a local server with the package's weights."""
 
+import json
 import os
 import socket
 import subprocess
@@ -24,6 +25,7 @@ def test_runner_writes_folder_report_zip_and_mode_ordered_gallery(tmp_path):
     runner = DemoRunner(tmp_path / "runs", model=tiny_model(), model_info={"path": "tiny"}, schedule=tiny_schedule())
     out = runner.run(sphere_image(40, 48), n=3, preset="fast", seed=1)
     folder = out["folder"]
+    assert folder.name == "drawing" and (folder.parent / "drawing.png").is_file()  # arrays come from the Draw tab
     assert (folder / "normals.npy").is_file() and out["report"] == folder / "report.html"
     with zipfile.ZipFile(out["zip"]) as z:
         names = set(z.namelist())
@@ -104,8 +106,9 @@ def test_demo_end_to_end_in_headless_chromium(tmp_path):
             n = d.find_element(By.CSS_SELECTOR, "#n input[type=number]")
             n.send_keys(Keys.CONTROL, "a")
             n.send_keys("2", Keys.TAB)
-            d.find_element(By.CSS_SELECTOR, "#preset input[value=fast]").click()
-            d.find_element(By.CSS_SELECTOR, "#run").click()
+            # clicked from the page's script: Gradio's progress overlays may cover them for a moment
+            d.execute_script("arguments[0].click()", d.find_element(By.CSS_SELECTOR, "#preset input[value=fast]"))
+            d.execute_script("arguments[0].click()", d.find_element(By.CSS_SELECTOR, "#run"))
             wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, "#report iframe"), 180, "the samples")
             assert "2 sample(s)" in d.find_element(By.CSS_SELECTOR, "#status").text
             assert len(d.find_elements(By.CSS_SELECTOR, "#gallery img")) == 2
@@ -113,6 +116,7 @@ def test_demo_end_to_end_in_headless_chromium(tmp_path):
             assert any(h and h.endswith(".zip") for h in links), links
             folder = next(runs.glob("run-*/ball"))
             assert np.load(folder / "normals.npy").shape == (2, 40, 48, 3)
+            assert json.loads((folder / "meta.json").read_text())["preset"].startswith("fast")  # fast@R when scaled
             modes = analyze(load_sample_set(folder)).clustering.n_modes
 
             d.switch_to.frame(d.find_element(By.CSS_SELECTOR, "#report iframe"))

@@ -313,7 +313,11 @@ def test_cli_train_config_overrides_and_export(tmp_path, capsys):
     model = mssfs.load_model(out)
     info = json.loads((out / "config.json").read_text())
     assert info["training"]["steps"] == 4 and info["objective"] == "diffusion" and info["schedule"]["T"] == 300
-    assert "steps: 4" in (out / "MODEL_CARD.md").read_text()
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "steps: 4" in card
+    sections = [line[3:] for line in card.splitlines() if line.startswith("## ")]
+    assert sections == ["Model details", "Intended use and limits", "How to use", "Training data",
+                        "Training procedure and compute", "Evaluation", "Licence", "Citation"]
     from mssfs.sampler.api import resolve_model
 
     assert "notice" not in info and "notice" not in resolve_model(str(out), torch.device("cpu"))[1]

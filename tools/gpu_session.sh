@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One lent-GPU session in one command (docs/training.md, "Training on a lent GPU"):
+# One lent-GPU session in one command (tools/README.md):
 #   1. render training shards with every core;
 #   2. train the denoiser (configs/default.yaml, continued from the package weights) and
 #      the regression baseline side by side on the GPU until TRAIN_END seconds;
@@ -158,8 +158,7 @@ EV="$MS evaluate --device $DEVICE --bf16 -q $EVAL_ARGS"
 STIMS="stimulus:circles stimulus:rings stimulus:star stimulus:snake"
 (
   job fig5 bash -c "$MS sample $STIMS --samples $SAMPLES_FIG --preset $FIG_PRESET --device $DEVICE --bf16 -q --out $W/fig5 &&
-    $MS analyze $W/fig5 && $PY scripts/figure5.py $W/fig5/circles $W/fig5/rings $W/fig5/star $W/fig5/snake --out $W/res/figure5.png &&
-    $PY scripts/seed_or_image.py $W/fig5/circles $W/fig5/rings $W/fig5/star $W/fig5/snake"
+    $MS analyze $W/fig5 --figure5 $W/res/figure5.png && $MS analyze $W/fig5 --seed-or-image"
   job obj_paper $EV --suite objects --samples 4 --n-objects 20 --n-reliefs 10 --methods paper,fast --out "$W/res/eval_objects_paper"
   job stim_paper $EV --suite stimuli --samples 8 --methods paper,fast --out "$W/res/eval_stimuli_paper"
 ) &

@@ -20,8 +20,9 @@ JavaScript written for this page (no libraries, no network requests):
   page triangulates every 2x2 cell inside the mask, shades faces
   ``0.12 + 0.88 max(0, n . l)`` under the same light and draws them back to front in
   an orthographic view the reader can turn; a slider scales the relief.
-* **Pictures** (input, spread in degrees with the ``magma`` colour map) are PNG data URIs
-  at most :data:`PICTURE_SIDE` pixels on the longer side.
+* **Pictures** (input, spread in degrees with the ``magma`` colour map from 0 to the
+  largest spread, at least 1 degree) are PNG data URIs at most :data:`PICTURE_SIDE`
+  pixels on the longer side.
 
 The file is written through :func:`mssfs.core.fileio.atomic_path` (temporary name, then
 rename), so an interrupted run never leaves a half-written page.
@@ -89,8 +90,9 @@ def _spread_pictures(spread: np.ndarray) -> tuple[str, str, float]:
 
     cmap = colormaps["magma"]
     inside = np.isfinite(spread)
-    top = float(spread[inside].max()) if inside.any() else 0.0
-    scaled = np.where(inside, spread / top, 0.0) if top > 0 else np.zeros_like(spread)
+    # the scale's top is the largest spread, at least 1 degree (float noise of identical samples stays dark)
+    top = max(float(spread[inside].max()) if inside.any() else 0.0, 1.0)
+    scaled = np.where(inside, spread / top, 0.0)
     rgb = np.round(cmap(np.clip(scaled, 0, 1))[..., :3] * 255).astype(np.uint8)
     rgb[~inside] = _BACKGROUND
     bar = np.round(cmap(np.linspace(0, 1, 256))[None, :, :3] * 255).astype(np.uint8)

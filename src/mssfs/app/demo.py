@@ -31,6 +31,8 @@ MAX_SAMPLES = 32
 #: The one-line hint printed when Gradio is missing.
 DEMO_EXTRA_HINT = 'the demo needs Gradio: pip install "mssfs[demo]"'
 STIMULI = ("circles", "rings", "star", "snake")
+#: Side of the drawing canvas (pixels).
+DRAW_SIZE = 256
 
 
 def require_gradio():
@@ -112,6 +114,12 @@ class DemoRunner:
             raise ValueError(f"the seed must be >= 0, got {seed}")
         self.workdir.mkdir(parents=True, exist_ok=True)
         run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self.workdir))
+        if isinstance(image, np.ndarray):  # a drawing: kept as drawing.png, so the outputs are named after it
+            from ..core.fileio import save_png
+
+            path = run_dir / "drawing.png"
+            save_png(path, np.round(np.clip(image, 0, 1) * 255).astype(np.uint8))
+            image = str(path)
         with self._lock, warnings.catch_warnings():  # one run at a time: they share the CPU threads
             warnings.simplefilter("ignore", WeightsNotice)  # printed once when the server starts
             result = mssfs.sample(
@@ -185,8 +193,11 @@ def build_demo(runner: DemoRunner, max_samples: int = MAX_SAMPLES):
                         upload = gr.Image(label="shading image", type="filepath", sources=["upload", "clipboard"],
                                           elem_id="upload", height=280)
                     with gr.Tab("Draw", id="draw") as tab_draw:
-                        drawing = gr.Sketchpad(label="paint the lit surface; black is background", type="numpy",
-                                               elem_id="drawing", height=280,
+                        blank = {"background": np.zeros((DRAW_SIZE, DRAW_SIZE, 3), np.uint8), "layers": [],
+                                 "composite": None}
+                        drawing = gr.Sketchpad(blank, label="paint the lit surface; black is background",
+                                               type="numpy", elem_id="drawing", height=280,
+                                               canvas_size=(DRAW_SIZE, DRAW_SIZE),
                                                brush=gr.Brush(colors=["#ffffff", "#bbbbbb", "#777777", "#333333"],
                                                               default_color="#ffffff"))
                     with gr.Tab("Stimulus", id="stimulus") as tab_stimulus:

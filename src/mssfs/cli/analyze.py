@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..core.fileio import save_json, save_npy
@@ -36,7 +37,7 @@ examples:
   mssfs analyze samples --modes 2
   mssfs analyze samples/circles --compare other_run/circles
   mssfs analyze samples --out reports
-  mssfs analyze fig5 --figure5 docs/figure5.png
+  mssfs analyze fig5 --figure5 figure5.png
   mssfs analyze results --seed-or-image
 """
 
@@ -119,6 +120,16 @@ def run(args) -> int:
         raise UsageError(str(exc)) from None
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out} exists and is not a folder")
+    from ..analysis.sample_set import temporary_notes
+    from ..core.outputs import OutputError, ensure_folder
+
+    for note in temporary_notes(args.dir):
+        print(f"note: {note}", file=sys.stderr)
+    try:  # every report location writable before any work
+        for folder in folders:
+            ensure_folder(folder if args.out is None else Path(args.out) / folder.name)
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
 
     for folder in tqdm(folders, desc="analyze", unit="set", disable=len(folders) < 2 or args.quiet):
         try:

@@ -183,6 +183,12 @@ def _preview(args) -> int:
         raise UsageError(f"--n must be positive, got {args.n}")
     if not args.out.lower().endswith(".png"):
         raise UsageError(f"--out must name a .png file, got {args.out}")
+    from ..core.outputs import OutputError, ensure_folder
+
+    try:  # the sheet's folder writable before any rendering
+        ensure_folder(Path(args.out).parent)
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
     if args.source == "generated":
         ds = TrainingImages(None, size=_size(args.size), seed=args.seed, mix=_mix(args.mix), grid_offset=False)
     else:

@@ -35,7 +35,7 @@ def register(subparsers) -> None:
     add_precision(p)
     p.add_argument("--model", metavar="PATH", help="denoiser weights (default: the package's weights)")
     p.add_argument("--schedule", metavar="FILE", help="YAML/JSON schedule file used for every request instead of "
-                   "the chosen preset (see docs/sampling.md)")
+                   "the chosen preset (the format of 'mssfs sample --schedule')")
     p.add_argument("--workdir", metavar="DIR", help="keep every run's output folder under DIR (default: a "
                    "temporary folder removed when the server stops)")
     p.set_defaults(func=run)

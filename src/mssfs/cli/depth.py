@@ -203,5 +203,6 @@ def _lock(folder: Path):
         lock = folder_lock(folder, "depth")
     except OutputError as exc:
         raise UsageError(str(exc)) from None
-    remove_parts(folder, [p.name[1:].rsplit(".", 2)[0] for p in folder.glob(".*.part")])
+    names = [p.name[1:].rsplit(".", 2)[0] for p in folder.glob(".*.part")]
+    remove_parts(folder, [n for n in names if n.startswith(("depth", "relit", "mesh"))])
     return lock

@@ -75,6 +75,9 @@ def describe(exc: BaseException) -> str | None:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             hint = "; nothing was half-written (earlier results are untouched), free space and run again"
         return _one_line(f"{where}: {what}{hint}" if where else f"{what} ({exc}){hint}")
+    if isinstance(exc, OSError) and exc.errno is None and "writing" in str(exc):  # numpy's tofile
+        return _one_line(f"could not write a file ({exc}): the disk is full or a file-size limit is set; "
+                         "nothing was half-written (earlier results are untouched), free space and run again")
     if isinstance(exc, MemoryError):
         return ("out of memory; ask for less at once (fewer --samples, a smaller --batch-samples, a smaller image "
                 "or schedule resolution)")

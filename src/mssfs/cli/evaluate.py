@@ -58,9 +58,9 @@ examples:
   OMP_NUM_THREADS=1 mssfs evaluate --suite objects --samples 4 --out eval/objects
   mssfs evaluate --suite stimuli --methods ours,classical,flat --n-layouts 5 --out eval/stimuli
   mssfs evaluate --ablation-figure stimulus:circles --samples 4 --out ablation.png
-  mssfs evaluate --compare docs/results/objects_release.json eval/objects/results.json
-  mssfs evaluate --compare base.json eval/objects/results.json --methods regression,ours --kind objects --items 0:20
-  mssfs evaluate --diagnose --model candidate/ --regression-model src/mssfs/model/weights/regression
+  mssfs evaluate --compare eval_before/objects/results.json eval/objects/results.json
+  mssfs evaluate --compare reg/results.json eval/objects/results.json --methods regression,ours --items 0:20
+  mssfs evaluate --diagnose --model my-weights --regression-model my-regression
 """
 
 

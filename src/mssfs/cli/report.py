@@ -7,6 +7,7 @@ from pathlib import Path
 
 from . import UsageError
 from .analyze import add_clustering_options
+from .options import add_quiet
 
 HELP = "write report.html: an interactive, self-contained page of the samples, their modes and relighting"
 
@@ -18,7 +19,7 @@ The page needs no network and no server: open it in any browser. It shows the in
 the samples grouped by interpretation (the modes of 'mssfs analyze', with their
 shares), each sample relit under a light you drag on a disc, its normal map and a 3D
 view of its height mesh, the per-pixel spread map, the lights the samples imply and
-their 2-D embedding (see docs/report.md). An existing report.html is replaced.
+their 2-D embedding. An existing report.html is replaced.
 
 examples:
   mssfs report samples/circles
@@ -35,6 +36,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", metavar="FILE", help="where to write the page (one sample folder only; "
                    "default: DIR/report.html)")
     add_clustering_options(p)
+    add_quiet(p)
     p.set_defaults(func=run)
 
 
@@ -56,7 +58,7 @@ def run(args) -> int:
         raise UsageError(f"--out {args.out} is a folder; give a file name such as {Path(args.out) / 'report.html'}")
     if args.out and not Path(args.out).resolve().parent.is_dir():
         raise UsageError(f"--out {args.out}: the folder {Path(args.out).parent} does not exist")
-    for folder in tqdm(folders, desc="report", unit="set", disable=len(folders) < 2):
+    for folder in tqdm(folders, desc="report", unit="set", disable=args.quiet or len(folders) < 2):
         try:
             path = write_folder_report(folder, args.out, modes=args.modes, features=args.features,
                                        threshold=args.threshold)

@@ -68,7 +68,7 @@ def check_stem(name: str) -> str:
     """``name`` if it is already a safe stem (:func:`safe_stem` leaves it unchanged), else
     :class:`OutputError`: a folder named ``""``, ``.``, ``..`` or with a separator would
     resolve to the output folder itself or outside it."""
-    if safe_stem(name, fallback="") != name:
+    if not name or safe_stem(name, fallback="") != name:
         raise OutputError(f"{name!r} is not a plain folder name (empty, hidden, '.', '..', separators or "
                           "control characters); it could resolve to the output folder itself or outside it")
     return name

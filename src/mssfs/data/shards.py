@@ -24,10 +24,18 @@ from ..core.patches import PATCH
 from ..core.progress import progress_bar
 from . import shapes
 
-__all__ = ["SHARD_FORMAT", "ShardSet", "check_size", "decode_normals", "encode_normals", "make_shards"]
+__all__ = ["SHARD_FORMAT", "ShardError", "ShardSet", "check_size", "decode_normals", "encode_normals", "make_shards",
+           "verify_shards"]
 
 
 SHARD_FORMAT = "mssfs-shards-1"
+#: The arrays every shard file holds.
+SHARD_ARRAYS = ("normals_xy", "mask_bits", "family", "seed")
+
+
+class ShardError(ValueError):
+    """A shard folder or file that cannot be read; the message names it."""
+
 
 
 _XY_SCALE = 32767.0
@@ -159,8 +167,34 @@ def make_shards(
 @functools.lru_cache(maxsize=4)
 def _read_shard(path: str, mtime_ns: int) -> dict:
     """Arrays of one shard file; ``mtime_ns`` is part of the cache key so a rewritten file is re-read."""
-    with np.load(path, allow_pickle=False) as z:
-        return {key: z[key] for key in ("normals_xy", "mask_bits", "family", "seed")}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {key: z[key] for key in SHARD_ARRAYS}
+    except Exception as exc:  # truncated or garbled: zip, npy and key errors alike
+        raise ShardError(f"{path}: not a readable shard, truncated or corrupt ({type(exc).__name__}: {exc})") from exc
+
+
+def verify_shards(folder) -> ShardSet:
+    """Open the shard folder and check that every shard file opens and holds its arrays
+    (the zip directory and array headers, not every byte), before any training work.
+
+    Raises:
+        ShardError: naming the folder or the first bad shard file.
+    """
+    try:
+        shards = ShardSet(folder)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ShardError(f"{folder}: {exc}" if str(folder) not in str(exc) else str(exc)) from exc
+    for name in shards.shards:
+        path = Path(folder) / name
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = [k for k in SHARD_ARRAYS if k not in z.files]
+        except Exception as exc:
+            raise ShardError(f"{path}: not a readable shard, truncated or corrupt ({type(exc).__name__}: {exc})") from exc
+        if missing:
+            raise ShardError(f"{path}: not an mssfs shard (no {', '.join(missing)})")
+    return shards
 
 
 class ShardSet:

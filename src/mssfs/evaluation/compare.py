@@ -65,21 +65,31 @@ def parse_item_range(spec: str) -> slice:
         raise ValueError(f"item range {spec!r}: expected START:STOP, e.g. 20:40") from None
 
 
+def _select(run: list[dict], items: slice) -> list[dict]:
+    """The entries of ``run`` in the ``items`` slice of each kind's images, in run order."""
+    keep = set()
+    for kind in dict.fromkeys(x["kind"] for x in run):
+        keep.update(id(x) for x in [y for y in run if y["kind"] == kind][items])
+    return [x for x in run if id(x) in keep]
+
+
 def compare_runs(a: list[dict], b: list[dict], items: slice = slice(None)) -> list[dict]:
     """One row per (kind, scoring) over the images both runs scored, in A's order.
 
-    ``a``, ``b``: entries of :func:`load_run_items` for the same images in the same order
-    (else :class:`ValueError`). ``items``: only that slice of each kind's images. Each row
+    ``a``, ``b``: entries of :func:`load_run_items`. ``items``: only that slice of each
+    kind's images, taken from each run (so ``0:20`` pairs a 20-object run with the first
+    20 objects of a 40-object run). The selected images must be the same, in the same
+    order (else :class:`ValueError`). Each row
     is ``{"kind", "scoring"}`` plus the keys of
     :func:`~mssfs.evaluation.metrics.paired_difference` (``n``, ``a``, ``b``, ``diff``,
     ``se``, ``b_lower``, ``p``), with B - A as the difference.
     """
+    a, b = _select(a, items), _select(b, items)
     if [x["item"] for x in a] != [x["item"] for x in b]:
-        raise ValueError("the two runs scored different images (or in another order); "
-                         "use the same --n-objects/--n-reliefs/--seed/--size for both")
+        raise ValueError("the two runs scored different images (or in another order); use the same "
+                         "--n-objects/--n-reliefs/--seed/--size for both, or pair a part with --kind/--items")
     kinds = list(dict.fromkeys(x["kind"] for x in a))
-    keep = {k: {x["item"] for x in [y for y in a if y["kind"] == k][items]} for k in kinds}
-    pairs_all = [(x, y) for x, y in zip(a, b) if x["item"] in keep[x["kind"]]]
+    pairs_all = list(zip(a, b))
     rows = []
     for kind in kinds:
         for sc in SCORINGS:

@@ -14,7 +14,7 @@ what a perfectly trained patch denoiser would be if the training data had exactl
 ambiguity and nothing else. Running the guided sampler with it separates what the sampler
 does from what the trained network does: with this denoiser, every disagreement between
 patches is a coin flip per patch, and only the seam, integrability and lighting steps can
-make a sample globally consistent (``scripts/oracle_sampler.py``, docs/results.md).
+make a sample globally consistent (``experiments/oracle_sampler.py``, docs/results.md).
 
 The oracle is tied to one image and one batch layout: it is built with the true normals of
 the (square) image the sampler runs on and the number of samples per call, and it cuts the

@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import __version__
 from ..core.normal_io import save_normals
+from ..core.outputs import claim, make_temp_dir, publish
 from .result_methods import ResultMethods
 from .schedules import Schedule
 
@@ -104,8 +105,6 @@ class SampleResult(ResultMethods):
         name (:func:`mssfs.core.outputs.check_stem`).
         Raises FileExistsError if ``out_dir`` exists and ``overwrite`` is False.
         """
-        from ..core.outputs import claim, make_temp_dir, publish
-
         out = Path(out_dir)
         with claim(out, exist_ok=True):
             if out.exists() and not overwrite:

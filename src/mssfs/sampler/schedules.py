@@ -38,12 +38,12 @@ from .schedule_checks import LIMITS, MAX_PATCH_FORWARDS, ScheduleError, check_fi
 __all__ = [
     "PRESETS",
     "Schedule",
+    "ScheduleError",
     "Stage",
     "StageCost",
     "StageRun",
     "get_preset",
     "load_schedule",
-    "ScheduleError",
     "resolve_schedule",
     "scale_schedule",
     "working_schedule",

@@ -220,9 +220,14 @@ class Trainer:
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Refuse to start over an existing run unless ``overwrite``; then clear its outputs."""
+    """Refuse to start over an existing run unless ``overwrite``; then clear its outputs.
+
+    A folder holding only the ``config.json`` of a run that stopped before its first log
+    line or checkpoint is not a run: it is replaced without ``overwrite``.
+    """
     existing = [run_dir / n for n in ("checkpoints", "log.csv", "config.json", "loss.png") if (run_dir / n).exists()]
-    if existing and not overwrite:
+    started = [p for p in existing if p.name != "config.json" and not (p.is_dir() and not any(p.iterdir()))]
+    if started and not overwrite:
         raise TrainingError(f"{run_dir} already holds a training run; use --resume {run_dir} to continue it "
                             "or --overwrite to start over")
     for p in existing:
@@ -297,6 +302,13 @@ def train(
         raise TrainingError("a run directory is needed")
     run_dir = Path(run_dir)
 
+    if source is None and config.data:  # every shard readable before anything is written
+        from ..data.shards import ShardError, verify_shards
+
+        try:
+            verify_shards(config.data)
+        except ShardError as exc:
+            raise TrainingError(f"data: {exc}") from None
     dist = init_distributed(resolve_device(config.device).type)
     try:
         trainer = Trainer(config, run_dir, source=source, dist=dist, progress=progress, load_init=ckpt is None)

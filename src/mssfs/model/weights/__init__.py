@@ -218,7 +218,12 @@ def export_checkpoint(
 
 
 def model_card(cfg: dict, note: str = "") -> str:
-    """Markdown model card for an export's ``config.json`` dictionary."""
+    """Markdown model card for an export's ``config.json`` dictionary.
+
+    The sections follow the usual model-card layout (model details, intended use and limits,
+    how to use, training data, training procedure and compute, evaluation, licence, citation);
+    everything in it is read from ``cfg``, so the card always describes the exported weights.
+    """
     tr, m = cfg["training"], cfg["model"]
     tc = tr.get("config", {})
     hours = tr["wall_time_s"] / 3600
@@ -227,26 +232,51 @@ def model_card(cfg: dict, note: str = "") -> str:
     where = f"{dev}" + (f", {tr['world_size']} processes" if (tr.get("world_size") or 1) > 1 else "")
     if tr.get("host"):
         where += f" ({tr['host']})"
+    regression = cfg["objective"] == "regression"
     lines = [
-        "# mssfs patch denoiser" + (" (regression baseline)" if cfg["objective"] == "regression" else ""),
+        "# Model card: mssfs patch denoiser" + (" (regression baseline)" if regression else ""),
         "",
-        f"Conditional U-Net on 16x16 patches (docs/method.md#network): base width {m['base_width']}, "
+        "## Model details",
+        "",
+        f"- **Architecture:** conditional U-Net on 16x16 patches: base width {m['base_width']}, "
         f"multipliers {tuple(m['mults'])}, {m['res_blocks']} residual blocks per level"
         + (f", no linear attention below level {m['linear_attn_from']}" if m.get("linear_attn_from") else "")
-        + "; "
-        f"{cfg['parameters'] / 1e6:.2f} M parameters, {cfg['flops_per_patch'] / 1e6:.1f} MFLOP per patch forward "
+        + f"; {cfg['parameters']:,} parameters, {cfg['flops_per_patch'] / 1e6:.1f} MFLOP per patch forward "
         "(2 x multiply-accumulates).",
+        "- **Call:** "
+        + ("`normals = model(zeros (B,3,16,16), zeros (B,) int64, shading (B,1,16,16))`; "
+           "see `mssfs.model.regression.predict_regression`."
+           if regression
+           else "`eps = model(x_t (B,3,16,16), t (B,) int64 in [0, T-1], shading (B,1,16,16) in [0, 1])`."),
+        "- **Files:** `model.safetensors` (EMA weights, float32), `config.json` (configuration and "
+        "training summary).",
+        f"- **Version:** exported by mssfs {cfg.get('mssfs_version')}, torch "
+        f"{((tr.get('versions') or {}).get('torch'))}.",
         "",
-        "Call: `eps = model(x_t (B,3,16,16), t (B,) int64 in [0, T-1], shading (B,1,16,16) in [0, 1])`"
-        if cfg["objective"] == "diffusion"
-        else "Call: `normals = model(zeros (B,3,16,16), zeros (B,) int64, shading (B,1,16,16))`; "
-        "see `mssfs.model.regression.predict_regression`.",
+        "## Intended use and limits",
         "",
-        "## Training",
+        ("A per-patch regression baseline for `mssfs evaluate` (one deterministic answer per patch)."
+         if regression else
+         "A prior over surface normals of 16x16 shading patches for guided sampling (`mssfs sample`)."),
+        "It was trained only on procedurally generated shapes under shadowless Lambertian shading with "
+        "lights within 72 degrees of the view direction; other image formation (cast shadows, "
+        "specularities, perspective, textures) is out of distribution.",
         "",
-        f"- objective: {cfg['objective']}; schedule: {cfg['schedule']['kind']}, T = {cfg['schedule']['T']}",
-        f"- data: procedural generator `{cfg.get('generator_version')}` "
-        + ("(rendered on the fly)" if not tc.get("data") else f"(shards `{tc.get('data')}`)"),
+        "## How to use",
+        "",
+        "```bash",
+        ("mssfs evaluate --regression-model THIS_FOLDER ..." if regression
+         else "mssfs sample image.png --model THIS_FOLDER --out results"),
+        "```",
+        "",
+        "## Training data",
+        "",
+        f"Procedural normal maps from `mssfs.data`, generator `{cfg.get('generator_version')}` "
+        + ("(rendered on the fly)." if not tc.get("data") else f"(shards `{tc.get('data')}`)."),
+        "",
+        "## Training procedure and compute",
+        "",
+        f"- objective: {cfg['objective']}; noise schedule: {cfg['schedule']['kind']}, T = {cfg['schedule']['T']}",
         f"- where: {where}" + (f", {tr['torch_threads']} torch thread(s)" if tr.get("torch_threads") else ""),
         f"- steps: {tr['steps']:,}; patches seen: {tr['patches_seen']:,} "
         f"({tc.get('patches_per_step', '?')} per step)",
@@ -258,20 +288,28 @@ def model_card(cfg: dict, note: str = "") -> str:
                      f"{init.get('steps') or 0:,} steps, {init.get('patches_seen') or 0:,} patches seen before this run)"
                      + (f", without its {', '.join(init['dropped'])}" if init.get("dropped") else ""))
     lines += [
-        "- validation loss (Huber, EMA weights, fixed held-out patches and t): "
-        + (f"{val:.4f}" if isinstance(val, (int, float)) else "not measured"),
         f"- optimiser: AdamW lr {tc.get('lr')}, weight decay {tc.get('weight_decay')}, EMA decay {tc.get('ema_decay')}, "
         f"precision {tr.get('autocast') or tc.get('precision')}",
-        f"- exported from `{tr['checkpoint']}` (EMA weights, float32) by mssfs {cfg.get('mssfs_version')}; "
-        f"torch {((tr.get('versions') or {}).get('torch'))}",
+        f"- exported from `{tr['checkpoint']}` (EMA weights, float32)",
         "",
-        "## Intended use and limits",
+        "## Evaluation",
         "",
-        "Prior over surface normals of 16x16 shading patches for guided sampling (`mssfs sample`). "
-        "Trained only on procedurally generated shapes under shadowless Lambertian shading with lights "
-        "within 72 degrees of the view direction; other image formation (cast shadows, specularities, "
-        "perspective, textures) is out of distribution.",
+        "- validation loss (Huber, EMA weights, fixed held-out patches and t): "
+        + (f"{val:.4f}" if isinstance(val, (int, float)) else "not measured"),
+        "- suites: run `mssfs evaluate --model THIS_FOLDER` (see docs/evaluation.md in the mssfs "
+        "repository); the shipped weights' results are in docs/results.md.",
     ]
     if note:
         lines += ["", "## Notes", "", note]
+    lines += [
+        "",
+        "## Licence",
+        "",
+        "MIT, as mssfs.",
+        "",
+        "## Citation",
+        "",
+        "Han, Zickler, Nishino: *Multistable Shape from Shading Emerges from Patch Diffusion*, "
+        "NeurIPS 2024 (arXiv:2405.14530); and the mssfs repository (CITATION.cff).",
+    ]
     return "\n".join(lines) + "\n"

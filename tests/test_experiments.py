@@ -1,23 +1,23 @@
-"""scripts/validation_loss.py scores an export exactly as its run's own validation did."""
+"""The research studies in experiments/ run on tiny inputs; experiments/validation_loss.py scores an
+export exactly as its run's own validation did."""
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
+from repo_files import load_repo_module
 
 from mssfs.model.unet import UNetConfig
 from mssfs.model.weights import export_checkpoint
 from mssfs.train.config import TrainConfig
 from mssfs.train.trainer import train
 
-ROOT = Path(__file__).resolve().parents[1]
+
+def _load_experiment(name):
+    return load_repo_module("experiments", name)
 
 
 def test_validation_loss_script_matches_the_runs_own_validation(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("validation_loss", ROOT / "scripts" / "validation_loss.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _load_experiment("validation_loss")
     cfg = TrainConfig(model=UNetConfig(base_width=8, mults=(1, 2), res_blocks=1, attn_heads=1, attn_head_dim=8,
                                        time_sin_dim=8, time_dim=16),
                       steps=4, patches_per_step=4, image_size=32, val_patches=8, val_every=4, log_every=2,
@@ -61,9 +61,7 @@ def test_clustering_diagnostics_reads_a_sample_folder(tmp_path, capsys):
 
     from mssfs.analysis.layouts import generated_bump_dent_layout
 
-    spec = importlib.util.spec_from_file_location("clustering_diagnostics", ROOT / "scripts" / "clustering_diagnostics.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _load_experiment("clustering_diagnostics")
     lay = generated_bump_dent_layout(7, 64)
     inverted = lay.normals * np.array([-1.0, -1.0, 1.0])
     folder = tmp_path / "s"
@@ -82,119 +80,6 @@ def test_clustering_diagnostics_reads_a_sample_folder(tmp_path, capsys):
     assert mod.main([str(tmp_path / "missing")]) == 2
 
 
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_seed_or_image_tells_seed_driven_from_image_driven_samples(tmp_path, capsys):
-    import json
-
-    import numpy as np
-
-    from mssfs.analysis.layouts import generated_bump_dent_layout
-    from mssfs.core.frame import normalize
-
-    mod = _load_script("seed_or_image")
-    rng = np.random.default_rng(0)
-    wiggles = [rng.normal(0, 0.15, (48, 48, 3)) for _ in range(4)]  # one pattern per seed
-    layouts = [generated_bump_dent_layout(s, 48).normals for s in (1, 2)]
-
-    def write(folder, maps, seeds=(1, 2, 3, 4)):
-        folder.mkdir(parents=True)
-        np.save(folder / "normals.npy", normalize(np.stack(maps)).astype(np.float32))
-        (folder / "meta.json").write_text(json.dumps({"stem": folder.name, "seeds": list(seeds)}))
-        return str(folder)
-
-    def ratio(folders):
-        assert mod.main(folders) == 0
-        return float(re.search(r"ratio \(images / seeds\): ([0-9.]+)", capsys.readouterr().out).group(1))
-
-    flat = np.zeros((48, 48, 3))
-    flat[..., 2] = 1
-    seed_driven = [write(tmp_path / "seed" / k, [flat + 0.3 * w for w in wiggles]) for k in "ab"]
-    image_driven = [write(tmp_path / "image" / k, [lay + 0.02 * w for w in wiggles]) for k, lay in zip("ab", layouts)]
-    assert ratio(seed_driven) == pytest.approx(0, abs=1e-3)
-    assert ratio(image_driven) > 2
-    other_seeds = write(tmp_path / "other" / "c", [flat] * 4, seeds=(5, 6, 7, 8))
-    assert mod.main([seed_driven[0], other_seeds]) == 2
-    assert "different seeds" in capsys.readouterr().err
-    assert mod.main([seed_driven[0]]) == 2
-
-
-def test_compare_evaluations_pairs_images_and_finds_a_consistent_gain(tmp_path, capsys):
-    import json
-
-    import numpy as np
-
-    mod = _load_script("compare_evaluations")
-    rng = np.random.default_rng(0)
-    base = rng.uniform(20, 60, 12)  # images differ far more than the weights do
-
-    def write(name, errors, ids=None):
-        items = [{"item": ids[i] if ids else f"img-{i}", "kind": "objects" if i < 8 else "reliefs",
-                  **{sc: {"mean": float(e)} for sc in ("mean", "best", "fused")}} for i, e in enumerate(errors)]
-        path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps({"items": {"ours": items}}))
-        return str(path)
-
-    a = write("a", base)
-    better = write("b", base - 1.0 - rng.uniform(0, 0.2, 12))  # 1 degree lower on every image
-    noisy = write("c", base + rng.normal(0, 1.0, 12))
-    assert mod.main([a, better]) == 0
-    out = capsys.readouterr().out
-    row = next(line for line in out.splitlines() if line.startswith("| objects | fused"))
-    assert "8/8" in row and float(row.split("|")[-2]) < 0.05  # lower on all 8 objects, p < 0.05
-    rows = mod.compare(mod.load_items(a, "ours"), mod.load_items(noisy, "ours"))
-    assert all(r["p"] > 0.05 for r in rows if r["kind"] == "objects")  # noise alone is not a gain
-    with pytest.raises(SystemExit, match="different images"):
-        mod.compare(mod.load_items(a, "ours"), mod.load_items(write("d", base, [f"x-{i}" for i in range(12)]), "ours"))
-    with pytest.raises(SystemExit, match="no per-image results"):
-        mod.load_items(a, "regression")
-    # --items: a slice of each kind's images (objects 4-7; the 4 reliefs have no images 4-7)
-    capsys.readouterr()
-    assert mod.main([a, better, "--items", "4:8"]) == 0
-    out = capsys.readouterr().out
-    assert "| objects | fused | 4 |" in out and "| reliefs |" not in out
-    rows = mod.compare(mod.load_items(a, "ours"), mod.load_items(better, "ours"), mod.parse_items("0:2"))
-    assert {r["kind"]: r["n"] for r in rows} == {"objects": 2, "reliefs": 2}
-    sub = mod.compare(mod.load_items(a, "ours"), mod.load_items(noisy, "ours"), mod.parse_items("2:5"))
-    objs = [json.loads(Path(p).read_text())["items"]["ours"][2:5] for p in (a, noisy)]
-    want = np.mean([y["fused"]["mean"] - x["fused"]["mean"] for x, y in zip(*objs)])
-    assert next(r for r in sub if r["kind"] == "objects" and r["scoring"] == "fused")["diff"] == pytest.approx(want)
-    with pytest.raises(SystemExit, match="START:STOP"):
-        mod.parse_items("20")
-    # --kind: runs with different reliefs can still be paired on their objects
-    fewer = write("e", base[:10])  # 8 objects, 2 reliefs
-    with pytest.raises(SystemExit, match="different images"):
-        mod.main([a, fewer])
-    capsys.readouterr()
-    assert mod.main([a, fewer, "--kind", "objects"]) == 0
-    out = capsys.readouterr().out
-    assert "| objects | fused | 8 |" in out and "reliefs" not in out.split("Wilcoxon p |")[1]
-    with pytest.raises(SystemExit, match="no 'craters' images"):
-        mod.main([a, fewer, "--kind", "craters"])
-
-
-def test_compare_evaluations_against_a_single_output_method(tmp_path, capsys):
-    import json
-
-    mod = _load_script("compare_evaluations")
-    ids = [f"img-{i}" for i in range(8)]
-    single = [{"item": i, "kind": "objects", "n": 1, "mean": {"mean": 30.0}, "best": {"mean": 30.0}} for i in ids]
-    sampled = [{"item": i, "kind": "objects", "n": 4, "mean": {"mean": 40.0 + k}, "best": {"mean": 25.0 - k},
-                "fused": {"mean": 33.0}} for k, i in enumerate(ids)]
-    (tmp_path / "a.json").write_text(json.dumps({"items": {"regression": single}}))
-    (tmp_path / "b.json").write_text(json.dumps({"items": {"ours": sampled}}))
-    assert mod.main(["--method-a", "regression", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
-    rows = {line.split("|")[2].strip(): line for line in capsys.readouterr().out.splitlines() if line.startswith("| objects")}
-    assert set(rows) == {"mean", "best", "fused"}  # the single result stands in for every scoring, fused included
-    assert "30.0° | 33.0° | +3.00°" in rows["fused"] and "0/8" in rows["fused"]
-    assert "8/8" in rows["best"] and "0/8" in rows["mean"]
-
-
 def test_fused_vs_samples_scores_prefixes_as_runs_with_fewer_samples(tmp_path, monkeypatch, capsys):
     """The k-prefix rows equal a run drawing k samples, and the reference is paired per image."""
     import json
@@ -203,7 +88,7 @@ def test_fused_vs_samples_scores_prefixes_as_runs_with_fewer_samples(tmp_path, m
 
     import mssfs.model.weights
 
-    mod = _load_script("fused_vs_samples")
+    mod = _load_experiment("fused_vs_samples")
     monkeypatch.setattr(mssfs.model.weights, "load_model", lambda path=None, device="cpu": tiny_model().to(device))
     common = ["--n-objects", "2", "--n-reliefs", "1", "--size", "32", "--model", "tiny"]
     assert mod.main([*common, "--samples", "2", "--prefixes", "1,2", "--out", str(tmp_path / "two.json")]) == 0
@@ -239,7 +124,7 @@ def test_fused_vs_samples_prefix_scores_equal_the_suites_scoring():
     from mssfs.core.frame import normalize
     from mssfs.evaluation.metrics import score_samples
 
-    mod = _load_script("fused_vs_samples")
+    mod = _load_experiment("fused_vs_samples")
     rng = np.random.default_rng(0)
     gt = normalize(rng.normal(size=(32, 32, 3)) + [0, 0, 2])
     mask = rng.random((32, 32)) > 0.2
@@ -251,7 +136,7 @@ def test_fused_vs_samples_prefix_scores_equal_the_suites_scoring():
 
 
 def test_fused_vs_samples_refuses_an_out_path_in_a_missing_folder(tmp_path):
-    mod = _load_script("fused_vs_samples")
+    mod = _load_experiment("fused_vs_samples")
     with pytest.raises(SystemExit):
         mod.main(["--n-objects", "1", "--n-reliefs", "0", "--out", str(tmp_path / "missing" / "x.json")])
     assert not (tmp_path / "missing").exists()
@@ -265,7 +150,7 @@ def test_guidance_strength_variants_and_seams(tmp_path, monkeypatch, capsys):
 
     import mssfs
 
-    mod = _load_script("guidance_strength")
+    mod = _load_experiment("guidance_strength")
     base = tiny_schedule()
     doubled = mod.apply_variant(base, "lr*=2, inner_iters_low=3")
     assert [s.lr for s in doubled.stages] == [2 * s.lr for s in base.stages]
@@ -304,7 +189,7 @@ def test_guidance_strength_variants_and_seams(tmp_path, monkeypatch, capsys):
 
 
 def test_mode_samples_keeps_layout_samples_and_scores_them(tmp_path, monkeypatch, capsys):
-    """scripts/mode_samples.py writes each layout's samples with their region readings, and
+    """experiments/mode_samples.py writes each layout's samples with their region readings, and
     --score clusters them with both distances."""
     import numpy as np
     from test_sampling import tiny_model
@@ -315,7 +200,7 @@ def test_mode_samples_keeps_layout_samples_and_scores_them(tmp_path, monkeypatch
     from mssfs.data.shapes import HELDOUT_SEED_BASE
     from mssfs.evaluation.items import LAYOUT_SEED_OFFSET
 
-    mod = _load_script("mode_samples")
+    mod = _load_experiment("mode_samples")
     monkeypatch.setattr(mssfs.model.weights, "load_model", lambda path=None, device="cpu": tiny_model().to(device))
     out = tmp_path / "m.npz"
     assert mod.main(["--layouts", "3:5", "--samples", "2", "--size", "32", "--out", str(out)]) == 0

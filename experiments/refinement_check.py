@@ -1,0 +1,137 @@
+"""Refinement by the shading against the same samples unrefined (docs/decisions/refinement.md).
+
+Question: does refining every sample and the fused result by the shading
+(:mod:`mssfs.sampler.refine`) lower the errors, remove the patch grid and keep the
+readings?  Answer: docs/decisions/refinement.md; raw files docs/results/refinement_*.json
+(docs/results/README.md).
+
+The refinement is a deterministic function of a sample, the image and the mask, so the
+samples are drawn once with the refinement off and scored twice, unrefined and refined
+(:func:`mssfs.sampler.refine.refine_samples`, exactly what ``refine: true`` runs): a
+paired comparison on identical samples.  Per item it records the errors (mean of N, best
+of N, fused) where the truth is known, the seam index (:mod:`mssfs.analysis.seams`), the
+one-region consistency (:mod:`mssfs.analysis.one_region`), modes, spread and region
+readings (:func:`mssfs.evaluation.metrics.score_stimulus`), the sign distance between
+each sample and its refinement (:func:`mssfs.analysis.distances.sign_distances`) and,
+with ``--baselines``, the classical, regression and flat baselines.
+
+    export OMP_NUM_THREADS=1
+    python experiments/refinement_check.py --split objects --count 40 --samples 4 --bf16 --baselines --out obj.json
+    python experiments/refinement_check.py --split reliefs --count 30 --samples 4 --bf16 --baselines --out rel.json
+    python experiments/refinement_check.py --split stimuli --samples 8 --seed 100 --bf16 --out stim.json
+    python experiments/refinement_check.py --split layouts --first 10 --count 10 --samples 4 --bf16 --baselines --out lay.json
+
+Objects and reliefs are the objects suite's (64 px, shape seeds from ``2**30 + first``,
+image ``i`` with seed ``--seed + i``); stimuli the four bundled ones at 128 px (seeds
+``--seed + k``); layouts :func:`mssfs.analysis.layouts.generated_bump_dent_layout` with
+seeds ``2**30 + 2**21 + first + k`` at 128 px.  ``--preset`` chooses the schedule; its
+own refinement setting is ignored (turned off for the draw).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, replace
+
+import numpy as np
+
+from mssfs.analysis.curvature import convexity_readings
+from mssfs.analysis.distances import sign_distances
+from mssfs.analysis.one_region import one_region_consistency
+from mssfs.analysis.seams import output_grid, seam_index
+from mssfs.core.fileio import atomic_path
+from mssfs.evaluation.items import LAYOUT_SEED_OFFSET, heldout_items, stimulus_items
+from mssfs.evaluation.methods import build_methods, method_schedule
+from mssfs.evaluation.metrics import error_metrics, fuse_samples, score_stimulus
+from mssfs.sampler.api import sample_many
+from mssfs.sampler.refine import refine_samples
+
+
+def items_of(args) -> list[dict]:
+    """Images, masks, truths (None where unknown), regions and layouts of the split."""
+    if args.split in ("objects", "reliefs"):
+        n = args.first + args.count
+        all_items = heldout_items(n if args.split == "objects" else 0, n if args.split == "reliefs" else 0, 64)
+        return [dict(name=it.name, image=it.image, mask=it.mask, truth=it.normals, regions=None, layout=None)
+                for it in all_items[args.first :]]
+    if args.split == "stimuli":
+        return [dict(name=it.name, image=it.image, mask=it.mask, truth=None, regions=it.regions, layout=it.layout)
+                for it in stimulus_items(128, 0)]
+    from mssfs.analysis.layouts import generated_bump_dent_layout
+    from mssfs.data.shapes import HELDOUT_SEED_BASE
+
+    out = []
+    for k in range(args.first, args.first + args.count):
+        seed = HELDOUT_SEED_BASE + LAYOUT_SEED_OFFSET + k
+        lay = generated_bump_dent_layout(seed, 128)
+        out.append(dict(name=f"layout-{seed}", image=lay.image, mask=lay.mask, truth=lay.normals,
+                        regions=lay.regions, layout=lay.layout))
+    return out
+
+
+def score(tag: str, samples: np.ndarray, fused: np.ndarray, item: dict, grid) -> dict:
+    """One scoring of one item's samples (``tag``: raw or ref)."""
+    m = item["mask"]
+    row = {f"seam_{tag}": [float(x) for x in seam_index(samples, m, *grid)],
+           f"seam_fused_{tag}": float(seam_index(fused, m, *grid)),
+           f"orc_{tag}": [float(x) for x in one_region_consistency(samples, item["image"], m)]}
+    if item["truth"] is not None:
+        per = [error_metrics(s, item["truth"], m)["mean"] for s in samples]
+        row.update({f"{tag}_mean": float(np.mean(per)), f"{tag}_best": float(np.min(per)),
+                    f"{tag}_fused": float(error_metrics(fused, item["truth"], m)["mean"])})
+    sc = score_stimulus(samples, m, item["regions"], item["layout"])
+    row.update({f"{tag}_modes": sc.n_modes, f"{tag}_spread": sc.spread})
+    if item["regions"] is not None:
+        row.update({f"{tag}_consistent": sc.consistent, f"{tag}_true": sc.true, f"{tag}_readings": sc.readings})
+    return row
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--split", required=True, choices=("objects", "reliefs", "stimuli", "layouts"))
+    p.add_argument("--first", type=int, default=0, help="first item (objects, reliefs, layouts)")
+    p.add_argument("--count", type=int, default=40, help="number of items (objects, reliefs, layouts)")
+    p.add_argument("--samples", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default="fast", choices=("fast", "paper"))
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--baselines", action="store_true", help="also score classical, regression and flat")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    items = items_of(args)
+    size = items[0]["image"].shape[0]
+    sched = replace(method_schedule("ours", args.preset, None, size), refine=False)
+    settings = replace(sched, refine=True).refinement()
+    baselines = build_methods(["classical", "regression", "flat"])[0] if args.baselines else []
+    per_call = max(1, 1024 // (args.samples * (sched.finest // 16) ** 2))
+    rows = []
+    for a in range(0, len(items), per_call):
+        group = items[a : a + per_call]
+        results = sample_many([it["image"] for it in group], n=args.samples, seed=[args.seed + a + j for j in range(len(group))],
+                              schedule=sched, masks=[it["mask"] for it in group], bf16=args.bf16)
+        for it, res in zip(group, results):
+            raw = res.normals
+            t0 = time.perf_counter()
+            ref, fused = refine_samples(raw, it["image"], it["mask"], settings)
+            grid = output_grid(it["mask"].shape, sched.stages[-1].resolution)
+            row = {"item": it["name"], "n": len(raw), "refine_s": time.perf_counter() - t0,
+                   **score("raw", raw, fuse_samples(raw, it["mask"]), it, grid), **score("ref", ref, fused, it, grid)}
+            d = sign_distances(convexity_readings(np.concatenate([raw, ref]), it["mask"]))
+            row["sign_dist"] = [float(d[j, len(raw) + j]) for j in range(len(raw))]
+            for b in baselines:
+                pred = b.run(it["image"], it["mask"], 1, 0)[0]
+                row[b.name] = float(error_metrics(pred, it["truth"], it["mask"])["mean"])
+                row[f"seam_{b.name}"] = float(seam_index(pred, it["mask"]))
+            rows.append(row)
+            print(it["name"], {k: round(v, 2) for k, v in row.items() if isinstance(v, float)}, flush=True)
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps({"kind": args.split, "preset": args.preset, "seed": args.seed,
+                                   "refine": asdict(settings), "items": rows}, indent=1))
+    print("wrote", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
