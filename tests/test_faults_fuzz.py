@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from faults_support import (  # noqa: E402
+from faults_support import (
     TINY_SCHEDULE,
     call_cli,
     expect_refusal,
@@ -191,5 +191,5 @@ def test_identical_samples_embed_to_finite_coordinates():
 
     n = np.zeros((12, 16, 16, 3))
     n[..., 2] = 1
-    coords, method = embed(n, np.ones((16, 16), bool))
+    coords, _method = embed(n, np.ones((16, 16), bool))
     assert coords.shape == (12, 2) and np.isfinite(coords).all() and np.all(coords == coords[0])

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from faults_support import (  # noqa: E402
+from faults_support import (
     call_cli,
     expect_refusal,
     expect_success,

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from faults_support import (  # noqa: E402
+from faults_support import (
     assert_kept,
     call_cli,
     cli_env,
@@ -33,7 +33,7 @@ from faults_support import (  # noqa: E402
     tiny_schedule_file,
 )
 
-from mssfs.core import outputs  # noqa: E402
+from mssfs.core import outputs
 
 KIND = "outputs"
 

@@ -12,13 +12,12 @@ import signal
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from faults_support import (  # noqa: E402
+from faults_support import (
     TINY_MODEL,
     assert_kept,
     call_cli,
@@ -57,7 +56,7 @@ def test_train_refusals_leave_nothing(tmp_path, shards):
     bad.mkdir()
     for f in shards.iterdir():
         (bad / f.name).write_bytes(f.read_bytes())
-    victim = sorted(bad.glob("*.npz"))[0]
+    victim = min(bad.glob("*.npz"))
     victim.write_bytes(victim.read_bytes()[:200])
     code, err = call_cli(["train", "--config", cfg, "--data", bad, "--out", run, "--no-progress"])
     expect_refusal(code, err, contains=victim.name, kind=KIND)

@@ -50,4 +50,4 @@ def test_integrable_field_is_recovered():
     got = PoissonIntegrator(mask).solve(p, q)
     got[mask] -= got[mask].mean()
     want = np.where(mask, z - z[mask].mean(), 0)
-    assert np.abs(got - want)[mask].max() < 0.2
+    assert np.abs(got - want)[mask].max() < 1e-4  # central differences of a quadratic are exact

@@ -15,8 +15,8 @@ Start a web page on this machine (Gradio; install it with: pip install "mssfs[de
 Upload an image, draw one or pick a bundled stimulus; choose the number of samples, the
 preset and the seed; press Sample. A progress bar follows the V-cycle; the result is the
 page of 'mssfs report' (samples grouped by mode, a light to drag, height meshes) and a
-zip of the output folder to download. Runs on the CPU with the package's weights unless
-told otherwise (--device auto takes CUDA when there is one). Stop it with Ctrl+C.
+zip of the output folder to download. Runs the package's weights (or --model) on CUDA
+when there is one, else on the CPU (--device). Stop it with Ctrl+C.
 
 examples:
   mssfs demo

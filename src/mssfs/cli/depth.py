@@ -156,7 +156,6 @@ def process(folder: Path, method: str, light, mesh: str, overwrite: bool, dest: 
 
 def run(args) -> int:
     from .. import analysis
-
     from ..analysis.sample_set import temporary_notes
 
     try:

@@ -119,9 +119,7 @@ def _expand(inputs: list[str]) -> list[str]:
 
 
 def run(args) -> int:
-    from ..core.device import resolve_device
     from ..core.images import ImageError
-    from ..sampler import api
     from ..sampler.inputs import prepare_input
     from ..sampler.schedules import resolve_schedule
 

@@ -173,7 +173,7 @@ class Claim:
             except OSError:
                 break
 
-    def __enter__(self) -> Claim:
+    def __enter__(self) -> Claim:  # noqa: PYI034 -- typing.Self needs Python 3.11
         return self
 
     def __exit__(self, *exc) -> None:
@@ -302,7 +302,7 @@ class FolderLock:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> FolderLock:
+    def __enter__(self) -> FolderLock:  # noqa: PYI034 -- typing.Self needs Python 3.11
         return self
 
     def __exit__(self, *exc) -> None:
