@@ -37,8 +37,9 @@ def env(tmp_path_factory):
 
 
 def sample(env, out, image=None, model=None, *extra):
+    n = [] if "--samples" in extra else ["--samples", "1"]
     return call_cli(["sample", str(image or env.image), "--model", str(model or env.model), "--schedule",
-                     str(env.schedule), "--samples", "1", "--out", str(out), *extra])
+                     str(env.schedule), *n, "--out", str(out), *extra])
 
 
 # --------------------------------------------------------------------------- weights
@@ -182,3 +183,20 @@ def test_plain_16_bit_and_8_bit_files_get_no_range_note(tmp_path):
     for name in ("a.png", "b.npy"):
         img, notes = read_image(tmp_path / name)
         assert img.max() == 1.0 and not any("bits" in n for n in notes)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def test_runs_that_cannot_fit_in_memory_are_refused_before_work(env, tmp_path, monkeypatch):
+    code, err = sample(env, tmp_path / "o", None, None, "--samples", "1000000000")
+    expect_refusal(code, err, contains="--samples 1000000000 needs about", kind=KIND)
+    assert not (tmp_path / "o").exists()
+    monkeypatch.setenv("MSSFS_MEMORY_BYTES", "300000000")
+    code, err = sample(env, tmp_path / "o", None, None, "--samples", "200", "--check")
+    expect_success(code, err, kind=KIND)
+    assert "at a time (set --batch-samples to choose)" in err
+    monkeypatch.setenv("MSSFS_MEMORY_BYTES", "1000")
+    code, err = sample(env, tmp_path / "o", None, None, "--samples", "2")
+    expect_refusal(code, err, contains="available", kind=KIND)
+    assert not (tmp_path / "o").exists()
