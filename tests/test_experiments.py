@@ -227,3 +227,27 @@ def test_mode_samples_keeps_layout_samples_and_scores_them(tmp_path, monkeypatch
         mod.main(["--layouts", "0:1", "--out", str(tmp_path / "no" / "x.npz")])
     with pytest.raises(SystemExit, match="no such file"):
         mod.main(["--score", str(tmp_path / "missing.npz")])
+
+
+def test_oracle_sampler_reads_the_layouts_as_one_of_their_two_readings(tmp_path, capsys):
+    """With the ideal two-reading denoiser, each sample is one of the two readings and the
+    circles-like layout is consistent with one light (docs/results.md)."""
+    import json
+
+    mod = _load_experiment("oracle_sampler")
+    out = tmp_path / "oracle.json"
+    assert mod.main(["--methods", "fast", "--layouts", "1", "--samples", "2", "--size", "64", "--out", str(out)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fast |")]
+    assert len(rows) == 1
+    items = json.loads(out.read_text())["results"]["fast"]
+    assert "circles-like" in items and len(items) == 2
+    assert items["circles-like"]["consistent"] == 1.0
+    assert all(r["error_to_nearer_reading"] < 5 for r in items.values())
+
+
+def test_profile_train_step_prints_a_step_time_and_an_operator_table(capsys):
+    mod = _load_experiment("profile_train_step")
+    assert mod.main(["--device", "cpu", "--patches", "2", "--bf16", "false", "--rows", "3"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"cpu 2 patches, bf16 false, channels_last False: [0-9.]+ ms/step", out)
+    assert "Self CPU" in out and "backward" in out

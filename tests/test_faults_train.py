@@ -49,7 +49,7 @@ def _config(path: Path, **changes) -> Path:
 def test_train_refusals_leave_nothing(tmp_path, shards):
     cfg = _config(tmp_path / "c.json")
     run = tmp_path / "run"
-    code, err = call_cli(["train", "--config", cfg, "--data", tmp_path / "nosuchdir", "--out", run, "--no-progress"])
+    code, err = call_cli(["train", "--config", cfg, "--data", tmp_path / "nosuchdir", "--out", run, "--quiet"])
     expect_refusal(code, err, contains="nosuchdir", kind=KIND)
     assert not run.exists()
     bad = tmp_path / "bad"
@@ -58,11 +58,11 @@ def test_train_refusals_leave_nothing(tmp_path, shards):
         (bad / f.name).write_bytes(f.read_bytes())
     victim = min(bad.glob("*.npz"))
     victim.write_bytes(victim.read_bytes()[:200])
-    code, err = call_cli(["train", "--config", cfg, "--data", bad, "--out", run, "--no-progress"])
+    code, err = call_cli(["train", "--config", cfg, "--data", bad, "--out", run, "--quiet"])
     expect_refusal(code, err, contains=victim.name, kind=KIND)
     assert not run.exists()
     # the corrected command then runs
-    code, err = call_cli(["train", "--config", cfg, "--data", shards, "--out", run, "--no-progress"])
+    code, err = call_cli(["train", "--config", cfg, "--data", shards, "--out", run, "--quiet"])
     expect_success(code, err, kind=KIND)
 
 
@@ -71,7 +71,7 @@ def test_sigkilled_training_resumes(tmp_path, shards):
 
     cfg = _config(tmp_path / "c.json", steps=400)
     run = tmp_path / "run"
-    p = start_cli(["train", "--config", cfg, "--data", shards, "--out", run, "--no-progress"])
+    p = start_cli(["train", "--config", cfg, "--data", shards, "--out", run, "--quiet"])
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list_checkpoints(run)) < 2 and p.poll() is None:
         time.sleep(0.2)
@@ -83,7 +83,7 @@ def test_sigkilled_training_resumes(tmp_path, shards):
     for _, path in found:
         load_checkpoint(path)  # every checkpoint on disk is whole
     step = found[-1][0]
-    code, err = call_cli(["train", "--resume", run, "--steps", str(step + 2), "--no-progress"])
+    code, err = call_cli(["train", "--resume", run, "--steps", str(step + 2), "--quiet"])
     expect_success(code, err, kind=KIND)
     assert list_checkpoints(run)[-1][0] == step + 2
 
@@ -159,7 +159,7 @@ def test_readers_skip_temporary_folders(sample_dir):
     ["export", "NOCKPT", "--out", "FILE/exp"],
     ["analyze", "FILE/x"],
     ["depth", "FILE/x"],
-    ["train", "--config", "CFG", "--out", "FILE/run", "--no-progress"],
+    ["train", "--config", "CFG", "--out", "FILE/run", "--quiet"],
 ])
 def test_paths_under_a_file_are_refused(tmp_path, command):
     f = tmp_path / "file"
