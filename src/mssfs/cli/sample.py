@@ -57,7 +57,7 @@ def register(subparsers) -> None:
                    "of stages (resolution, lr, restart_t, lighting, ...); overrides --preset")
     p.add_argument("--refine", choices=("auto", "on", "off"), default="auto",
                    help="refine every sample and the fused result by the shading at the output size "
-                   "(variational shape from shading under each sample's own light, keeping its reading): "
+                   "(variational shape from shading under each sample's own light, pulled toward its reading): "
                    "auto = as the preset or schedule file says (default auto)")
     add_resolution(p, "input's size (the longer side)")
     add_device(p)
