@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import UsageError
 from .checks import add_evaluate_checks, run_compare, run_diagnose
-from .options import add_device, add_precision
+from .options import add_device, add_precision, resolution_word
 
 HELP = "score the sampler, its ablations and baselines on held-out shapes or the stimuli"
 
@@ -64,16 +64,6 @@ examples:
 """
 
 
-def _resolution(text: str):
-    if text in ("auto", "preset"):
-        return text
-    try:
-        r = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto', 'preset' or a multiple of 16, got {text!r}") from None
-    return r
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -99,7 +89,7 @@ def register(subparsers) -> None:
     p.add_argument("--schedule", metavar="FILE",
                    help="a schedule file (YAML/JSON, as for 'mssfs sample --schedule') for 'ours' and the ablations "
                    "instead of --preset")
-    p.add_argument("--resolution", type=_resolution, default="auto", metavar="auto|preset|R",
+    p.add_argument("--resolution", type=resolution_word, default="auto", metavar="auto|preset|R",
                    help="finest sampling resolution: auto = the preset's, scaled down to the image size when "
                    "larger (default); preset = as the preset has it; R = scale the preset's stages to R")
     add_device(p)

@@ -28,14 +28,21 @@ def add_quiet(p) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 
-def resolution(text: str):
-    """``auto``, ``preset`` or a multiple of 16 of at least 32 (argparse type)."""
+def resolution_word(text: str):
+    """``auto``, ``preset`` or an integer, unchecked (argparse type; the caller checks the range)."""
     if text in ("auto", "preset"):
         return text
     try:
-        r = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 'auto', 'preset' or a multiple of 16, got {text!r}") from None
+
+
+def resolution(text: str):
+    """``auto``, ``preset`` or a multiple of 16 of at least 32 (argparse type)."""
+    r = resolution_word(text)
+    if isinstance(r, str):
+        return r
     if r < 32 or r % 16:
         raise argparse.ArgumentTypeError(f"a resolution must be a multiple of 16 and at least 32, got {r}")
     return r
