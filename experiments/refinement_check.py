@@ -12,8 +12,11 @@ paired comparison on identical samples.  Per item it records the errors (mean of
 of N, fused) where the truth is known, the seam index (:mod:`mssfs.analysis.seams`), the
 one-region consistency (:mod:`mssfs.analysis.one_region`), modes, spread and region
 readings (:func:`mssfs.evaluation.metrics.score_stimulus`), the sign distance between
-each sample and its refinement (:func:`mssfs.analysis.distances.sign_distances`) and,
-with ``--baselines``, the classical, regression and flat baselines.
+each sample and its refinement (:func:`mssfs.analysis.distances.sign_distances`), the number of known regions whose
+reading the refinement turned (``turned_regions``) and, with ``--baselines``, the
+classical, regression and flat baselines.  ``--unchecked`` also scores the refinement
+without its reading check (``keep_passes = 0``) on the same samples (keys ``ref0_*``,
+``sign_dist0``, ``turned_regions0``).
 
     export OMP_NUM_THREADS=1
     python experiments/refinement_check.py --split objects --count 40 --samples 4 --bf16 --baselines --out obj.json
@@ -40,6 +43,7 @@ import numpy as np
 from mssfs.analysis.curvature import convexity_readings
 from mssfs.analysis.distances import sign_distances
 from mssfs.analysis.one_region import one_region_consistency
+from mssfs.analysis.regions import region_readings
 from mssfs.analysis.seams import output_grid, seam_index
 from mssfs.core.fileio import atomic_path
 from mssfs.evaluation.items import LAYOUT_SEED_OFFSET, heldout_items, stimulus_items
@@ -52,10 +56,10 @@ from mssfs.sampler.refine import refine_samples
 def items_of(args) -> list[dict]:
     """Images, masks, truths (None where unknown), regions and layouts of the split."""
     if args.split in ("objects", "reliefs"):
-        n = args.first + args.count
-        all_items = heldout_items(n if args.split == "objects" else 0, n if args.split == "reliefs" else 0, 64)
+        n = args.count
+        all_items = heldout_items(n if args.split == "objects" else 0, n if args.split == "reliefs" else 0, 64, args.first)
         return [dict(name=it.name, image=it.image, mask=it.mask, truth=it.normals, regions=None, layout=None)
-                for it in all_items[args.first :]]
+                for it in all_items]
     if args.split == "stimuli":
         return [dict(name=it.name, image=it.image, mask=it.mask, truth=None, regions=it.regions, layout=it.layout)
                 for it in stimulus_items(128, 0)]
@@ -98,6 +102,8 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="fast", choices=("fast", "paper"))
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--baselines", action="store_true", help="also score classical, regression and flat")
+    p.add_argument("--unchecked", action="store_true",
+                   help="also score the refinement without its reading check (keep_passes 0), tag ref0")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     items = items_of(args)
@@ -118,8 +124,18 @@ def main(argv=None) -> int:
             grid = output_grid(it["mask"].shape, sched.stages[-1].resolution)
             row = {"item": it["name"], "n": len(raw), "refine_s": time.perf_counter() - t0,
                    **score("raw", raw, fuse_samples(raw, it["mask"]), it, grid), **score("ref", ref, fused, it, grid)}
-            d = sign_distances(convexity_readings(np.concatenate([raw, ref]), it["mask"]))
-            row["sign_dist"] = [float(d[j, len(raw) + j]) for j in range(len(raw))]
+            variants = {"": ref}
+            if args.unchecked:
+                t0 = time.perf_counter()
+                ref0, fused0 = refine_samples(raw, it["image"], it["mask"], replace(settings, keep_passes=0))
+                row.update(refine0_s=time.perf_counter() - t0, **score("ref0", ref0, fused0, it, grid))
+                variants["0"] = ref0
+            for suffix, r in variants.items():
+                d = sign_distances(convexity_readings(np.concatenate([raw, r]), it["mask"]))
+                row[f"sign_dist{suffix}"] = [float(d[j, len(raw) + j]) for j in range(len(raw))]
+                if it["regions"] is not None:
+                    turned = region_readings(r, it["regions"], it["mask"]) != region_readings(raw, it["regions"], it["mask"])
+                    row[f"turned_regions{suffix}"] = [int(t) for t in turned.sum(1)]
             for b in baselines:
                 pred = b.run(it["image"], it["mask"], 1, 0)[0]
                 row[b.name] = float(error_metrics(pred, it["truth"], it["mask"])["mean"])

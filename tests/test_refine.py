@@ -15,6 +15,7 @@ from mssfs.sampler.refine import (
     refine,
     refine_samples,
     refinement_shape,
+    turned_pixels,
 )
 
 LIGHT = np.array([0.45, 0.35, 0.82]) / np.linalg.norm([0.45, 0.35, 0.82])
@@ -66,6 +67,39 @@ def test_the_inverted_reading_stays_inverted():
     assert angular_error(out, truth * np.array([-1, -1, 1]), mask).mean() < angular_error(inverted, truth * np.array([-1, -1, 1]), mask).mean()
 
 
+def two_bumps_and_a_dent(size=64):
+    """Two bumps (top) and a smaller dent (bottom) under ``LIGHT``, their regions and rendering."""
+    y, x = np.mgrid[0:size, 0:size] + 0.5
+    z = np.zeros((size, size))
+    regions = np.zeros((size, size), np.int32)
+    for k, (cx, cy, s, r) in enumerate(((0.27, 0.3, 1, 0.2), (0.73, 0.3, 1, 0.2), (0.5, 0.75, -1, 0.12)), start=1):
+        r2 = ((x - cx * size) ** 2 + (y - cy * size) ** 2) / (r * size) ** 2
+        z += np.where(r2 < 1, s * 0.1 * size * (1 - r2) ** 2, 0.0)
+        regions[r2 < 1] = k
+    mask = np.ones((size, size), bool)
+    n = normals_from_depth(z, mask)
+    return n, 0.8 * render(n, LIGHT), mask, regions
+
+
+def test_a_region_read_against_its_sample_light_keeps_the_sample_reading():
+    """The sample reads the dent as a bump, against the light its other regions imply;
+    a refinement without the reading check turns it to a dent, the refinement keeps it."""
+    truth, image, mask, regions = two_bumps_and_a_dent()
+    sample = truth.copy()
+    sample[regions == 3, :2] *= -1
+    sample = patchy(sample, seed=2)
+    assert region_readings(sample, regions, mask).tolist() == [1, 1, 1]
+    unchecked = refine(sample, image, mask, Refinement(keep_passes=0))
+    assert region_readings(unchecked, regions, mask).tolist() == [1, 1, -1]
+    assert turned_pixels(sample, unchecked, mask, regions)[regions == 3].all()
+    out = refine(sample, image, mask)
+    assert region_readings(out, regions, mask).tolist() == [1, 1, 1]
+    assert not turned_pixels(sample, out, mask, regions)[regions > 0].any()
+    # The regions read with the light are still fitted to the image.
+    kept = regions == 1
+    assert angular_error(out, truth, mask)[kept].mean() < angular_error(sample, truth, mask)[kept].mean()
+
+
 def test_refine_samples_runs_at_the_capped_resolution_and_returns_the_input_size():
     truth, image, _, _ = bump_and_dent(48)
     big_image = np.kron(image, np.ones((2, 2)))[:90, :96]
@@ -94,6 +128,8 @@ def test_fuse_mean_and_bad_inputs():
         refine(truth, image, np.zeros_like(mask))
     with pytest.raises(ValueError, match="integrability"):
         Refinement(integrability=1.0)
+    with pytest.raises(ValueError, match="keep_passes"):
+        Refinement(keep_passes=-1)
 
 
 def test_a_refining_schedule_refines_every_sample_and_records_the_quality(tmp_path):

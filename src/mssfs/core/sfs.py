@@ -77,7 +77,7 @@ def brooks_horn_level(
     iters: int,
     lam: float = 0.1,
     anchor: np.ndarray | None = None,
-    anchor_weight: float = 0.0,
+    anchor_weight: float | np.ndarray = 0.0,
     integrability: float = 0.0,
     integrate_every: int = 20,
     relight_every: int = 0,
@@ -90,7 +90,8 @@ def brooks_horn_level(
         image: ``(H, W)`` intensities divided by the albedo; mask: ``(H, W)`` bool.
         normals: ``(H, W, 3)`` start, unit inside the mask.
         light: ``(3,)`` unit light.
-        anchor: ``(H, W, 3)`` map the ``anchor_weight`` term pulls toward.
+        anchor: ``(H, W, 3)`` map the ``anchor_weight`` term pulls toward; the weight is a
+            number or an ``(H, W)`` map of per-pixel weights (all >= 0).
         relight_every: re-estimate the light every that many iterations (0 = never);
             a new light ``l`` with ``l_xy . keep_side_xy < 0`` is rejected.
     Returns:
@@ -104,10 +105,11 @@ def brooks_horn_level(
     count = frame[:-2, 1:-1] + frame[2:, 1:-1] + frame[1:-1, :-2] + frame[1:-1, 2:]
     outside = count - (inside[:-2, 1:-1] + inside[2:, 1:-1] + inside[1:-1, :-2] + inside[1:-1, 2:])
     contour_term = (outside / count)[..., None] * contour_n
-    mu = anchor_weight if anchor is not None else 0.0
+    mu = np.broadcast_to(np.asarray(anchor_weight if anchor is not None else 0.0, np.float64), (h, w))
     total = 4 * lam + mu
     c = 1.0 / total
-    anchor_term = mu / total * anchor if mu > 0 else 0.0
+    anchor_term = (mu / total)[..., None] * anchor if mu.any() else 0.0
+    smooth_w = (4 * lam * c)[..., None]
     dark = image <= 0
     inside3 = mask[..., None]
     l = normalize(np.asarray(light, np.float64))
@@ -117,7 +119,7 @@ def brooks_horn_level(
     for it in range(iters):
         pad[1:-1, 1:-1] = n
         avg = (pad[:-2, 1:-1] + pad[2:, 1:-1] + pad[1:-1, :-2] + pad[1:-1, 2:]) / count[..., None] + contour_term
-        b = avg * (4 * lam * c) + anchor_term
+        b = avg * smooth_w + anchor_term
         b_l = b @ l
         # n . l = (b . l + c I) / (1 + c); shadowless Lambertian I = max(0, n . l): a dark
         # pixel whose neighbours face away exerts no force.

@@ -40,10 +40,11 @@ class ObjectItem:
     albedo: float
 
 
-def heldout_items(n_objects: int = 50, n_reliefs: int = 20, size: int = 64) -> list[ObjectItem]:
+def heldout_items(n_objects: int = 50, n_reliefs: int = 20, size: int = 64, first: int = 0) -> list[ObjectItem]:
     """The objects suite: ``n_objects`` objects then ``n_reliefs`` reliefs.
 
-    Objects use shape seeds ``2**30 + i``; reliefs ``2**30 + 2**20 + i``.  Lights and
+    Objects use shape seeds ``2**30 + first + i``; reliefs ``2**30 + 2**20 + first + i``
+    (``first`` > 0 picks items outside the held-out splits, e.g. the tuning ones).  Lights and
     albedos are those of :class:`mssfs.data.datasets.HeldoutImages` (a function of the seed).
     """
     from ..data.datasets import HeldoutImages
@@ -53,7 +54,7 @@ def heldout_items(n_objects: int = 50, n_reliefs: int = 20, size: int = 64) -> l
     for kind, n, base in (("objects", n_objects, HELDOUT_SEED_BASE), ("reliefs", n_reliefs, HELDOUT_SEED_BASE + RELIEF_SEED_OFFSET)):
         if n <= 0:
             continue
-        ds = HeldoutImages(n, size=size, seed_base=base, kind=kind)
+        ds = HeldoutImages(n, size=size, seed_base=base + first, kind=kind)
         for i in range(n):
             d = ds[i]
             items.append(

@@ -13,13 +13,20 @@ comes from); the image then says precisely what shape explains it under that lig
   convex/concave flip.  Without a contour (reliefs, stimuli filling the frame) the light
   stays the sample's.
 * **anchor**: a term ``anchor |n - a|^2`` pulls toward the sample smoothed by a Gaussian
-  of ``anchor_sigma`` pixels, so every region keeps the sample's reading while the patch
+  of ``anchor_sigma`` pixels, so regions keep the sample's shape class while the patch
   grid, which the smoothing removes, is not kept;
 * **smooth and integrable**: smoothness ``lam``, and every ``integrate_every`` iterations
   a half-way blend with the normals of the Frankot-Chellappa integration;
 * coarse to fine, from the sample resized to each level (halved while the smaller side
   stays >= 32 px): ``coarse_iters`` Jacobi iterations on levels up to ``coarse_side``
-  pixels, ``fine_iters`` above.
+  pixels, ``fine_iters`` above;
+* **readings kept**: the weak anchor alone lets a region read against the sample's own
+  light turn to the reading that light explains.  So after the solve,
+  :func:`turned_pixels` compares the reading of the result with the sample's per
+  shading region (:func:`mssfs.sampler.lighting.shading_regions`) and per cell of a grid
+  of about 16 px; where one turned, the anchor weight on its pixels (dilated by 2) rises to
+  ``keep_anchor`` and the solve is run again from the sample, at most ``keep_passes``
+  times.
 
 :func:`refine_samples` refines ``N`` samples at the output resolution (the image's larger
 side, at most ``max_resolution``) and the fused result (the renormalised mean of the
@@ -41,8 +48,9 @@ from ..core.sfs import (
     pyramid_shapes,
     resize_map,
 )
+from .lighting import shading_regions
 
-__all__ = ["Refinement", "fuse_mean", "implied_light", "refine", "refine_samples", "refinement_shape"]
+__all__ = ["Refinement", "fuse_mean", "implied_light", "refine", "refine_samples", "refinement_shape", "turned_pixels"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,8 @@ class Refinement:
     integrability: float = 0.5
     integrate_every: int = 10
     relight_every: int = 10
+    keep_anchor: float = 1.0
+    keep_passes: int = 2
 
     def __post_init__(self):
         if self.max_resolution < 16:
@@ -67,6 +77,8 @@ class Refinement:
             raise ValueError("refinement anchor must be >= 0, lam > 0 and anchor_sigma >= 0")
         if min(self.coarse_iters, self.fine_iters) < 0 or self.integrate_every < 1 or self.relight_every < 0:
             raise ValueError("refinement iteration counts must be >= 0 and integrate_every >= 1")
+        if self.keep_anchor < 0 or self.keep_passes < 0:
+            raise ValueError("refinement keep_anchor and keep_passes must be >= 0")
         if not 0 <= self.integrability < 1:
             raise ValueError(f"refinement integrability must lie in [0, 1), got {self.integrability}")
 
@@ -127,6 +139,21 @@ def refine(normals: np.ndarray, image: np.ndarray, mask: np.ndarray, settings: R
     light = normalize(np.asarray(light, np.float64))
     img = np.clip(img / max(float(albedo), 1e-8), 0.0, 1.5)
     relight = s.relight_every if has_occluding_contour(mask) else 0
+    weight = np.full(img.shape, float(s.anchor))
+    regions = shading_regions(img, mask) if s.keep_passes else None
+    n = _refine_pass(n0, img, mask, s, light, relight, weight)
+    for _ in range(s.keep_passes):
+        turned = turned_pixels(n0, n, mask, regions)
+        if not turned.any():
+            break
+        weight = np.where(ndimage.binary_dilation(turned, iterations=2) & mask, max(s.keep_anchor, s.anchor), weight)
+        n = _refine_pass(n0, img, mask, s, light, relight, weight)
+    return np.where(mask[..., None], n, 0.0).astype(np.float32)
+
+
+def _refine_pass(n0: np.ndarray, img: np.ndarray, mask: np.ndarray, s: Refinement, light: np.ndarray,
+                 relight: int, weight: np.ndarray) -> np.ndarray:
+    """One coarse-to-fine solve of :func:`refine` with the ``(H, W)`` anchor weights ``weight``."""
     side = light.copy()
     n = None
     for shape in reversed(pyramid_shapes(img.shape)):
@@ -136,12 +163,54 @@ def refine(normals: np.ndarray, image: np.ndarray, mask: np.ndarray, settings: R
             im_l = resize_map(img, shape)
             m_l = resize_map(mask.astype(np.float64), shape) >= 0.5
             s_l = normalize(resize_map(n0, shape))
+        w_l = weight if shape == img.shape else resize_map(weight, shape)
         anchor = _facing(_smooth_normals(_facing(s_l, m_l), m_l, s.anchor_sigma), m_l)
         start = anchor if n is None else _facing(normalize(resize_map(n, shape)), m_l)
         iters = s.coarse_iters if max(shape) <= s.coarse_side else s.fine_iters
-        n, light = brooks_horn_level(im_l, m_l, start, light, iters, s.lam, anchor, s.anchor, s.integrability,
+        n, light = brooks_horn_level(im_l, m_l, start, light, iters, s.lam, anchor, w_l, s.integrability,
                                      s.integrate_every, relight, keep_side=side)
-    return np.where(mask[..., None], n, 0.0).astype(np.float32)
+    return n
+
+
+def turned_pixels(sample: np.ndarray, refined: np.ndarray, mask: np.ndarray,
+                  regions: np.ndarray | None = None, cells: int = 16, share: float = 0.5) -> np.ndarray:
+    """``(H, W)`` bool: where ``refined`` reads the surface the other way from ``sample``.
+
+    Two readings are compared (both ``(H, W, 3)`` maps of one image):
+
+    * each shading region of ``regions`` (``(H, W)`` labels 1..R, as
+      :func:`mssfs.sampler.lighting.shading_regions` gives) read as a bump or a dent by
+      :func:`mssfs.analysis.regions.region_readings`; a region whose reading differs is
+      turned whole (skipped when some region has no free border to compare with);
+    * the :func:`mssfs.analysis.curvature.convexity_readings` on a grid of cells about
+      ``cells`` pixels a side: a cell is turned when its sign differs and each map puts at least
+      ``share`` of its mean cell curvature there (a weak cell's sign is noise).
+    """
+    from ..analysis.curvature import convexity_readings
+    from ..analysis.regions import region_readings
+
+    mask = np.asarray(mask, bool)
+    h, w = mask.shape
+    turned = np.zeros((h, w), bool)
+    pair = np.stack([sample, refined]).astype(np.float64)
+    if regions is not None and regions.max() > 0:
+        try:
+            read = region_readings(pair, regions, mask)
+        except ValueError:
+            read = None
+        if read is not None:
+            for k in np.flatnonzero(read[0] != read[1]):
+                turned |= regions == k + 1
+    g = max(1, round(max(h, w) / cells))
+    r = convexity_readings(pair, mask, grid=g)
+    mean = np.abs(r).mean(1, keepdims=True)
+    strong = (np.abs(r) >= share * np.maximum(mean, 1e-300)).all(0)
+    flip = (strong & (r[0] * r[1] < 0)).reshape(g, g)
+    rows = np.linspace(0, h, g + 1).round().astype(int)
+    cols = np.linspace(0, w, g + 1).round().astype(int)
+    for i, j in zip(*np.nonzero(flip)):
+        turned[rows[i] : rows[i + 1], cols[j] : cols[j + 1]] = True
+    return turned & mask
 
 
 def fuse_mean(samples: np.ndarray, mask: np.ndarray) -> np.ndarray:
