@@ -76,6 +76,14 @@ def shading_png(path: Path, size: int = 32) -> Path:
     return path
 
 
+def fault_env(root: Path):
+    """The shared test material in ``root``: a tiny exported model, a tiny schedule file, a shading PNG."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(root=root, model=tiny_export(root / "model"), schedule=tiny_schedule_file(root),
+                           image=shading_png(root / "ball.png"))
+
+
 def cli_env(**extra) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.pop("MSSFS_DEBUG", None)

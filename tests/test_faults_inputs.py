@@ -11,7 +11,6 @@ import struct
 import sys
 import zlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,9 +20,8 @@ from faults_support import (
     call_cli,
     expect_refusal,
     expect_success,
-    shading_png,
+    fault_env,
     tiny_export,
-    tiny_schedule_file,
 )
 
 KIND = "inputs"
@@ -31,9 +29,7 @@ KIND = "inputs"
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faults_in")
-    return SimpleNamespace(root=root, model=tiny_export(root / "model"), schedule=tiny_schedule_file(root),
-                           image=shading_png(root / "ball.png"))
+    return fault_env(tmp_path_factory.mktemp("faults_in"))
 
 
 def sample(env, out, image=None, model=None, *extra):

@@ -13,7 +13,6 @@ import signal
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -25,12 +24,11 @@ from faults_support import (
     cli_env,
     expect_refusal,
     expect_success,
+    fault_env,
     run_cli,
     shading_png,
     snapshot,
     start_cli,
-    tiny_export,
-    tiny_schedule_file,
 )
 
 from mssfs.core import outputs
@@ -40,9 +38,7 @@ KIND = "outputs"
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faults_out")
-    return SimpleNamespace(root=root, model=tiny_export(root / "model"), schedule=tiny_schedule_file(root),
-                           image=shading_png(root / "ball.png"))
+    return fault_env(tmp_path_factory.mktemp("faults_out"))
 
 
 def sample_args(env, inputs, out, *extra, n=2):
