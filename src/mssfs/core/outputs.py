@@ -141,6 +141,18 @@ def sweep(parent: str | os.PathLike, stem: str) -> list[str]:
     return notes
 
 
+def _drop_lock(path: Path, fd: int) -> None:
+    """Remove a held lock file, then close (and so unlock) its descriptor.
+
+    The file goes first: a waiting process that then gets the lock on the old inode sees
+    that ``path`` no longer names it and starts over (see :func:`_lock`)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+    os.close(fd)
+
+
 @dataclass
 class Claim:
     """An exclusive claim on one output folder (see :func:`claim`); release it, or use it
@@ -161,11 +173,7 @@ class Claim:
             if self.depth > 0 or self.fd < 0:
                 return
             _HELD.pop(str(self.lock), None)
-            try:
-                self.lock.unlink(missing_ok=True)
-            except OSError:
-                pass
-            os.close(self.fd)
+            _drop_lock(self.lock, self.fd)
             self.fd = -1
         for folder in self.created:  # deepest first
             try:
@@ -295,11 +303,7 @@ class FolderLock:
 
     def release(self) -> None:
         if self.fd >= 0:
-            try:
-                self.path.unlink(missing_ok=True)
-            except OSError:
-                pass
-            os.close(self.fd)
+            _drop_lock(self.path, self.fd)
             self.fd = -1
 
     def __enter__(self) -> FolderLock:  # noqa: PYI034 -- typing.Self needs Python 3.11
