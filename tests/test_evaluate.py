@@ -252,6 +252,20 @@ def test_cli_objects_end_to_end(cli_env, tmp_path, capsys):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
+def test_cli_objects_first_picks_a_later_split(cli_env, tmp_path):
+    """``--first K`` scores the items ``heldout_items(..., first=K)`` makes, not the release split."""
+    from mssfs.evaluation import heldout_items
+
+    out = tmp_path / "ev"
+    argv = ["evaluate", "--suite", "objects", "--n-objects", "1", "--n-reliefs", "0", "--size", "32",
+            "--samples", "1", "--methods", "flat", "--first", "7", "-q", "--out", str(out)]
+    assert main(argv) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["settings"]["first"] == 7 and "--first 7" in data["command"]
+    names = {r["item"] for r in data["items"]["flat"]}
+    assert names == {heldout_items(1, 0, 32, 7)[0].name} != {heldout_items(1, 0, 32, 0)[0].name}
+
+
 def test_cli_objects_with_a_schedule_file(cli_env, tmp_path):
     """``--schedule FILE`` replaces the preset for ours and the ablations, not for 'fast'."""
     sched = tmp_path / "mine.yaml"
@@ -351,6 +365,7 @@ def test_cli_ablation_figure(cli_env, tmp_path, capsys):
         (["--suite", "objects", "--batch-images", "-2"], "--batch-images must be >= 0"),
         (["--suite", "objects", "--n-objects", "0", "--n-reliefs", "0"], "nothing to evaluate"),
         (["--suite", "objects", "--n-objects", "-1"], "--n-objects must be >= 0"),
+        (["--suite", "objects", "--first", "-3"], "--first must be >= 0"),
         (["--suite", "objects", "--size", "40"], "--size must be a multiple of 16"),
         (["--suite", "stimuli", "--resolution", "20"], "--resolution must be"),
         (["--suite", "stimuli", "--stimuli", "circle,star"], "unknown stimulus name(s) in --stimuli 'circle,star': circle"),

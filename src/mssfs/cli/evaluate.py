@@ -78,6 +78,9 @@ def register(subparsers) -> None:
     p.add_argument("--n-objects", type=int, default=None, metavar="K",
                    help="objects suite: held-out objects (default 50); --diagnose: images (default 12)")
     p.add_argument("--n-reliefs", type=int, default=20, metavar="K", help="objects suite: held-out reliefs (default 20)")
+    p.add_argument("--first", type=int, default=0, metavar="K",
+                   help="objects suite: start at held-out item K (shape seeds 2**30 + K + i; default 0, the release "
+                   "split; e.g. 5000 for a tuning split that never overlaps it)")
     p.add_argument("--n-layouts", type=int, default=10, metavar="K", help="stimuli suite: generated bump/dent layouts (default 10)")
     p.add_argument("--stimuli", default="all", metavar="NAMES",
                    help="stimuli suite: comma-separated bundled stimuli to include, 'all' (default) or 'none' "
@@ -120,7 +123,7 @@ def _check(args) -> None:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     if args.batch_images < 0:
         raise UsageError(f"--batch-images must be >= 0, got {args.batch_images}")
-    for name in ("n_objects", "n_reliefs", "n_layouts"):
+    for name in ("n_objects", "n_reliefs", "n_layouts", "first"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.suite == "objects" and args.n_objects + args.n_reliefs == 0:
@@ -185,6 +188,8 @@ def _command(args, methods: list[str], size: int) -> str:
     parts.append(f"--samples {args.samples} --methods {','.join(methods)}")
     if args.suite == "objects":
         parts.append(f"--n-objects {args.n_objects} --n-reliefs {args.n_reliefs}")
+        if args.first:
+            parts.append(f"--first {args.first}")
     elif args.suite == "stimuli":
         parts.append(f"--n-layouts {args.n_layouts}")
         if args.stimuli.strip().lower() != "all":
@@ -261,7 +266,7 @@ def run(args) -> int:
 
     t0 = time.perf_counter()
     if args.suite == "objects":
-        items = ev.heldout_items(args.n_objects, args.n_reliefs, size)
+        items = ev.heldout_items(args.n_objects, args.n_reliefs, size, args.first)
         results = ev.run_objects(items, methods, settings, progress=not args.quiet)
         tables = []
         for subset, title in (("objects", f"Objects ({args.n_objects}, occluding contours)"), ("reliefs", f"Reliefs ({args.n_reliefs})")):
@@ -291,6 +296,7 @@ def run(args) -> int:
                      "schedule_file": args.schedule,
                      "resolution": args.resolution, "device": str(device), "bf16": args.bf16,
                      "n_objects": args.n_objects, "n_reliefs": args.n_reliefs, "n_layouts": args.n_layouts,
+                     "first": args.first,
                      "stimuli": args.stimulus_names},
         "model": info,
         "methods": {m.name: {"description": m.description, "stochastic": m.stochastic, "schedule": schedules[m.name]}
