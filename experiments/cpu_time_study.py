@@ -72,7 +72,7 @@ SUITE_ARGS = {
 }
 
 
-def _mssfs(*args: str, log=None) -> None:
+def run_mssfs(*args: str, log=None) -> None:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     cmd = [sys.executable, "-m", "mssfs", *args]
     print("+", " ".join(cmd), flush=True)
@@ -103,10 +103,7 @@ def cpu_minutes(run: Path) -> float:
 def _book(run: Path, cpu: float) -> None:
     """Add ``cpu`` minutes (and any unbooked training wall time) to the ledger."""
     run.mkdir(parents=True, exist_ok=True)
-    book = {"cpu": cpu_minutes(run) + cpu, "trained": trained_minutes(run)}
-    tmp = run / "cpu_minutes.tmp"
-    tmp.write_text(json.dumps(book))
-    os.replace(tmp, run / "cpu_minutes.json")
+    write_json(run / "cpu_minutes.json", {"cpu": cpu_minutes(run) + cpu, "trained": trained_minutes(run)})
 
 
 def _children_cpu_minutes() -> float:
@@ -114,28 +111,25 @@ def _children_cpu_minutes() -> float:
     return (r.ru_utime + r.ru_stime) / 60
 
 
-def _checkpoints(run: Path) -> list[Path]:
+def checkpoints(run: Path) -> list[Path]:
     return sorted((run / "checkpoints").glob("step_*.safetensors"))
 
 
-def train_chunk(name: str, run: Path, minutes: float, log) -> None:
-    """Train variant ``name`` for about ``minutes`` more CPU minutes (fresh start or resume)
-    and book the CPU time the chunk took. Wall time is at least CPU time on one thread, so
-    ``--max-minutes`` never lets a chunk run much past its CPU share."""
+def train_chunk(options: list[str], run: Path, minutes: float, log) -> None:
+    """Train the run for about ``minutes`` more CPU minutes and book the CPU time the chunk
+    took: resumed from its checkpoints, or started with the ``mssfs train`` ``options``
+    when it has none. Wall time is at least CPU time on one thread, so ``--max-minutes``
+    never lets a chunk run much past its CPU share."""
     _book(run, 0.0)  # settle a killed chunk's training time first
     before = _children_cpu_minutes()
     try:
-        _run_chunk(name, run, minutes, log)
+        if checkpoints(run):
+            run_mssfs("train", "--resume", str(run), "--max-minutes", f"{minutes:.2f}", "-q", log=log)
+        else:
+            run_mssfs("train", *options, "--steps", "10000000", "--checkpoint-minutes", "5",
+                   "--max-minutes", f"{minutes:.2f}", "--out", str(run), "--overwrite", "-q", log=log)
     finally:
         _book(run, _children_cpu_minutes() - before)
-
-
-def _run_chunk(name: str, run: Path, minutes: float, log) -> None:
-    if _checkpoints(run):
-        _mssfs("train", "--resume", str(run), "--max-minutes", f"{minutes:.2f}", "-q", log=log)
-    else:
-        _mssfs("train", *VARIANTS[name], "--steps", "10000000", "--checkpoint-minutes", "5",
-               "--max-minutes", f"{minutes:.2f}", "--out", str(run), "--overwrite", "-q", log=log)
 
 
 def evaluate(name: str, run: Path, milestone: int, out: Path, log) -> None:
@@ -149,17 +143,31 @@ def evaluate(name: str, run: Path, milestone: int, out: Path, log) -> None:
         record = {"variant": name, "options": [], "milestone_min": 0, "trained_min": 0.0, "cpu_min": 0.0}
     else:
         export = run.parent / "exports" / f"{name}_{milestone}min"
-        _mssfs("export", str(run), "--out", str(export), log=log)
+        run_mssfs("export", str(run), "--out", str(export), log=log)
         record = {"variant": name, "options": VARIANTS[name], "milestone_min": milestone,
                   "trained_min": trained_minutes(run), "cpu_min": cpu_minutes(run)}
     record["config"] = json.loads((export / "config.json").read_text())
-    for suite, args in SUITE_ARGS.items():
-        dest = run.parent / "eval" / f"{name}_{milestone}min_{suite}"
-        _mssfs("evaluate", *args, "--model", str(export), "--out", str(dest), "-q", log=log)
-        record[suite] = json.loads((dest / "results.json").read_text())
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, target)
+    record.update(score_export(export, SUITE_ARGS, run.parent / "eval" / f"{name}_{milestone}min", log))
+    write_json(target, record)
+
+
+def score_export(export: Path, suites: dict[str, list[str]], dest: Path, log) -> dict:
+    """``{suite: results.json}`` of ``mssfs evaluate`` with each suite's options on ``export``;
+    a suite whose results exist under ``dest`` is read, not run again."""
+    out = {}
+    for suite, args in suites.items():
+        folder = Path(f"{dest}_{suite}")
+        if not (folder / "results.json").exists():
+            run_mssfs("evaluate", *args, "--model", str(export), "--out", str(folder), "-q", log=log)
+        out[suite] = json.loads((folder / "results.json").read_text())
+    return out
+
+
+def write_json(path: Path, data) -> None:
+    """Write ``data`` as JSON atomically (temporary file, then rename)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
 
 
 def summary_row(record: dict) -> dict:
@@ -216,7 +224,7 @@ def main(argv=None) -> int:
                 if not behind:
                     break
                 done, name = min(behind)
-                train_chunk(name, root / name, min(args.chunk, milestone - done), log)
+                train_chunk(VARIANTS[name], root / name, min(args.chunk, milestone - done), log)
             for name in names:
                 evaluate(name, root / name, milestone, out, log)
     return 0

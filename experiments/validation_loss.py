@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         p.error(f"--by-t must be between 0 and the run's {cfg.val_patches} validation patches")
     if args.plot and not Path(args.plot).resolve().parent.is_dir():
         p.error(f"--plot {args.plot}: its folder does not exist")
-    batch = validation_batch(TrainingImagesSource(cfg.data, cfg.image_size), cfg)
+    batch = validation_batch(TrainingImagesSource(cfg.data, cfg.image_size, cfg.mix), cfg)
     scheduler = NoiseSchedule(cfg.timesteps)
     print(f"validation patches of {args.run}: {cfg.val_patches}, objective {cfg.objective}\n")
     edges = [round(i * cfg.timesteps / args.by_t) for i in range(args.by_t + 1)] if args.by_t else []

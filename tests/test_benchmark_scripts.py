@@ -129,3 +129,48 @@ def test_a_failing_memory_probe_keeps_the_timings(tmp_path, monkeypatch, capsys)
     assert all(row.rstrip(" |").endswith("nan") for row in rows)  # memory column empty, timings kept
     assert all(float(row.split("|")[7]) > 0 for row in rows)
     assert err.count("RuntimeError: probe broke") == 4
+
+
+def test_train_throughput_table_checks_and_json(tmp_path, capsys):
+    import json
+
+    bench = _load("train_throughput")
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("model: {base_width: 8, mults: [1, 2], res_blocks: 1, attn_heads: 1, attn_head_dim: 8, "
+                   "time_sin_dim: 8, time_dim: 16}\n")
+    out_json = tmp_path / "bench.json"
+    assert bench.main(["--patches", "8", "--steps", "1", "--warmup", "1", "--config", str(cfg), "--json", str(out_json),
+                       "--variants", "bf16 eager channels_last,bf16 cuda-graph"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "variant" not in line]
+    # the eager loop of the precision asked for comes first
+    assert [r.split("|")[1].strip() for r in rows] == ["bf16 eager", "bf16 eager channels_last", "bf16 cuda-graph"]
+    assert all(r.count("|") == 7 for r in rows)
+    assert "| 1.00x |" in rows[0] and rows[0].rstrip(" |").endswith("ok")
+    saved = json.loads(out_json.read_text())["variants"]
+    assert saved["bf16 eager channels_last"]["train_options"] == "--channels-last true"
+    assert saved["bf16 eager channels_last"]["check"] == "ok" and saved["bf16 eager"]["first_loss"] > 0
+    assert saved["bf16 cuda-graph"]["train_options"] == "--cuda-graph true"
+    if not torch.cuda.is_available():
+        assert "skipped: no CUDA" in rows[2] and saved["bf16 cuda-graph"] == {
+            "skipped": "no CUDA", "train_options": "--cuda-graph true", "precision": "bf16"}
+    assert bench.main(["--print-fastest", str(out_json)]) == 0
+    fastest = capsys.readouterr().out.strip()
+    assert fastest in ("--precision bf16", "--precision bf16 --channels-last true", "--precision bf16 --cuda-graph true")
+
+
+def test_train_throughput_check_flags_a_diverging_variant():
+    bench = _load("train_throughput")
+    results = {"bf16 eager": {"first_loss": 1.0, "finite": True},
+               "bf16 compile": {"first_loss": 1.5, "finite": True},
+               "bf16 cuda-graph": {"first_loss": 1.01, "finite": True},
+               "bf16 compile+cuda-graph": {"first_loss": 1.0, "finite": False}}
+    assert bench.check("bf16 eager", results) == "ok"
+    assert bench.check("bf16 compile", results).startswith("first loss 1.5")
+    assert bench.check("bf16 cuda-graph", results) == "ok"
+    assert bench.check("bf16 compile+cuda-graph", results) == "non-finite loss"
+    for name, r in results.items():
+        r.update(check=bench.check(name, results), patches_per_s={"bf16 eager": 10.0, "bf16 compile": 99.0}.get(name, 20.0),
+                 precision="bf16", train_options=bench.train_options(bench.VARIANTS[name]))
+    # the fastest that passed: not the diverging compile, not the non-finite compile+graph
+    assert bench.fastest_options({"variants": results}) == "--precision bf16 --cuda-graph true"
+    assert bench.fastest_options({"variants": {"bf16 compile": results["bf16 compile"]}}) == ""

@@ -199,9 +199,11 @@ def test_training_writes_run_and_learns(tmp_path):
     assert [s for s, _ in list_checkpoints(run)] == [120]  # keep_checkpoints=1 pruned step 60
     assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
     rows = (run / "log.csv").read_text().splitlines()
-    assert rows[0] == "step,loss,val_loss,patches_per_s,lr,time"
+    assert rows[0] == "step,loss,val_loss,val_x0,patches_per_s,lr,time"
     vals = [float(r.split(",")[2]) for r in rows[1:] if r.split(",")[2]]
     assert len(vals) == 3 and vals[-1] < vals[0]  # validation loss (EMA weights) goes down
+    x0s = [float(r.split(",")[3]) for r in rows[1:] if r.split(",")[3]]
+    assert len(x0s) == 3 and x0s[-1] < x0s[0]  # and so does the target-independent x0 loss
 
 
 def test_validation_is_deterministic(tmp_path):

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One lent-GPU session in one command (tools/README.md):
 #   1. render training shards with every core;
-#   2. train the denoiser (configs/default.yaml, continued from the package weights) and
-#      the regression baseline side by side on the GPU until TRAIN_END seconds;
+#   2. training benchmark (alone): bf16 eager, compile, CUDA graph, both, at PPS patches
+#      per step; then train the denoiser (configs/default.yaml, continued from the package
+#      weights) with the fastest variant that passed its check, and the regression
+#      baseline, side by side on the GPU until TRAIN_END seconds;
 #   3. export both into src/mssfs/model/weights/ (of this copy of the repository);
 #   4. GPU speed benchmark (alone), then (LANES=1) three lanes of jobs side by side:
 #      Figure 5 samples (paper preset) with their analysis and the paper-vs-fast suites;
@@ -15,7 +17,8 @@
 #      $OUT/results.tar.gz (logs, tables, figures, compact normals) and $OUT/session.log.
 # Everything is bounded by BUDGET seconds from the start. Variables (defaults for one
 # H100/H200 with 16 cores): DEVICE, BUDGET, TRAIN_END, NMAPS, WORKERS, DIFF_WORKERS,
-# REG_WORKERS, REG (0: no regression run), PPS (patches per step), LR, INIT_MAIN,
+# REG_WORKERS, REG (0: no regression run), PPS (patches per step), LR, TRAIN_BENCH (training
+# benchmark variants; empty: none, plain options), TRAIN_BENCH_S (its time cap), INIT_MAIN,
 # INIT_REG, EXTRA_TRAIN (more `mssfs train` options for the denoiser), EXTRA_REG (the same
 # for the regression run; e.g. --min-snr-gamma applies to the denoiser only), BENCH_SAMPLES (samples per batch
 # benchmarked; empty: no benchmark), BENCH_ARGS (more sample_speed.py options; default
@@ -35,6 +38,8 @@ REG_WORKERS=${REG_WORKERS:-4}
 REG=${REG:-1}                 # 0: train the denoiser alone (it then gets the whole GPU)
 PPS=${PPS:-8192}
 LR=${LR:-4e-4}
+TRAIN_BENCH=${TRAIN_BENCH-bf16 eager,bf16 compile,bf16 cuda-graph,bf16 compile+cuda-graph}
+TRAIN_BENCH_S=${TRAIN_BENCH_S:-240}  # the training benchmark is cut off after this many seconds
 INIT_MAIN=${INIT_MAIN-src/mssfs/model/weights/default}
 INIT_REG=${INIT_REG-src/mssfs/model/weights/regression}
 EXTRA_TRAIN=${EXTRA_TRAIN:-}
@@ -74,8 +79,8 @@ log "cpus $(nproc --all)"
 # CUDA tests beside the shard rendering (they check results, not speed)
 P_TESTS=""
 if [ "$DEVICE" != cpu ]; then
-  ( timeout "$(until_t 120)" $PY -m pytest -q -p no:cacheprovider tests/test_sampling.py tests/test_model.py \
-      tests/test_cudagraphs.py -k "cuda or dtype or device" > "$W/res/cuda_tests.log" 2>&1
+  ( timeout "$(until_t 150)" $PY -m pytest -q -p no:cacheprovider tests/test_sampling.py tests/test_model.py \
+      tests/test_cudagraphs.py tests/test_train_cuda_graph.py -k "cuda or dtype or device" > "$W/res/cuda_tests.log" 2>&1
     echo "cuda_tests exit $?" >> "$W/res/jobs.log" ) &
   P_TESTS=$!
 fi
@@ -91,12 +96,26 @@ else
   log "shards FAILED or too slow: training renders on the fly"; tail -5 "$W/res/data_make.log" | tee -a "$OUT/session.log"
 fi
 
-# -- 3. training ---------------------------------------------------------------------
+# -- 3. training benchmark (alone on the GPU), then training ----------------------------
+[ -n "$P_TESTS" ] && { wait "$P_TESTS"; P_TESTS=""; }
+FASTEST=""
+if [ "$DEVICE" != cpu ] && [ -n "$TRAIN_BENCH" ]; then
+  CAP=$(( $(until_t "$TRAIN_END") - 90 ))  # leave training at least 90 s
+  [ "$CAP" -gt "$TRAIN_BENCH_S" ] && CAP=$TRAIN_BENCH_S
+  [ "$CAP" -lt 1 ] && CAP=1
+  log "training benchmark (at most $CAP s): $TRAIN_BENCH"
+  timeout "$CAP" $PY benchmarks/train_throughput.py --device "$DEVICE" --patches "$PPS" --steps 10 --warmup 3 \
+    --config configs/default.yaml --variants "$TRAIN_BENCH" --json "$W/res/train_bench.json" \
+    > "$W/res/train_throughput_gpu.md" 2>&1
+  log "training benchmark exit $?"; grep "^|" "$W/res/train_throughput_gpu.md" | tee -a "$OUT/session.log"
+  [ -f "$W/res/train_bench.json" ] && FASTEST=$($PY benchmarks/train_throughput.py --print-fastest "$W/res/train_bench.json")
+  log "training with the fastest variant that passed: ${FASTEST:-default options}"
+fi
 MINUTES=$($PY -c "print(round(max(0.5, ($(until_t "$TRAIN_END") - 30) / 60), 2))")
 log "training for $MINUTES min: $PPS patches/step, lr $LR"
 COMMON="--config configs/default.yaml --device $DEVICE $DATA_OPT --patches-per-step $PPS --lr $LR --max-minutes $MINUTES
         --checkpoint-minutes 1.25 --keep-checkpoints 0 --val-every 250 --log-every 50 --no-progress"
-$MS train $COMMON $EXTRA_TRAIN --out "$W/runs/main" --num-workers "$DIFF_WORKERS" ${INIT_MAIN:+--init $INIT_MAIN} \
+$MS train $COMMON $FASTEST $EXTRA_TRAIN --out "$W/runs/main" --num-workers "$DIFF_WORKERS" ${INIT_MAIN:+--init $INIT_MAIN} \
   > "$W/res/train_main.log" 2>&1 &
 P_MAIN=$!
 P_REG=""

@@ -14,6 +14,7 @@ DESCRIPTION = """Procedural training data (ground-truth normal maps of smooth ob
   mssfs data import my_normals/ --out shards/ shards from your own normal maps (or --kind height|depth)
   mssfs data preview shards/ --out sheet.png  contact sheet: shading and normal maps
   mssfs data preview generated --out sheet.png   the same for maps generated on the fly
+  mssfs data preview generated --mix figures=1 --out sheet.png   one family (any mix)
 
 Training seeds lie in [0, 2**30); evaluation sets use seeds >= 2**30."""
 

@@ -15,8 +15,13 @@ import typing
 from . import UsageError
 from .options import add_quiet
 
-#: Model fields not offered on the command line (fixed by the sampler's contract).
-_HIDDEN_MODEL_FIELDS = {"shading_channels", "normal_channels", "patch"}
+#: Model fields not offered on the command line (fixed by the sampler's contract; the
+#: model's ``timesteps`` is the run's ``--timesteps``).
+_HIDDEN_MODEL_FIELDS = {"shading_channels", "normal_channels", "patch", "timesteps"}
+
+#: Model fields that are not the network's shape: an ``--init`` run given only these still
+#: takes the export's shape.
+_TARGET_FIELDS = {"prediction", "timesteps"}
 
 
 def _parse_bool(text: str) -> bool:
@@ -105,7 +110,7 @@ def collect_overrides(args) -> dict:
         if not key.startswith("opt_"):
             continue
         name = key[4:]
-        if name in model_fields:
+        if name in model_fields and name not in _HIDDEN_MODEL_FIELDS:  # --timesteps is the run's
             out.setdefault("model", {})[name] = value
         else:
             out[name] = value
@@ -133,8 +138,8 @@ def run(args) -> int:
         model = dict(d.get("model") or {})
         model.update(overrides.pop("model", {}))
         d.update(overrides)
-        if not model and d.get("init"):
-            model = dict(read_export_config(d["init"])["model"])  # continuing an export needs no model options
+        if not set(model) - _TARGET_FIELDS and d.get("init"):  # continuing an export needs no shape options
+            model = {**read_export_config(d["init"])["model"], **model}
         d["model"] = model
         cfg = TrainConfig.from_dict(d)
         if args.print_config:

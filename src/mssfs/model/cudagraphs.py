@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["GraphedCalls"]
+__all__ = ["GraphedCalls", "warm_up"]
 
 
 @dataclass
@@ -87,14 +87,14 @@ class GraphedCalls:
         dev = x_t.device
         static_x = x_t.detach().clone().requires_grad_(grad)
         static_t, static_s = t.detach().clone(), shading.detach().clone()
-        stream = torch.cuda.Stream(dev)  # warm-up and both captures on one stream
-        stream.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(stream), torch.set_grad_enabled(grad):
-            for _ in range(self.warmup):
+
+        def run():
+            with torch.set_grad_enabled(grad):
                 out = self.fn(static_x, static_t, static_s)
                 if grad:
                     torch.autograd.grad(out, static_x, torch.ones_like(out))
-        torch.cuda.current_stream(dev).wait_stream(stream)
+
+        stream = warm_up(run, self.warmup, dev)  # warm-up and both captures on one stream
         forward = torch.cuda.CUDAGraph()
         with torch.cuda.graph(forward, stream=stream), torch.set_grad_enabled(grad):
             out = self.fn(static_x, static_t, static_s)
@@ -108,6 +108,22 @@ class GraphedCalls:
                 (entry.grad_in,) = torch.autograd.grad(out, static_x, entry.grad_out)
         self.captures += 1
         return entry
+
+
+def warm_up(fn: Callable[[], object], times: int, device: torch.device) -> torch.cuda.Stream:
+    """Run ``fn()`` ``times`` times on a fresh side stream of ``device``, ordered after the
+    work already queued and before anything queued later; returns that stream.
+
+    Before a capture: kernel selection, allocator pools, library handles and lazily built
+    state are set up outside the graph (the capture should then run on the same stream).
+    """
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        for _ in range(times):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    return stream
 
 
 class _Replay(torch.autograd.Function):

@@ -14,13 +14,15 @@ update against ``DDIMScheduler.step`` where their grids coincide.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["T_DEFAULT", "DDIMStepOutput", "NoiseSchedule", "cosine_betas"]
+__all__ = ["PREDICTIONS", "T_DEFAULT", "DDIMStepOutput", "NoiseSchedule", "check_prediction", "cosine_betas",
+           "eps_from_prediction", "prediction_target", "x0_from_prediction"]
 
 
 T_DEFAULT = 300
@@ -36,6 +38,60 @@ def cosine_betas(T: int = T_DEFAULT, s: float = 0.008, clip=(1e-4, 0.9999)) -> n
     abar = f / f[0]
     betas = 1.0 - abar[1:] / abar[:-1]
     return np.clip(betas, clip[0], clip[1])
+
+
+#: What the denoiser's head may be trained to predict (docs/training.md#prediction-target):
+#: the noise ``eps``, the velocity ``v = sqrt(abar) eps - sqrt(1 - abar) x0``, or ``x0``.
+PREDICTIONS = ("eps", "v", "x0")
+
+
+def check_prediction(kind: str) -> str:
+    """``kind`` if it is one of :data:`PREDICTIONS`; else ``ValueError`` in one line."""
+    if kind not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {kind!r}")
+    return kind
+
+
+# The three conversions below take the schedule's coefficients at each sample's timestep,
+# ``a = sqrt(abar_t)`` and ``b = sqrt(1 - abar_t)``, as tensors broadcastable to the data
+# (e.g. ``(B, 1, 1, 1)`` against ``(B, C, H, W)``), with ``x_t = a x0 + b eps``.  They are
+# linear in the data, elementwise, and return the data's shape.
+
+
+def prediction_target(kind: str, x0: torch.Tensor, noise: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """What a head of ``kind`` is trained to output for ``x_t = a x0 + b noise``:
+    ``noise`` (eps), ``x0`` (x0) or ``a noise - b x0`` (v).  ``x0, noise (B,C,H,W)``."""
+    check_prediction(kind)
+    if kind == "eps":
+        return noise
+    if kind == "x0":
+        return x0
+    return a * noise - b * x0
+
+
+def eps_from_prediction(kind: str, x_t: torch.Tensor, out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The noise implied by a head output ``out (B,C,H,W)`` of ``kind`` at ``x_t (B,C,H,W)``:
+    ``out`` (eps), ``(x_t - a out) / b`` (x0), ``a out + b x_t`` (v).
+
+    The x0 form divides by ``b``, so it needs ``abar_t < 1`` (every ``t`` in ``[0, T-1]``).
+    """
+    check_prediction(kind)
+    if kind == "eps":
+        return out
+    if kind == "x0":
+        return (x_t - a * out) / b
+    return a * out + b * x_t
+
+
+def x0_from_prediction(kind: str, x_t: torch.Tensor, out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The clean normals implied by a head output ``out (B,C,H,W)`` of ``kind`` at ``x_t``,
+    unclipped: ``(x_t - b out) / a`` (eps), ``out`` (x0), ``a x_t - b out`` (v)."""
+    check_prediction(kind)
+    if kind == "eps":
+        return (x_t - b * out) / a
+    if kind == "x0":
+        return out
+    return a * x_t - b * out
 
 
 @dataclass
@@ -63,12 +119,43 @@ class NoiseSchedule:
         self.betas = torch.from_numpy(cosine_betas(T, s))
         self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
 
-    def abar(self, t, like: torch.Tensor) -> torch.Tensor:
-        """``abar_t`` broadcast to ``like``'s rank, in its dtype and device."""
-        t = torch.as_tensor(t, device="cpu").long()
-        a = torch.where(t >= 0, self.alphas_cumprod[t.clamp(min=0)], torch.ones((), dtype=torch.float64))
-        a = a.to(device=like.device, dtype=like.dtype)
+    def to(self, device: torch.device | str) -> NoiseSchedule:
+        """A copy whose tables live on ``device``: :meth:`abar` (and everything built on it)
+        then looks ``t`` up there, so a CUDA ``t`` never goes through the host (no sync; a
+        CUDA graph can capture it). The values are the same float64 table entries."""
+        out = copy.copy(self)
+        out.betas, out.alphas_cumprod = self.betas.to(device), self.alphas_cumprod.to(device)
+        return out
+
+    def abar(self, t, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``abar_t`` broadcast to ``like``'s rank, on its device, in ``dtype`` (default: ``like``'s)."""
+        table = self.alphas_cumprod
+        t = torch.as_tensor(t, device=table.device).long()
+        a = torch.where(t >= 0, table[t.clamp(min=0)], torch.ones((), dtype=torch.float64, device=table.device))
+        a = a.to(device=like.device, dtype=dtype or like.dtype)
         return a.reshape(a.shape + (1,) * (like.ndim - a.ndim))
+
+    def roots(self, t, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sqrt(abar_t), sqrt(1 - abar_t))``, each ``(B, 1, ..., 1)`` at ``like``'s rank,
+        computed in float64 and cast to ``like``'s dtype and device."""
+        a = self.abar(t, like, dtype=torch.float64)
+        return a.sqrt().to(like.dtype), (1 - a).sqrt().to(like.dtype)
+
+    def target(self, kind: str, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
+        """Training target of a head predicting ``kind`` (:data:`PREDICTIONS`) for
+        ``x_t = add_noise(x0, noise, t)``: ``noise``, ``x0``, or ``v = sqrt(abar_t) noise -
+        sqrt(1 - abar_t) x0``.  ``x0, noise (B,C,H,W)``, ``t (B,)`` -> ``(B,C,H,W)``."""
+        return prediction_target(kind, x0, noise, *self.roots(t, x0))
+
+    def eps_from(self, kind: str, x_t: torch.Tensor, out: torch.Tensor, t) -> torch.Tensor:
+        """The noise implied by a head output ``out (B,C,H,W)`` of ``kind`` at
+        ``x_t (B,C,H,W)``, ``t (B,)`` in ``[0, T-1]`` (:func:`eps_from_prediction`)."""
+        return eps_from_prediction(kind, x_t, out, *self.roots(t, x_t))
+
+    def x0_from(self, kind: str, x_t: torch.Tensor, out: torch.Tensor, t) -> torch.Tensor:
+        """The normals implied by a head output ``out (B,C,H,W)`` of ``kind`` at
+        ``x_t (B,C,H,W)``, ``t (B,)``, unclipped (:func:`x0_from_prediction`)."""
+        return x0_from_prediction(kind, x_t, out, *self.roots(t, x_t))
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
         """Forward process ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise``."""

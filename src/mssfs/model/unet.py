@@ -5,7 +5,9 @@
 * ``x_t``: noisy normals ``(B, 3, P, P)``;
 * ``t``: int64 timesteps ``(B,)`` in ``[0, T-1]``;
 * ``shading``: the image patch ``(B, 1, P, P)`` in ``[0, 1]``;
-* returns the predicted noise ``(B, 3, P, P)``.
+* returns the predicted noise ``(B, 3, P, P)``, whatever the head was trained to predict
+  (:attr:`UNetConfig.prediction`); ``model(x_t, t, shading, raw=True)`` returns the head's
+  own output.
 
 The network sees ``concat(shading, x_t)`` (4 channels).  The default
 :class:`UNetConfig` is the published one (base width 16, multipliers ``(1, 2, 4, 8)``,
@@ -25,6 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .diffusion import PREDICTIONS, NoiseSchedule, check_prediction, eps_from_prediction
 
 __all__ = ["UNet", "UNetConfig", "count_parameters", "flops_per_patch", "linear_attention_reference", "sinusoidal_embedding"]
 
@@ -50,6 +54,12 @@ class UNetConfig:
         shading_channels, normal_channels: input channels (``concat(shading, x_t)``).
         patch: patch size the network is built for (must be divisible by
             ``2 ** (len(mults) - 1)``).
+        prediction: what the head is trained to predict, one of ``"eps"`` (the noise: the
+            published network and the default), ``"v"`` (``sqrt(abar) eps - sqrt(1 - abar)
+            x0``) or ``"x0"`` (the normals).  :meth:`UNet.forward` returns the noise for
+            every kind; the weights' format does not change.
+        timesteps: ``T`` of the cosine schedule, used only to convert a ``"v"`` or ``"x0"``
+            output to the noise (training sets it to the run's ``timesteps``).
     """
 
     base_width: int = 16
@@ -65,9 +75,14 @@ class UNetConfig:
     shading_channels: int = 1
     normal_channels: int = 3
     patch: int = 16
+    prediction: str = "eps"
+    timesteps: int = 300
 
     def __post_init__(self):
         self.mults = tuple(int(m) for m in self.mults)
+        check_prediction(self.prediction)
+        if isinstance(self.timesteps, bool) or not isinstance(self.timesteps, int) or self.timesteps < 2:
+            raise ValueError(f"timesteps must be an integer >= 2, got {self.timesteps!r}")
         for w in self.widths():
             if w % self.groups:
                 raise ValueError(f"width {w} is not divisible by groups={self.groups}")
@@ -113,6 +128,8 @@ FIELD_HELP = {
     "shading_channels": "input shading channels",
     "normal_channels": "normal channels (input x_t and output)",
     "patch": "patch size",
+    "prediction": f"what the head is trained to predict: {', '.join(PREDICTIONS)} (the model still returns the noise)",
+    "timesteps": "T of the schedule, for converting a v or x0 output (set from the run's timesteps)",
 }
 
 
@@ -390,9 +407,24 @@ class UNet(nn.Module):
             )
         self.final = ResBlock(2 * c0, c0, td, g)
         self.head = nn.Conv2d(c0, cfg.normal_channels, 1)
+        if cfg.prediction != "eps":  # (2, T) float32: sqrt(abar_t), sqrt(1 - abar_t); not saved
+            a = NoiseSchedule(cfg.timesteps).alphas_cumprod
+            self.register_buffer("roots", torch.stack([a.sqrt(), (1 - a).sqrt()]).float(), persistent=False)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, shading: torch.Tensor) -> torch.Tensor:
-        """``(B,3,P,P), (B,), (B,1,P,P) -> (B,3,P,P)`` predicted noise (or normals for regression)."""
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, shading: torch.Tensor, *, raw: bool = False) -> torch.Tensor:
+        """``(B,3,P,P), (B,), (B,1,P,P) -> (B,3,P,P)`` predicted noise (or normals for regression).
+
+        ``raw=True``: the head's own output (of kind ``config.prediction``; what the
+        training loss compares).  A ``"v"`` or ``"x0"`` head's output is converted to the
+        noise in float32 (:func:`mssfs.model.diffusion.eps_from_prediction`).
+        """
+        out = self._head_output(x_t, t, shading)
+        if raw or self.config.prediction == "eps":
+            return out
+        a, b = self.roots[:, t].float().reshape(2, -1, 1, 1, 1)
+        return eps_from_prediction(self.config.prediction, x_t.float(), out.float(), a, b)
+
+    def _head_output(self, x_t: torch.Tensor, t: torch.Tensor, shading: torch.Tensor) -> torch.Tensor:
         x = self.stem(torch.cat([shading, x_t], dim=1).to(self.stem.weight.dtype))
         temb = self.time_mlp(sinusoidal_embedding(t, self.config.time_sin_dim).to(x.dtype))
         first = x

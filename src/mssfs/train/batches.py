@@ -23,15 +23,16 @@ def derive_seed(*ints: int) -> int:
 
 
 class TrainingImagesSource:
-    """Picklable factory ``(seed, rank, world_size) -> mssfs.data.datasets.TrainingImages``."""
+    """Picklable factory ``(seed, rank, world_size) -> mssfs.data.datasets.TrainingImages``
+    (shards ``data``, or maps rendered on the fly with the family ``mix``; None: the default)."""
 
-    def __init__(self, data: str | None, size: int):
-        self.data, self.size = data, size
+    def __init__(self, data: str | None, size: int, mix: dict[str, float] | None = None):
+        self.data, self.size, self.mix = data, size, mix
 
     def __call__(self, seed: int, rank: int, world_size: int) -> Iterable[dict]:
         from ..data.datasets import TrainingImages
 
-        return TrainingImages(source=self.data, size=self.size, seed=seed, rank=rank, world_size=world_size)
+        return TrainingImages(source=self.data, size=self.size, seed=seed, mix=self.mix, rank=rank, world_size=world_size)
 
 
 ImageSource = Callable[[int, int, int], Iterable[dict]]

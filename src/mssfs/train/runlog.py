@@ -14,7 +14,11 @@ from ..model.checkpoint import (
 __all__ = ["append_log", "read_log", "truncate_log"]
 
 
-LOG_FIELDS = ("step", "loss", "val_loss", "patches_per_s", "lr", "time")
+#: Columns of ``log.csv``.  ``val_loss`` is in the run's prediction target; ``val_x0`` (the
+#: Huber loss of the predicted normals) compares runs of different targets.  A resumed run
+#: rewrites the header through :func:`truncate_log`, so a log begun with fewer columns
+#: gains the new ones (empty in its earlier rows).
+LOG_FIELDS = ("step", "loss", "val_loss", "val_x0", "patches_per_s", "lr", "time")
 
 
 def read_log(path: Path) -> list[dict]:
@@ -52,10 +56,11 @@ def plot_log(log_path: Path, png_path: Path) -> None:
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label in (("loss", "train (mean since last log)"), ("val_loss", "validation (EMA)")):
+    for key, label in (("loss", "train (mean since last log)"), ("val_loss", "validation (EMA)"),
+                       ("val_x0", "validation x0 (EMA)")):
         pts = [(int(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
         if pts:
-            ax.plot(*zip(*pts), label=label, marker="o" if key == "val_loss" else None, ms=3)
+            ax.plot(*zip(*pts), label=label, marker=None if key == "loss" else "o", ms=3)
     ax.set_xlabel("step")
     ax.set_ylabel("Huber loss")
     ax.set_yscale("log")

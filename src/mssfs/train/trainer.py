@@ -48,11 +48,14 @@ from ..model.checkpoint import (
 )
 from ..model.diffusion import NoiseSchedule
 from ..model.unet import UNet
+from .accumulate import loss_shares, micro_batches
 from .batches import ImageSource, PatchBatch, StepBatches, TrainingImagesSource, derive_seed, validation_batch
 from .config import RESUMABLE_KEYS, TrainConfig, TrainingError
+from .distill import distill_loss, load_teacher
 from .distributed import Dist, autocast_dtype, hardware_description, init_distributed
 from .ema import EMA
-from .losses import LOSSES
+from .losses import LOSSES, x0_loss
+from .prefetch import prefetched
 from .runlog import append_log, plot_log, truncate_log
 
 __all__ = ["Trainer", "train"]
@@ -68,12 +71,19 @@ class Trainer:
         self.dist = dist or Dist()
         self.progress = progress
         self.device = resolve_device(cfg.device, self.dist.local_rank)
-        self.source = source if source is not None else TrainingImagesSource(cfg.data, cfg.image_size)
+        self.source = source if source is not None else TrainingImagesSource(cfg.data, cfg.image_size, cfg.mix)
+        if cfg.cuda_graph and (self.device.type != "cuda" or self.dist.world_size > 1):
+            raise TrainingError(f"cuda_graph needs one process on a CUDA device; this run has {self.dist.world_size} "
+                                f"process(es) on {self.device}")
         if cfg.patches_per_step % self.dist.world_size:
             raise TrainingError(f"patches_per_step {cfg.patches_per_step} is not divisible by {self.dist.world_size} processes")
+        if (cfg.patches_per_step // self.dist.world_size) % cfg.accumulate:
+            raise TrainingError(f"{cfg.patches_per_step // self.dist.world_size} patches per process cannot be split "
+                                f"into accumulate {cfg.accumulate} equal micro-batches")
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
         self.schedule = NoiseSchedule(cfg.timesteps)
-        self.scheduler = self.schedule  # add_noise and alphas_cumprod for the losses
+        # add_noise and alphas_cumprod for the losses, looked up on the device (no host sync)
+        self.scheduler = self.schedule.to(self.device)
         torch.manual_seed(derive_seed(cfg.seed, 0x1417))  # identical initial weights on every rank
         self.model = UNet(cfg.model)
         self.init_info = initialise_from(self.model, cfg) if (cfg.init and load_init) else None
@@ -81,6 +91,7 @@ class Trainer:
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = EMA(self.model, cfg.ema_decay)
+        self.teacher, self.teacher_info = load_teacher(cfg, self.device) if cfg.teacher else (None, None)
         self._params = list(self.model.parameters())
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
                                      weight_decay=cfg.weight_decay, foreach=True)
@@ -88,7 +99,10 @@ class Trainer:
         self.elapsed = 0.0  # training wall time over all segments, seconds
         self.patches_seen = 0
         self.last_val: float | None = None
+        self.last_val_x0: float | None = None
         self._forward = None
+        self._ddp = None  # the DistributedDataParallel wrapper, for no_sync while accumulating
+        self._graphed = None  # the captured step (cfg.cuda_graph), made on the first step
 
     # model wrapping (DDP, compile) is done lazily so that loading a state comes first
     def forward_module(self):
@@ -102,9 +116,9 @@ class Trainer:
                 # 1x1-conv weight grads can carry arbitrary strides on their size-1 dims;
                 # DDP then warns although the layouts agree element for element.
                 warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-                m = DDP(m, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                m = self._ddp = DDP(m, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if self.cfg.compile:
-                m = torch.compile(m)
+                m = torch.compile(m, dynamic=False)  # one shape per run: no dynamic-shape kernels
             self._forward = m
         return self._forward
 
@@ -115,7 +129,8 @@ class Trainer:
     def autocast(self):
         if self.amp_dtype is None:
             return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        # a CUDA graph must not keep autocast's cast weights from its capture
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, cache_enabled=not self.cfg.cuda_graph)
 
     def _prepare(self, batch: PatchBatch) -> PatchBatch:
         batch = batch.to(self.device, non_blocking=True)
@@ -125,37 +140,77 @@ class Trainer:
         return batch
 
     def train_step(self, batch: PatchBatch) -> torch.Tensor:
+        if self.cfg.cuda_graph:
+            if self._graphed is None:
+                from .graphstep import GraphedStep
+
+                self._graphed = GraphedStep(self)
+            loss = self._graphed(batch)
+            self.step += 1
+            self.patches_seen += self.cfg.patches_per_step
+            return loss
         batch = self._prepare(batch)
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
-        weighting = {"min_snr_gamma": self.cfg.min_snr_gamma} if self.cfg.min_snr_gamma else {}
-        with self.autocast():
-            loss = LOSSES[self.cfg.objective](self.forward_module(), batch, self.scheduler, **weighting)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        k = self.cfg.accumulate
+        if k == 1:
+            loss = self._loss(batch)
+            loss.backward()
+            loss = loss.detach()
+        else:  # micro-batch losses scaled to sum to the batch's; gradients summed, all-reduced once
+            micros = micro_batches(batch, k)
+            loss = torch.zeros((), device=self.device)
+            self.forward_module()  # wraps in DDP on first use: no_sync needs the wrapper
+            for i, (micro, share) in enumerate(zip(micros, loss_shares(self.cfg.objective, micros))):
+                sync = self._ddp is None or i == k - 1
+                with nullcontext() if sync else self._ddp.no_sync():
+                    part = self._loss(micro) * share
+                    part.backward()
+                loss += part.detach()
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self._params, self.cfg.grad_clip, foreach=True)
         self.opt.step()
         self.ema.update(self.model, self.step)
         self.step += 1
         self.patches_seen += self.cfg.patches_per_step
-        return loss.detach()
+        return loss
+
+    def _loss(self, batch: PatchBatch) -> torch.Tensor:
+        """The training loss of ``batch`` (under autocast), with the teacher's term when distilling."""
+        weighting = {"min_snr_gamma": self.cfg.min_snr_gamma} if self.cfg.min_snr_gamma else {}
+        fn = LOSSES[self.cfg.objective]
+        with self.autocast():
+            if self.teacher is None:
+                return fn(self.forward_module(), batch, self.scheduler, **weighting)
+            return distill_loss(fn, self.forward_module(), self.teacher, batch, self.scheduler, self.cfg.distill_weight,
+                                student_prediction=self.cfg.model.prediction, **weighting)
 
     @torch.no_grad()
     def validate(self, batch: PatchBatch, chunk: int = 512) -> float:
-        """Loss of the EMA weights on the fixed validation patches (fp32, deterministic)."""
+        """Loss of the EMA weights on the fixed validation patches (fp32, deterministic), in
+        the run's prediction target.  A diffusion run also sets ``last_val_x0``: the Huber
+        loss of the predicted, clipped normals (:func:`x0_loss`), comparable across targets."""
         batch = batch.to(self.device)
-        total, n = 0.0, batch.t.shape[0]
+        total, total_x0, n = 0.0, 0.0, batch.t.shape[0]
         fn = LOSSES[self.cfg.objective]
         for i in range(0, n, chunk):
             part = PatchBatch(*(getattr(batch, f.name)[i : i + chunk] for f in dataclasses.fields(batch)))
             total += float(fn(self.ema.model, part, self.scheduler)) * part.t.shape[0]
+            if self.cfg.objective == "diffusion":
+                total_x0 += float(x0_loss(self.ema.model, part, self.scheduler)) * part.t.shape[0]
+        self.last_val_x0 = total_x0 / n if self.cfg.objective == "diffusion" else None
         return total / n
 
     # -- state -------------------------------------------------------------------------
 
     def state(self) -> Checkpoint:
-        opt_tensors, opt_info = flatten_optimizer_state(self.opt.state_dict())
+        opt_state = self.opt.state_dict()
+        if self.cfg.cuda_graph:  # saved as an eager run saves it
+            from .graphstep import portable_optimizer_state
+
+            opt_state = portable_optimizer_state(opt_state)
+        opt_tensors, opt_info = flatten_optimizer_state(opt_state)
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
@@ -168,7 +223,9 @@ class Trainer:
             "elapsed_s": self.elapsed,
             "patches_seen": self.patches_seen,
             "last_val_loss": self.last_val,
+            "last_val_x0": self.last_val_x0,
             "init": self.init_info,
+            "teacher": self.teacher_info,
             "config": self.cfg.to_dict(),
             "optimizer": opt_info,
             "rng": {
@@ -195,12 +252,18 @@ class Trainer:
             self.model.load_state_dict(ckpt.tensors["model"])
             self.ema.model.load_state_dict(ckpt.tensors["ema"])
             self.opt.load_state_dict(unflatten_optimizer_state(ckpt.tensors.get("optim", {}), ckpt.meta["optimizer"]))
+            self._graphed = None  # a captured step would point at the replaced optimiser state
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{where}: does not fit this model/optimizer: {exc}") from exc
         m = ckpt.meta
         self.step, self.elapsed, self.patches_seen = int(m["step"]), float(m["elapsed_s"]), int(m["patches_seen"])
         self.last_val = m.get("last_val_loss")
+        self.last_val_x0 = m.get("last_val_x0")
         self.init_info = m.get("init")
+        theirs, ours = (m.get("teacher") or {}).get("sha256"), (self.teacher_info or {}).get("sha256")
+        if theirs and ours and theirs != ours:
+            raise TrainingError(f"--teacher {self.cfg.teacher}: its weights (sha256 {ours[:12]}...) are not the ones "
+                                f"this run was distilled from ({theirs[:12]}...)")
         rng = ckpt.tensors.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
@@ -285,7 +348,7 @@ def train(
             ``checkpoints/step_XXXXXXXX.safetensors``); with ``resume`` it defaults to
             the checkpoint's run.
         source: ``(seed, rank, world_size) -> iterable of image dicts``; default
-            :class:`TrainingImagesSource` on ``config.data``.
+            :class:`TrainingImagesSource` on ``config.data`` (or ``config.mix``).
         resume: run directory (latest checkpoint) or a checkpoint file.
         overwrite: start over an existing run directory.
     Under ``torchrun`` every process calls this; rank 0 alone writes files.
@@ -347,6 +410,7 @@ def _loop(tr: Trainer) -> None:
         pin_memory=tr.device.type == "cuda",
         persistent_workers=False,
     )
+    batches = prefetched(loader, cfg.prefetch)  # the same batches, prepared ahead by a thread
     bar = None
     if main and tr.progress:
         from tqdm.auto import tqdm
@@ -356,7 +420,7 @@ def _loop(tr: Trainer) -> None:
     t_seg, t_log, t_ckpt = time.perf_counter(), time.perf_counter(), time.perf_counter()
     elapsed0, step_log = tr.elapsed, start
     try:
-        for batch in loader:
+        for batch in batches:
             run_loss += tr.train_step(batch)
             run_n += 1
             now = time.perf_counter()
@@ -378,6 +442,7 @@ def _loop(tr: Trainer) -> None:
                     tr.last_val = tr.validate(val)
                 if do_log:
                     row = {"step": s, "loss": f"{loss:.6g}", "val_loss": f"{tr.last_val:.6g}" if do_val else "",
+                           "val_x0": f"{tr.last_val_x0:.6g}" if do_val and tr.last_val_x0 is not None else "",
                            "patches_per_s": f"{rate:.1f}", "lr": f"{tr.lr_at(s - 1):.3g}", "time": f"{tr.elapsed:.1f}"}
                     append_log(log_path, row)
                     if bar is not None:
@@ -399,6 +464,7 @@ def _loop(tr: Trainer) -> None:
             if last:
                 break
     finally:
+        batches.close()  # stops the prefetching thread
         if bar is not None:
             bar.close()
 
@@ -419,6 +485,9 @@ def _time_is_up(tr: Trainer, seconds: float) -> bool:
 def initialise_from(model: UNet, cfg: TrainConfig) -> dict:
     """Load the exported weights ``cfg.init`` into ``model``; returns what was loaded.
 
+    The prediction target may differ from the export's (every tensor still loads; the head
+    then re-learns its output): the record's ``prediction`` says ``{"from", "to"}``.
+
     Raises:
         TrainingError: the export is missing, corrupt, of another shape or objective.
     """
@@ -432,7 +501,8 @@ def initialise_from(model: UNet, cfg: TrainConfig) -> dict:
     info = getattr(src, "info", {}) or {}
     if info.get("objective", "diffusion") != cfg.objective:
         raise TrainingError(f"--init {cfg.init} holds a {info.get('objective')!r} model; this run trains {cfg.objective!r}")
-    theirs, ours = src.config.to_dict(), cfg.model.to_dict()
+    not_shape = ("prediction", "timesteps")
+    theirs, ours = ({k: v for k, v in c.to_dict().items() if k not in not_shape} for c in (src.config, cfg.model))
     fewer_attn = ours["linear_attn_from"] >= theirs["linear_attn_from"]
     if {k: v for k, v in theirs.items() if k != "linear_attn_from"} != {
             k: v for k, v in ours.items() if k != "linear_attn_from"} or not fewer_attn:
@@ -447,4 +517,6 @@ def initialise_from(model: UNet, cfg: TrainConfig) -> dict:
            "steps": tr.get("steps"), "patches_seen": tr.get("patches_seen")}
     if dropped:
         out["dropped"] = dropped
+    if src.config.prediction != cfg.model.prediction:
+        out["prediction"] = {"from": src.config.prediction, "to": cfg.model.prediction}
     return out

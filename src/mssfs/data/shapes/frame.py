@@ -46,13 +46,16 @@ def normals_from_gradient(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
     return np.stack([-gx * inv, -gy * inv, inv], axis=-1).astype(np.float32)
 
 
-def steepness_scale(gx: np.ndarray, gy: np.ndarray, rng: np.random.Generator, degrees=(12.0, 70.0)) -> float:
+def steepness_scale(gx: np.ndarray, gy: np.ndarray, rng: np.random.Generator, degrees=(12.0, 70.0),
+                    where: np.ndarray | None = None) -> float:
     """Factor that sets the 95th percentile of the slope angle to a random angle in ``degrees``.
 
     Reliefs multiply their height (hence their gradient) by this factor, so a map is
-    anywhere from gentle to steep whatever its raw amplitude.
+    anywhere from gentle to steep whatever its raw amplitude.  ``where`` (bool, the
+    shape of ``gx``) restricts the percentile to those pixels (e.g. off flat ground).
     """
     g = np.sqrt(gx * gx + gy * gy)
-    p95 = float(np.percentile(g[::2, ::2], 95.0))
+    g = g[::2, ::2] if where is None else g[::2, ::2][where[::2, ::2]]
+    p95 = float(np.percentile(g, 95.0)) if g.size else 0.0
     target = float(np.tan(np.radians(rng.uniform(*degrees))))
     return target / max(p95, 1e-12)

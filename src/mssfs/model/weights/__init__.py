@@ -86,7 +86,9 @@ def load_model(path: str | os.PathLike | None = None, device="cpu"):
     ``path=None`` loads the package default (``mssfs/model/weights/default``).  Returns a
     :class:`mssfs.model.unet.UNet` in eval mode on ``device`` with ``model.info`` set to the
     export's ``config.json`` (objective, schedule, training summary).  The call contract
-    is ``eps = model(x_t (B,3,16,16), t (B,) int64, shading (B,1,16,16))``.
+    is ``eps = model(x_t (B,3,16,16), t (B,) int64, shading (B,1,16,16))``, whatever the
+    head predicts (``model.config.prediction``; a model config without it is eps, and its
+    ``timesteps`` defaults to the schedule's ``T``).
     """
     import torch
     from safetensors.torch import load_file
@@ -99,8 +101,12 @@ def load_model(path: str | os.PathLike | None = None, device="cpu"):
         raise CheckpointError(f"{folder}: no such model folder")
     cfg = read_export_config(folder)
     cfg_path = folder / CONFIG_FILE
+    model_dict = dict(cfg["model"])
+    if model_dict.setdefault("timesteps", cfg["schedule"].get("T", 300)) != cfg["schedule"].get("T", 300):
+        raise CheckpointError(f"{cfg_path}: model 'timesteps' {model_dict['timesteps']!r} differs from the "
+                              f"schedule's 'T' {cfg['schedule'].get('T', 300)!r}")
     try:
-        model_cfg = UNetConfig.from_dict(cfg["model"])
+        model_cfg = UNetConfig.from_dict(model_dict)
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise CheckpointError(f"{cfg_path}: bad model config: {exc}") from exc
     wpath = folder / cfg["weights"].get("file", WEIGHTS_FILE)
@@ -188,7 +194,9 @@ def export_checkpoint(
         "patches_seen": int(meta["patches_seen"]),
         "wall_time_s": round(float(meta["elapsed_s"]), 1),
         "val_loss": meta.get("last_val_loss"),
+        "val_x0": meta.get("last_val_x0"),
         "init": meta.get("init"),
+        "teacher": meta.get("teacher"),
         "device": meta.get("device"),
         "world_size": meta.get("world_size", 1),
         "torch_threads": meta.get("torch_threads"),
@@ -215,6 +223,16 @@ def export_checkpoint(
     atomic_write_bytes(out / CONFIG_FILE, (json.dumps(cfg, indent=2) + "\n").encode())
     atomic_write_bytes(out / CARD_FILE, model_card(cfg, note).encode())
     return out
+
+
+#: The model card's words for each prediction target.
+_PREDICTION_WORDS = {
+    "eps": "the noise eps (the network's head predicts it directly).",
+    "v": "the head predicts v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0; the call above converts it to the "
+         "noise (float32), `model(x_t, t, shading, raw=True)` returns v.",
+    "x0": "the head predicts the normals x0; the call above converts them to the noise (float32), "
+          "`model(x_t, t, shading, raw=True)` returns x0.",
+}
 
 
 def model_card(cfg: dict, note: str = "") -> str:
@@ -248,6 +266,10 @@ def model_card(cfg: dict, note: str = "") -> str:
            "see `mssfs.model.regression.predict_regression`."
            if regression
            else "`eps = model(x_t (B,3,16,16), t (B,) int64 in [0, T-1], shading (B,1,16,16) in [0, 1])`."),
+    ]
+    if not regression:
+        lines.append("- **Prediction target:** " + _PREDICTION_WORDS[m.get("prediction", "eps")])
+    lines += [
         "- **Files:** `model.safetensors` (EMA weights, float32), `config.json` (configuration and "
         "training summary).",
         f"- **Version:** exported by mssfs {cfg.get('mssfs_version')}, torch "
@@ -286,7 +308,13 @@ def model_card(cfg: dict, note: str = "") -> str:
     if init:
         lines.append(f"- started from the weights in `{init.get('path')}` (sha256 {str(init.get('sha256'))[:12]}..., "
                      f"{init.get('steps') or 0:,} steps, {init.get('patches_seen') or 0:,} patches seen before this run)"
-                     + (f", without its {', '.join(init['dropped'])}" if init.get("dropped") else ""))
+                     + (f", without its {', '.join(init['dropped'])}" if init.get("dropped") else "")
+                     + (", its prediction target changed from {from} to {to} (the head re-learned its output)"
+                        .format(**init["prediction"]) if init.get("prediction") else ""))
+    teacher = tr.get("teacher")
+    if teacher:
+        lines.append(f"- distilled from the network in `{teacher.get('path')}` (sha256 {teacher.get('sha256')}): "
+                     f"loss (1 - w) x data loss + w x Huber(student, teacher), w = {teacher.get('distill_weight')}")
     lines += [
         f"- optimiser: AdamW lr {tc.get('lr')}, weight decay {tc.get('weight_decay')}, EMA decay {tc.get('ema_decay')}, "
         f"precision {tr.get('autocast') or tc.get('precision')}",
@@ -294,8 +322,13 @@ def model_card(cfg: dict, note: str = "") -> str:
         "",
         "## Evaluation",
         "",
-        "- validation loss (Huber, EMA weights, fixed held-out patches and t): "
-        + (f"{val:.4f}" if isinstance(val, (int, float)) else "not measured"),
+        "- validation loss (Huber" + ("" if regression else f" on the {m.get('prediction', 'eps')} target")
+        + ", EMA weights, fixed held-out patches and t): " + (f"{val:.4f}" if isinstance(val, (int, float)) else "not measured"),
+    ]
+    if isinstance(tr.get("val_x0"), (int, float)):
+        lines.append(f"- validation x0 loss (Huber of the predicted normals, clipped; comparable across "
+                     f"prediction targets): {tr['val_x0']:.4f}")
+    lines += [
         "- suites: run `mssfs evaluate --model THIS_FOLDER` (see docs/evaluation.md in the mssfs "
         "repository); the shipped weights' results are in docs/results.md.",
     ]

@@ -1,0 +1,123 @@
+"""The CPU-time study (experiments/cpu_time_study.py) and the background training job
+(tools/keep_training.py): CPU ledger, resumable chunks, the gate's rule."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from repo_files import ROOT, load_repo_module
+
+TINY = ["--objective", "diffusion", "--base-width", "8", "--mults", "1,2", "--res-blocks", "1", "--time-dim", "16",
+        "--attn-heads", "1", "--attn-head-dim", "8", "--patches-per-step", "16", "--image-size", "32",
+        "--val-patches", "16", "--val-every", "2", "--log-every", "1", "--checkpoint-every", "2",
+        "--precision", "fp32", "--device", "cpu", "--warmup-steps", "1"]
+
+
+@pytest.fixture
+def study():
+    return load_repo_module("experiments", "cpu_time_study")
+
+
+@pytest.fixture
+def keep():
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        yield load_repo_module("tools", "keep_training")
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+
+
+def _log(run, times):
+    run.mkdir(parents=True, exist_ok=True)
+    rows = "".join(f"{10 * (i + 1)},0.1,,,100,1e-4,{t}\n" for i, t in enumerate(times))
+    (run / "log.csv").write_text("step,loss,val_loss,val_x0,patches_per_s,lr,time\n" + rows)
+
+
+def test_ledger_counts_booked_cpu_and_unbooked_training(study, tmp_path):
+    run = tmp_path / "r"
+    assert study.cpu_minutes(run) == 0.0
+    _log(run, [60.0, 120.0])  # 2 minutes of training, nothing booked (a killed chunk)
+    assert study.cpu_minutes(run) == pytest.approx(2.0)
+    study._book(run, 0.5)  # the unbooked 2 minutes are settled, plus 0.5 of CPU
+    assert study.cpu_minutes(run) == pytest.approx(2.5)
+    _log(run, [60.0, 120.0, 300.0])  # 3 more minutes of training after the booking
+    assert study.cpu_minutes(run) == pytest.approx(5.5)
+    study._book(run, 1.0)  # booking a chunk replaces its wall time by its CPU time
+    assert study.cpu_minutes(run) == pytest.approx(6.5)
+
+
+def test_train_chunk_starts_then_resumes_and_books_cpu(study, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run = tmp_path / "tiny"
+    with open(tmp_path / "log.txt", "w") as log:
+        study.train_chunk(TINY, run, 0.02, log)
+        first = study.checkpoints(run)
+        booked = study.cpu_minutes(run)
+        study.train_chunk(["--bogus-option-never-used-when-resuming"], run, 0.02, log)
+    assert first and booked > 0
+    assert study.cpu_minutes(run) > booked
+    assert int(study.checkpoints(run)[-1].stem.split("_")[1]) > int(first[-1].stem.split("_")[1])
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["base_width"] == 8  # the resumed chunk kept the first chunk's options
+
+
+def test_summary_row_reads_the_rules_numbers(study):
+    def scorings(v):
+        return {k: {"mean": v + i} for i, k in enumerate(("mean", "best", "fused"))}
+
+    record = {"variant": "base", "milestone_min": 60, "trained_min": 70.0, "cpu_min": 60.4,
+              "config": {"training": {"patches_seen": 123}},
+              "objects": {"summary": {"ours": {"objects": scorings(30.0), "reliefs": scorings(10.0)}}},
+              "stimuli": {"items": {"ours": [{"item": "circles", "n_modes": 3, "consistent": 0.75, "one_region": None},
+                                             {"item": "star", "n_modes": 5, "consistent": None, "one_region": 0.8}]}}}
+    row = study.summary_row(record)
+    assert row["objects_fused"] == 32.0 and row["reliefs_best"] == 11.0 and row["patches_seen"] == 123
+    assert row["circles_consistent"] == 0.75 and "circles_one_region" not in row
+    assert row["star_one_region"] == 0.8 and row["star_modes"] == 5
+
+
+def test_every_variant_names_known_train_options(study):
+    from mssfs.cli import build_parser
+
+    parser = build_parser()
+    for name, options in study.VARIANTS.items():
+        args = parser.parse_args(["train", *options, "--out", "x"])  # argparse exits on an unknown option
+        assert args.command == "train", name
+
+
+def _objects(errors):
+    return {"items": {"ours": [{"item": f"o{i}", "kind": "objects", "n": 4, "mean": {"mean": e + 5},
+                                "best": {"mean": e - 5}, "fused": {"mean": e}} for i, e in enumerate(errors)]},
+            "summary": {"regression": {"objects": {"mean": {"mean": 32.0}}}}}
+
+
+def _circles(consistent, true=0.5, inverted=0.3):
+    return {"items": {"ours": [{"item": "circles", "consistent": consistent, "true": true, "inverted": inverted,
+                                "n_modes": 3}]}}
+
+
+def test_gate_passes_only_a_clear_improvement(keep):
+    ref = {"objects": _objects([30.0 + (i % 5) for i in range(40)]), "circles": _circles(0.81)}
+    better = {"objects": _objects([27.0 + (i % 5) for i in range(40)]), "circles": _circles(0.81)}
+    result = keep.gate(better, ref)
+    assert result["passed"] and result["objects_fused"]["diff"] == pytest.approx(-3.0)
+    same = {"objects": _objects([30.0 + (i % 5) for i in range(40)]), "circles": _circles(0.81)}
+    assert not keep.gate(same, ref)["checks"]["objects_fused_lower"]
+    worse_circles = dict(better, circles=_circles(0.625))
+    checks = keep.gate(worse_circles, ref)["checks"]
+    assert not checks["circles_bar"] and not checks["circles_not_worse"]
+    one_reading = dict(better, circles=_circles(0.9, inverted=0.0))
+    assert not keep.gate(one_reading, ref)["passed"]
+
+
+def test_recipe_starts_from_the_last_passing_export(keep, tmp_path, monkeypatch):
+    assert keep.recipe("base")[keep.recipe("base").index("--init") + 1] == keep.SHIPPED
+    continued = tmp_path / "continued"
+    continued.mkdir()
+    (continued / "model.safetensors").write_bytes(b"x")
+    monkeypatch.setattr(keep, "CONTINUED", continued)
+    options = keep.recipe("base")
+    assert options[options.index("--init") + 1] == str(continued)
+    assert keep.VARIANTS["base"][keep.VARIANTS["base"].index("--init") + 1] == keep.SHIPPED  # table untouched
