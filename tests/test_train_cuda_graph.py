@@ -272,9 +272,11 @@ def test_graph_checkpoint_resumes_in_either_mode(tmp_path):
     for step in range(3, 5):
         batch = random_batch(32, seed=step)
         graphed.train_step(batch), again.train_step(batch), as_eager.train_step(batch)
-    torch.testing.assert_close(_params(again.model), _params(graphed.model), rtol=1e-5, atol=1e-6)
+    for resumed in (again, as_eager):  # the optimiser's state came back: its counters went on from 3
+        assert all(float(st["step"]) == 5 for st in resumed.opt.state.values())
+    torch.testing.assert_close(_params(again.model), _params(graphed.model), rtol=1e-5, atol=5e-5)
     torch.testing.assert_close(_params(as_eager.model), _params(graphed.model), rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(_params(again.ema.model), _params(graphed.ema.model), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(_params(again.ema.model), _params(graphed.ema.model), rtol=1e-5, atol=5e-5)
 
 
 @cuda
