@@ -100,10 +100,12 @@ def cpu_minutes(run: Path) -> float:
     return book["cpu"] + max(0.0, trained_minutes(run) - book["trained"])
 
 
-def _book(run: Path, cpu: float) -> None:
-    """Add ``cpu`` minutes (and any unbooked training wall time) to the ledger."""
+def _book(run: Path, cpu: float | None = None) -> None:
+    """Book a finished chunk's ``cpu`` minutes, its training time then counting as booked;
+    without ``cpu``, book the training time no chunk booked (a killed one) at its wall time."""
     run.mkdir(parents=True, exist_ok=True)
-    write_json(run / "cpu_minutes.json", {"cpu": cpu_minutes(run) + cpu, "trained": trained_minutes(run)})
+    booked = cpu_minutes(run) if cpu is None else _ledger(run)["cpu"] + cpu
+    write_json(run / "cpu_minutes.json", {"cpu": booked, "trained": trained_minutes(run)})
 
 
 def _children_cpu_minutes() -> float:
@@ -120,7 +122,7 @@ def train_chunk(options: list[str], run: Path, minutes: float, log) -> None:
     took: resumed from its checkpoints, or started with the ``mssfs train`` ``options``
     when it has none. Wall time is at least CPU time on one thread, so ``--max-minutes``
     never lets a chunk run much past its CPU share."""
-    _book(run, 0.0)  # settle a killed chunk's training time first
+    _book(run)  # first settle the training time of a chunk killed before it was booked
     before = _children_cpu_minutes()
     try:
         if checkpoints(run):

@@ -40,12 +40,14 @@ def test_ledger_counts_booked_cpu_and_unbooked_training(study, tmp_path):
     assert study.cpu_minutes(run) == 0.0
     _log(run, [60.0, 120.0])  # 2 minutes of training, nothing booked (a killed chunk)
     assert study.cpu_minutes(run) == pytest.approx(2.0)
-    study._book(run, 0.5)  # the unbooked 2 minutes are settled, plus 0.5 of CPU
-    assert study.cpu_minutes(run) == pytest.approx(2.5)
-    _log(run, [60.0, 120.0, 300.0])  # 3 more minutes of training after the booking
-    assert study.cpu_minutes(run) == pytest.approx(5.5)
-    study._book(run, 1.0)  # booking a chunk replaces its wall time by its CPU time
-    assert study.cpu_minutes(run) == pytest.approx(6.5)
+    study._book(run)  # settled at its wall time
+    assert study.cpu_minutes(run) == pytest.approx(2.0)
+    _log(run, [60.0, 120.0, 300.0])  # a chunk of 3 more minutes of training ...
+    assert study.cpu_minutes(run) == pytest.approx(5.0)
+    study._book(run, 1.5)  # ... booked at its CPU time (a busy machine: less than its wall time)
+    assert study.cpu_minutes(run) == pytest.approx(3.5)
+    study._book(run)  # nothing unbooked: settling changes nothing
+    assert study.cpu_minutes(run) == pytest.approx(3.5)
 
 
 def test_train_chunk_starts_then_resumes_and_books_cpu(study, tmp_path, monkeypatch):
@@ -58,6 +60,8 @@ def test_train_chunk_starts_then_resumes_and_books_cpu(study, tmp_path, monkeypa
         study.train_chunk(["--bogus-option-never-used-when-resuming"], run, 0.02, log)
     assert first and booked > 0
     assert study.cpu_minutes(run) > booked
+    # one thread: the booked CPU time is at most the chunks' wall time (training plus start-up)
+    assert study.cpu_minutes(run) < study.trained_minutes(run) + 2.0
     assert int(study.checkpoints(run)[-1].stem.split("_")[1]) > int(first[-1].stem.split("_")[1])
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["base_width"] == 8  # the resumed chunk kept the first chunk's options

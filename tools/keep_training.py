@@ -18,9 +18,10 @@ package weights on the release split (docs/decisions/cpu-time-study.md, rule 3):
 
 The package weights' numbers are computed once per version of the sampler code (the git
 tree of ``src/mssfs``) and kept in the run folder. Every gate is appended to
-``docs/results/keep_training/gates.jsonl`` with the run's ``log.csv`` copied beside it; an
-export that passes replaces ``candidates/continued/`` (its model card notes the gate).
-Committing it, and promoting it to the package weights, is left to a person::
+``docs/results/keep_training/gates.jsonl``, beside the run's ``log.csv`` and loss curve
+(copied after every chunk); an export that passes replaces ``candidates/continued/`` (its
+model card notes the gate). Committing it, and promoting it to the package weights, is
+left to a person::
 
     nohup python tools/keep_training.py --run runs/keep > runs/keep.out 2>&1 &
     python tools/keep_training.py --run runs/keep --status      # where it stands
@@ -129,7 +130,6 @@ def run_gate(run: Path, log) -> dict:
     RECORDS.mkdir(parents=True, exist_ok=True)
     with (RECORDS / "gates.jsonl").open("a") as f:
         f.write(json.dumps(record) + "\n")
-    shutil.copyfile(run / "log.csv", RECORDS / "log.csv")
     if record["passed"]:
         fused = result["objects_fused"]
         note = (f"Passed the continued-training gate at {record['cpu_min']} CPU minutes: objects fused "
@@ -142,6 +142,14 @@ def run_gate(run: Path, log) -> dict:
         os.replace(staged, CONTINUED)
     write_json(run / "last_gate.json", {"cpu_min": record["cpu_min"], "passed": record["passed"]})
     return record
+
+
+def publish_log(run: Path) -> None:
+    """Copy the run's ``log.csv`` and loss curve to the records (docs/results/keep_training/)."""
+    RECORDS.mkdir(parents=True, exist_ok=True)
+    for name in ("log.csv", "loss.png"):
+        if (run / name).exists():
+            shutil.copyfile(run / name, RECORDS / name)
 
 
 def main(argv=None) -> int:
@@ -167,6 +175,7 @@ def main(argv=None) -> int:
     with (run / "keep.log").open("a") as log:
         while not args.stop_after or cpu_minutes(run) < args.stop_after:
             train_chunk(recipe(args.recipe), run, args.chunk, log)
+            publish_log(run)
             last = json.loads(last_path.read_text())["cpu_min"] if last_path.exists() else 0.0
             if cpu_minutes(run) - last >= args.gate_every:
                 print(json.dumps(run_gate(run, log)), flush=True)
