@@ -35,6 +35,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +61,7 @@ GATE_SUITES = {
                 "--seed", "100", "--precision", "bf16", "--preset", "fast", "--methods", "ours"],
 }
 ALPHA, CIRCLES_BAR, CIRCLES_SLACK = 0.05, 0.8, 1 / 8
+RETRY_S = 60
 
 
 def start_from() -> str:
@@ -174,11 +176,15 @@ def main(argv=None) -> int:
     run.mkdir(parents=True, exist_ok=True)
     with (run / "keep.log").open("a") as log:
         while not args.stop_after or cpu_minutes(run) < args.stop_after:
-            train_chunk(recipe(args.recipe), run, args.chunk, log)
-            publish_log(run)
-            last = json.loads(last_path.read_text())["cpu_min"] if last_path.exists() else 0.0
-            if cpu_minutes(run) - last >= args.gate_every:
-                print(json.dumps(run_gate(run, log)), flush=True)
+            try:
+                train_chunk(recipe(args.recipe), run, args.chunk, log)
+                publish_log(run)
+                last = json.loads(last_path.read_text())["cpu_min"] if last_path.exists() else 0.0
+                if cpu_minutes(run) - last >= args.gate_every:
+                    print(json.dumps(run_gate(run, log)), flush=True)
+            except subprocess.CalledProcessError as exc:  # e.g. the code changed under a running job
+                print(f"{' '.join(exc.cmd[2:4])} failed (exit {exc.returncode}); retrying in {RETRY_S} s", flush=True)
+                time.sleep(RETRY_S)
     return 0
 
 
