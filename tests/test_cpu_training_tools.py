@@ -125,3 +125,15 @@ def test_recipe_starts_from_the_last_passing_export(keep, tmp_path, monkeypatch)
     options = keep.recipe("base")
     assert options[options.index("--init") + 1] == str(continued)
     assert keep.VARIANTS["base"][keep.VARIANTS["base"].index("--init") + 1] == keep.SHIPPED  # table untouched
+
+
+def test_gate_suites_score_the_sampler_only_and_the_reference_adds_regression(keep):
+    from mssfs.cli import build_parser
+
+    parser = build_parser()
+    for suites, objects_methods in ((keep.GATE_SUITES, "ours"), (keep.reference_suites(), "ours,regression")):
+        objects = parser.parse_args(["evaluate", *suites["objects"], "--out", "x"])
+        circles = parser.parse_args(["evaluate", *suites["circles"], "--out", "x"])
+        assert objects.methods == objects_methods and circles.methods == "ours"
+        assert (objects.n_objects, objects.first, objects.samples) == (40, 0, 4)  # the release split
+        assert (circles.stimuli, circles.samples, circles.seed) == ("circles", 16, 100)
