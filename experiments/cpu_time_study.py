@@ -30,7 +30,6 @@ reports both.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import resource
@@ -38,9 +37,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mssfs.train.runlog import read_log
+
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = str(ROOT / "src" / "mssfs" / "model" / "weights" / "default")
-# today's CPU continuation recipe of the shipped weights (docs/training.md#choosing-weights)
+# the CPU continuation recipe of the shipped weights used so far (docs/training.md#choosing-weights)
 COMMON = ["--config", str(ROOT / "configs" / "cpu.yaml"), "--linear-attn-from", "1"]
 BASE = COMMON + ["--init", SHIPPED, "--min-snr-gamma", "5", "--lr", "1e-4", "--patches-per-step", "256",
                  "--warmup-steps", "50"]
@@ -81,10 +82,7 @@ def run_mssfs(*args: str, log=None) -> None:
 
 def trained_minutes(run: Path) -> float:
     """Training wall time so far in minutes (``log.csv``'s last ``time``); 0 before the first row."""
-    log = run / "log.csv"
-    if not log.exists():
-        return 0.0
-    rows = list(csv.DictReader(log.open()))
+    rows = read_log(run / "log.csv")
     return float(rows[-1]["time"]) / 60 if rows else 0.0
 
 
@@ -222,7 +220,8 @@ def main(argv=None) -> int:
         evaluate("shipped", root / "shipped", 0, out, log)
         for milestone in milestones:
             while True:
-                behind = [(cpu_minutes(root / n), n) for n in names if cpu_minutes(root / n) < milestone - 1.0]
+                spent = [(cpu_minutes(root / n), n) for n in names]
+                behind = [(done, n) for done, n in spent if done < milestone - 1.0]
                 if not behind:
                     break
                 done, name = min(behind)
