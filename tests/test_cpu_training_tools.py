@@ -80,6 +80,11 @@ def test_summary_row_reads_the_rules_numbers(study):
     assert row["objects_fused"] == 32.0 and row["reliefs_best"] == 11.0 and row["patches_seen"] == 123
     assert row["circles_consistent"] == 0.75 and "circles_one_region" not in row
     assert row["star_one_region"] == 0.8 and row["star_modes"] == 5
+    # the study's exports are scored as the unrefined sampler, under that method's name
+    renamed = {**record, "objects": {"summary": {study.METHOD: record["objects"]["summary"]["ours"]}},
+               "stimuli": {"items": {study.METHOD: record["stimuli"]["items"]["ours"]}}}
+    assert study.summary_row(renamed) == row
+    assert study.SUITE_ARGS["objects"][-1] == study.METHOD == "no-refine"
 
 
 def test_every_variant_names_known_train_options(study):
