@@ -325,6 +325,13 @@ def test_cli_stimuli_end_to_end(cli_env, tmp_path):
     assert circles["reading_ari"] is not None and items[1]["reading_ari"] is None
     md = (out / "results.md").read_text()
     assert "layouts (mean of 1)" in md and "modes ~ readings (ARI)" in md
+    # strict scoring: discs from their tilt, per-sample strict one-region shares, the mode pair
+    assert np.shape(circles["disc_readings"]) == (2, 4) and 0 <= circles["strict_consistent"] <= 1
+    assert len(items[2]["strict_one_region"]) == 2 and 0 <= items[2]["strict_consistent"] <= 1
+    assert 0 < items[2]["pair_share"] <= 1
+    assert data["summary"]["flat"]["layouts"]["strict_consistent"] == 0.0
+    strict = md[md.index("### Strict scoring"):]
+    assert "| star | no-guidance | 2 |" in strict and "| flat |" not in strict
 
 
 def test_cli_stimuli_subset_reuses_the_full_suites_layout_seeds(cli_env, tmp_path):

@@ -58,3 +58,31 @@ def test_undefined_cases_and_bad_shapes(bump):
         one_region_consistency(n[:-1], image, mask)
     with pytest.raises(ValueError, match="mask shape"):
         one_region_consistency(n, image, mask[:-1])
+
+
+def test_strict_counts_flat_and_shallow_parts_against_the_sample(bump):
+    n, image, mask = bump
+    assert one_region_consistency(n, image, mask, LIGHT, strict=True) > 0.95
+    assert one_region_consistency(flipped(n), image, mask, strict=True) > 0.95  # inverted with its light
+    assert one_region_consistency(flipped(n), image, mask, LIGHT, strict=True) < 0.05
+    rows, cols = np.mgrid[0:96, 0:96] + 0.5
+    side = LIGHT[0] * (48 - rows) - LIGHT[1] * (cols - 48) > 0  # one half of the bump, cut along the light
+    half_flat = n.copy()
+    half_flat[side] = (0.0, 0.0, 1.0)
+    # the curvature-weighted measure ignores the flat half; the strict one counts it against
+    assert one_region_consistency(half_flat, image, mask, LIGHT) > 0.95
+    assert one_region_consistency(half_flat, image, mask, LIGHT, strict=True) == pytest.approx(0.5, abs=0.1)
+    # a bump of a fifth of the height renders too little of the image's shading
+    shallow = normals_from_depth(0.2 * depth_of(n), mask)
+    assert one_region_consistency(shallow, image, mask, LIGHT, strict=True) < 0.2
+    flat = np.zeros_like(n)
+    flat[..., 2] = 1
+    assert one_region_consistency(flat, image, mask, LIGHT, strict=True) == 0.0
+    assert one_region_consistency(n, image, mask, np.array([0.0, 0.0, 1.0]), strict=True) == 0.0  # undecided light
+    assert np.isnan(one_region_consistency(n, np.full(mask.shape, 0.5), mask, LIGHT, strict=True))  # no shading
+
+
+def depth_of(n):
+    size = n.shape[0]
+    y, x = np.mgrid[0:size, 0:size] + 0.5
+    return 22 * np.exp(-((x - 48) ** 2 + (y - 48) ** 2) / (2 * 14**2))

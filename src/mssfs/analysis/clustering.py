@@ -10,7 +10,13 @@ import numpy as np
 from .curvature import FLAT_LEVEL, READING_THRESHOLD, convexity_readings, curvature_level
 from .distances import NORMAL_THRESHOLD_DEG, normal_distances, reading_distances, sign_distances
 
-__all__ = ["Clustering", "cluster_samples"]
+__all__ = ["INVERSION_CORRELATION", "Clustering", "cluster_samples", "mode_correlation"]
+
+
+#: The two largest modes are a reading and its inversion when the image-plane parts of
+#: their medoids correlate at most this (:func:`mode_correlation`; -1 for an exact
+#: convex/concave inversion, about 0 for unrelated readings, +1 for the same reading).
+INVERSION_CORRELATION = -0.5
 
 
 #: What :func:`cluster_samples` can compare samples by.
@@ -104,3 +110,20 @@ def cluster_samples(
     shares = np.array([g.size / n for g in groups])
     cut = threshold if modes == "auto" else None
     return Clustering(labels, shares, np.array(reps), dist, features, cut, levels)
+
+
+def mode_correlation(normals: np.ndarray, mask: np.ndarray, clustering: Clustering) -> float | None:
+    """Correlation of the image-plane normals of the two largest modes' medoids.
+
+    ``sum(a_xy . b_xy) / sqrt(sum |a_xy|^2 sum |b_xy|^2)`` over the mask, with ``a`` and
+    ``b`` the medoid samples (:attr:`Clustering.representatives`) of modes 0 and 1 of
+    ``(N, H, W, 3)`` ``normals``.  The convex/concave inversion of a reading negates
+    ``n_x`` and ``n_y``, so a reading and its inversion give about -1
+    (:data:`INVERSION_CORRELATION` is the cut).  None with fewer than two modes or a flat medoid.
+    """
+    if clustering.n_modes < 2:
+        return None
+    m = np.asarray(mask, bool)
+    a, b = (np.asarray(normals[i], np.float64)[m][:, :2] for i in clustering.representatives[:2])
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 1e-12 else None

@@ -21,6 +21,19 @@ way the light says, 0.5 when half of the curvature reads inverted, 0 when the sa
 the inversion of what its light says.  A sample that inverts everything together with its
 light reads 1: one light explains it (the convex/concave flip of the whole image).  NaN
 when the light has no image-plane part (the two lights coincide) or the sample is flat.
+
+**Strict** variant (``strict=True``): a part of the figure that the sample leaves flat or
+undecided counts against it.  The weights are the image's shading gradient ``|g_I|``
+instead of the sample's curvature, so the whole shaded figure is scored whether or not
+the sample bends there, and a pixel counts for the sample only when its rendering also
+carries at least half of the image's gradient, ``g_l . g_I >= |g_I|^2 / 2`` (a part left
+nearly flat renders nearly no gradient, whichever way it leans):
+
+    strict = sum_p |g_I| [|g_I - g_l| < |g_I - g_l'| and g_l . g_I >= |g_I|^2 / 2] / sum_p |g_I|
+
+over the eroded mask.  A flat sample scores 0, a sample flat over half the figure about
+0.5, a sample whose light has no image-plane part 0 (undecided); a sample steeper than the
+image asks is not penalised.  NaN only when the image has no shading gradient.
 """
 
 from __future__ import annotations
@@ -31,17 +44,25 @@ from scipy import ndimage
 from ..sampler.lighting import estimate_light
 from .curvature import mean_curvature
 
-__all__ = ["one_region_consistency"]
+__all__ = ["STRICT_SHARE", "one_region_consistency"]
+
+
+#: A sample of a one-region stimulus counts as consistent in the strict scoring when its
+#: strict one-region consistency is at least this (four fifths of the image's shading read
+#: the way the sample's own light says).
+STRICT_SHARE = 0.8
 
 
 def one_region_consistency(normals: np.ndarray, image: np.ndarray, mask: np.ndarray | None = None,
-                           lights: np.ndarray | None = None, sigma: float | None = None):
+                           lights: np.ndarray | None = None, sigma: float | None = None, strict: bool = False):
     """One-region consistency (module docstring) of ``(H, W, 3)`` or ``(N, H, W, 3)`` maps.
 
     Args:
         image: ``(H, W)`` in [0, 1]; mask: ``(H, W)`` foreground (default: all).
         lights: ``(3,)`` or ``(N, 3)`` light per map (default: each map's implied light).
         sigma: smoothing in pixels before the gradients.
+        strict: the strict variant (module docstring): weights from the image's gradient,
+            flat or undecided parts count against the sample.
     Returns:
         float (one map) or ``(N,)`` float64 in [0, 1]; NaN where undefined (module docstring).
     """
@@ -67,7 +88,12 @@ def one_region_consistency(normals: np.ndarray, image: np.ndarray, mask: np.ndar
         return gx, gy
 
     ix, iy = grad(img)
-    curv = np.abs(mean_curvature(n, mask, sigma))
+    if strict:
+        weight = np.where(inner, np.hypot(ix, iy), 0.0)
+        if weight.sum() <= 1e-12:
+            return float("nan") if single else np.full(n.shape[0], np.nan)
+    else:
+        curv = np.abs(mean_curvature(n, mask, sigma))
     out = np.full(n.shape[0], np.nan)
     for k in range(n.shape[0]):
         lit = np.clip(n[k] @ lights[k], 0.0, None)
@@ -76,6 +102,10 @@ def one_region_consistency(normals: np.ndarray, image: np.ndarray, mask: np.ndar
         ax, ay = grad(scale * lit)
         bx, by = grad(scale * flipped)
         agree = (ix - ax) ** 2 + (iy - ay) ** 2 < (ix - bx) ** 2 + (iy - by) ** 2
+        if strict:
+            carried = ax * ix + ay * iy >= 0.5 * (ix**2 + iy**2)
+            out[k] = float((weight * (agree & carried)).sum() / weight.sum())
+            continue
         valid = inner & (np.hypot(ax - bx, ay - by) > 1e-9)
         w = np.where(valid, curv[k], 0.0)
         if w.sum() > 0:

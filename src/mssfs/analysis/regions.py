@@ -11,7 +11,13 @@ from scipy import ndimage
 from ..core.frame import foreground_mask
 from ..core.integrate import depth_from_normals
 
-__all__ = ["consistency", "region_readings"]
+__all__ = ["MIN_DISC_TILT", "consistency", "disc_readings", "radial_tilts", "region_readings"]
+
+
+#: A disc read from its normals (:func:`disc_readings`) is a bump or a dent only when its
+#: mean radial tilt is at least this; below it the disc is left nearly flat (a spherical
+#: cap whose rim slopes by about 9 degrees has mean radial tilt 0.1) and reads 0, undecided.
+MIN_DISC_TILT = 0.1
 
 
 def _region_masks(regions, shape) -> list[np.ndarray]:
@@ -66,6 +72,52 @@ def region_readings(
             diff = z[m & mask].mean() - z[ring].mean()
             out[i, k] = 0 if abs(diff) < 1e-6 else int(np.sign(diff))
     return out[0] if single else out
+
+
+def radial_tilts(normals: np.ndarray, regions) -> np.ndarray:
+    """Mean outward radial tilt of each region's normals.
+
+    For each region, the image-plane part ``(n_x, n_y)`` of the normals (x right, y up) is
+    projected on the unit vector from the region's centroid to the pixel and averaged over
+    the region (the centroid pixel itself left out).  A bump tilts its normals outward
+    (positive: a hemisphere gives 2/3), a dent inward (negative), a flat disc 0.
+
+    Args:
+        normals: ``(H, W, 3)`` or ``(N, H, W, 3)``.
+        regions: ``(H, W)`` integer labels (0 = no region, 1..R) or a list of R bool masks.
+    Returns:
+        float64 ``(R,)`` or ``(N, R)``.
+    """
+    normals = np.asarray(normals, np.float64)
+    single = normals.ndim == 3
+    stack = normals[None] if single else normals
+    masks = _region_masks(regions, stack.shape[1:3])
+    rows, cols = np.mgrid[0 : stack.shape[1], 0 : stack.shape[2]]
+    out = np.zeros((stack.shape[0], len(masks)))
+    for k, m in enumerate(masks):
+        if not m.any():
+            raise ValueError(f"region {k + 1} is empty")
+        dx, dy = cols[m] - cols[m].mean(), -(rows[m] - rows[m].mean())  # y up
+        r = np.hypot(dx, dy)
+        keep = r > 0.5
+        ux, uy = dx[keep] / r[keep], dy[keep] / r[keep]
+        out[:, k] = (stack[:, m, 0][:, keep] * ux + stack[:, m, 1][:, keep] * uy).mean(axis=1)
+    return out[0] if single else out
+
+
+def disc_readings(normals: np.ndarray, regions, min_tilt: float = MIN_DISC_TILT) -> np.ndarray:
+    """Read each disc as a bump (+1), a dent (-1) or undecided (0) from its normals.
+
+    The reading is the sign of the disc's mean radial tilt (:func:`radial_tilts`), 0 where
+    its magnitude is below ``min_tilt`` (a disc left nearly flat).  Unlike
+    :func:`region_readings`, which compares integrated heights and so gives any disc a
+    sign, this scoring lets a flat disc count against a sample's consistency.
+
+    Returns:
+        int8 ``(R,)`` or ``(N, R)``.
+    """
+    t = radial_tilts(normals, regions)
+    return (np.sign(t) * (np.abs(t) >= min_tilt)).astype(np.int8)
 
 
 def consistency(readings, true_layout) -> int | None:

@@ -279,6 +279,9 @@ def run(args) -> int:
             raise UsageError(f"could not prepare the stimuli at size {size}: {exc}") from exc
         results = ev.run_stimuli(items, methods, settings, progress=not args.quiet)
         tables = [f"### Stimuli ({size} x {size}) and generated layouts\n\n" + ev.stimuli_table(results, methods, skipped)]
+        if any(m.stochastic for m in methods):
+            tables.append("### Strict scoring (a disc or part left flat or undecided counts against a sample)\n\n"
+                          + ev.strict_table(results, methods))
     wall = time.perf_counter() - t0
     schedules = {m.name: m.schedule.to_dict() if m.schedule else None for m in methods}
     header = (

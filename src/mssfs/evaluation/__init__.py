@@ -31,7 +31,7 @@ from .metrics import (
     score_stimulus,
 )
 from .runner import RunSettings, run_objects, run_stimuli
-from .tables import objects_table, stimuli_table, write_results
+from .tables import objects_table, stimuli_table, strict_table, write_results
 
 __all__ = [
     "ABLATIONS",
@@ -70,5 +70,6 @@ __all__ = [
     "segment_features",
     "stimuli_table",
     "stimulus_items",
+    "strict_table",
     "write_results",
 ]

@@ -180,11 +180,22 @@ class StimulusScores:
     labels: list | None = None  # (N,) mode of each sample, 0 the most frequent
     reading_ari: float | None = None  # agreement of the modes with the region readings
     one_region: float | None = None  # mean one-region consistency of the samples
+    # strict scoring (docs/evaluation.md, "Strict scoring"): flat or undecided counts against
+    strict_consistent: float | None = None  # share of samples consistent
+    strict_true: float | None = None  # region items: share read as the true layout
+    strict_inverted: float | None = None  # region items: share read as its inversion
+    disc_readings: list | None = None  # (N, R) from the mean radial tilt, 0 = nearly flat
+    strict_one_region: list | None = None  # (N,) strict one-region consistency per sample
+    pair_share: float | None = None  # share of the two largest modes together
+    pair_correlation: float | None = None  # their medoids' correlation (-1: a reading and its inversion)
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("n", "n_modes", "mode_shares", "spread", "consistent", "true",
                                                "inverted", "readings", "classes", "labels", "reading_ari",
-                                               "one_region")}
+                                               "one_region", "strict_consistent", "strict_true", "strict_inverted",
+                                               "disc_readings", "strict_one_region", "pair_share",
+                                               "pair_correlation")}
+
 
 
 def score_stimulus(samples: np.ndarray, mask: np.ndarray, regions=None, layout=None,
@@ -192,9 +203,16 @@ def score_stimulus(samples: np.ndarray, mask: np.ndarray, regions=None, layout=N
     """Modes (:func:`mssfs.analysis.clustering.cluster_samples`), mean angular spread (degrees),
     when ``regions`` and ``layout`` are given the consistency shares of the region readings,
     and when ``image`` is given the samples' mean one-region consistency
-    (:func:`mssfs.analysis.one_region.one_region_consistency`, None where undefined)."""
-    from ..analysis.clustering import cluster_samples
-    from ..analysis.regions import region_readings
+    (:func:`mssfs.analysis.one_region.one_region_consistency`, None where undefined).
+
+    Strict scoring, in which a disc or part of a figure left flat or undecided counts
+    against a sample: with ``regions`` and ``layout``, a sample is consistent when its
+    :func:`mssfs.analysis.regions.disc_readings` fit one light; with ``image`` and no
+    regions, when its strict one-region consistency is at least
+    :data:`mssfs.analysis.one_region.STRICT_SHARE`.  Also the two largest modes' joint
+    share and correlation (:func:`mssfs.analysis.clustering.mode_correlation`)."""
+    from ..analysis.clustering import cluster_samples, mode_correlation
+    from ..analysis.regions import disc_readings, region_readings
     from ..analysis.spread import angular_spread
 
     s = np.asarray(samples)
@@ -203,17 +221,29 @@ def score_stimulus(samples: np.ndarray, mask: np.ndarray, regions=None, layout=N
     spread = float(np.nanmean(angular_spread(s, mask))) if len(s) > 1 else 0.0
     out = StimulusScores(len(s), clus.n_modes, [float(x) for x in clus.shares], spread,
                          labels=[int(x) for x in clus.labels])
+    out.pair_share = float(clus.shares[:2].sum())
+    out.pair_correlation = mode_correlation(s, mask, clus)
     if regions is not None and layout is not None:
         r = region_readings(s, regions, mask)
         c = score_readings(r, layout)
         out.consistent, out.true, out.inverted = c["consistent"], c["true"], c["inverted"]
         out.readings, out.classes = r.astype(int).tolist(), c["classes"]
         out.reading_ari = modes_match_readings(clus.labels, r) if len(s) > 1 else None  # one sample: nothing to group
+        d = disc_readings(s, regions)
+        strict = score_readings(d, layout)
+        out.strict_consistent, out.strict_true, out.strict_inverted = strict["consistent"], strict["true"], strict["inverted"]
+        out.disc_readings = d.astype(int).tolist()
     if image is not None:
-        from ..analysis.one_region import one_region_consistency
+        from ..analysis.one_region import STRICT_SHARE, one_region_consistency
+        from ..sampler.lighting import estimate_light
 
-        one = one_region_consistency(s, image, mask)
+        lights = np.stack([estimate_light(x, image, mask) for x in s])
+        one = one_region_consistency(s, image, mask, lights)
         out.one_region = float(np.nanmean(one)) if np.isfinite(one).any() else None
+        if regions is None:
+            strict_one = one_region_consistency(s, image, mask, lights, strict=True)
+            out.strict_one_region = [round(float(x), 4) if np.isfinite(x) else None for x in strict_one]
+            out.strict_consistent = float(np.mean(np.nan_to_num(strict_one, nan=0.0) >= STRICT_SHARE))
     return out
 
 

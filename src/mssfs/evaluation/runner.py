@@ -154,6 +154,8 @@ def run_stimuli(items: list[StimulusItem], methods: list[Method], settings: RunS
             s["layouts"]["count"] = len(lay)
             s["layouts"]["seam_index"] = _mean_of([r["seam_index"] for r in lay])
             s["layouts"]["one_region"] = _mean_of([r["one_region"] for r in lay])
+            for k in ("strict_consistent", "strict_true", "strict_inverted", "pair_share"):
+                s["layouts"][k] = _mean_of([r.get(k) for r in lay])
         summary[m.name] = s
     return {"summary": summary, "items": per_item}
 

@@ -12,7 +12,7 @@ import numpy as np
 from ..core.fileio import atomic_path
 from .methods import Method
 
-__all__ = ["objects_table", "stimuli_table", "write_results"]
+__all__ = ["objects_table", "stimuli_table", "strict_table", "write_results"]
 
 
 def _deg(x) -> str:
@@ -82,6 +82,39 @@ def stimuli_table(results: dict, methods: list[Method], skipped: dict[str, str])
                          f"{_deg(r['spread'])}° | {_ratio(r.get('seam_index'))} | {s['seconds_per_image']:.1f} |")
     for name, why in skipped.items():
         lines.append(f"| | {name} | skipped: {why} | | | | | | | | | |")
+    return "\n".join(lines)
+
+
+def strict_table(results: dict, methods: list[Method]) -> str:
+    """Markdown table of the strict scoring in :func:`run_stimuli` output (flat or undecided
+    counts against a sample; docs/evaluation.md): bundled stimuli one row each, the
+    generated layouts averaged into one row per method; stochastic methods only."""
+    from ..analysis.clustering import INVERSION_CORRELATION
+
+    head = ("| input | method | N | consistent (strict) | true | inverted | strict one-region | "
+            "two largest modes | their correlation | a reading and its inversion |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    lines = [head]
+    sampled = [m for m in methods if m.stochastic]
+    names = [r["item"] for r in results["items"][sampled[0].name] if r["kind"] == "bundled"] if sampled else []
+    for name in names + ["layouts"]:
+        for m in sampled:
+            rows = results["items"][m.name]
+            if name == "layouts":
+                mean = results["summary"][m.name].get("layouts")
+                if mean is None:
+                    continue
+                lines.append(f"| layouts (mean of {mean['count']}) | {m.name} | {rows[-1]['n']} | "
+                             f"{_pct(mean.get('strict_consistent'))} | {_pct(mean.get('strict_true'))} | "
+                             f"{_pct(mean.get('strict_inverted'))} | — | {_pct(mean.get('pair_share'))} | | |")
+                continue
+            r = next(x for x in rows if x["item"] == name)
+            one = [x for x in (r.get("strict_one_region") or []) if x is not None]
+            corr = r.get("pair_correlation")
+            pair = "—" if corr is None else ("yes" if corr <= INVERSION_CORRELATION else "no")
+            lines.append(f"| {name} | {m.name} | {r['n']} | {_pct(r.get('strict_consistent'))} | {_pct(r.get('strict_true'))} | "
+                         f"{_pct(r.get('strict_inverted'))} | {_ratio(float(np.mean(one)) if one else None)} | "
+                         f"{_pct(r.get('pair_share'))} | {_ratio(corr)} | {pair} |")
     return "\n".join(lines)
 
 
