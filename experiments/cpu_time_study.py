@@ -78,11 +78,13 @@ SUITE_ARGS = {
 }
 
 
-def run_mssfs(*args: str, log=None) -> None:
+def run_mssfs(*args: str, log=None, run=subprocess.run) -> None:
+    """``python -m mssfs ARGS`` on one thread unless told otherwise, output to ``log``;
+    ``run`` (``subprocess.run``'s signature) starts and waits for it."""
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     cmd = [sys.executable, "-m", "mssfs", *args]
     print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
+    run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
 
 
 def trained_minutes(run: Path) -> float:
@@ -120,18 +122,20 @@ def checkpoints(run: Path) -> list[Path]:
     return sorted((run / "checkpoints").glob("step_*.safetensors"))
 
 
-def train_chunk(options: list[str], run: Path, minutes: float, log) -> None:
+def train_chunk(options: list[str], run: Path, minutes: float, log, runner=None) -> None:
     """Train the run for about ``minutes`` more CPU minutes and book the CPU time the chunk
     took: resumed from its checkpoints, or started with the ``mssfs train`` ``options``
     when it has none. Wall time is at least CPU time on one thread, so ``--max-minutes``
-    never lets a chunk run much past its CPU share."""
+    never lets a chunk run much past its CPU share. ``runner`` replaces :func:`run_mssfs`
+    (same arguments; it must wait for the process, whose CPU time is then booked)."""
+    runner = runner or run_mssfs
     _book(run)  # first settle the training time of a chunk killed before it was booked
     before = _children_cpu_minutes()
     try:
         if checkpoints(run):
-            run_mssfs("train", "--resume", str(run), "--max-minutes", f"{minutes:.2f}", "-q", log=log)
+            runner("train", "--resume", str(run), "--max-minutes", f"{minutes:.2f}", "-q", log=log)
         else:
-            run_mssfs("train", *options, "--steps", "10000000", "--checkpoint-minutes", "5",
+            runner("train", *options, "--steps", "10000000", "--checkpoint-minutes", "5",
                    "--max-minutes", f"{minutes:.2f}", "--out", str(run), "--overwrite", "-q", log=log)
     finally:
         _book(run, _children_cpu_minutes() - before)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 
@@ -142,3 +143,43 @@ def test_gate_suites_score_the_sampler_only_and_the_reference_adds_regression(ke
         assert objects.methods == objects_methods and circles.methods == "ours"
         assert (objects.n_objects, objects.first, objects.samples) == (40, 0, 4)  # the release split
         assert (circles.stimuli, circles.samples, circles.seed) == ("circles", 16, 100)
+
+
+def _state(pid):
+    """The process state letter from /proc (T: stopped)."""
+    return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_courtesy_pauses_the_child_while_others_are_busy_and_continues_when_quiet(keep):
+    states = []
+    readings = iter([2.0, 2.0, 2.0, 0.1, 0.1, 0.1, 0.1] + [0.0] * 100)  # others' cores, poll by poll
+
+    def measure(pid):
+        states.append(_state(pid))
+        return next(readings)
+
+    courtesy = keep.Courtesy(busy=0.5, quiet=0.25, busy_s=0.1, quiet_s=0.1, poll_s=0.05, measure=measure)
+    courtesy.run([sys.executable, "-c", "import time; time.sleep(1.0)"])
+    assert courtesy.events == ["pause", "continue"]
+    assert "T" in states and states.index("T") < len(states) - 1 and states[-1] != "T"  # stopped, then running again
+    with pytest.raises(keep.subprocess.CalledProcessError):
+        courtesy.run([sys.executable, "-c", "raise SystemExit(3)"])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_courtesy_measures_other_processes_not_its_own_child(keep):
+    courtesy = keep.Courtesy(poll_s=0.3)
+    seen = []
+
+    def measure(pid):  # records, and returns None: never pause
+        t, busy = keep.time.monotonic(), keep._busy_jiffies()
+        seen.append((t, busy, courtesy._measure(pid)))
+
+    courtesy.measure = measure
+    courtesy.run([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"])
+    tick = keep.os.sysconf("SC_CLK_TCK")
+    # all CPUs' busy cores minus the others' = the job's own: the spinning child, up to one core
+    own = [(b1 - b0) / tick / (t1 - t0) - o1 for (t0, b0, _), (t1, b1, o1) in itertools.pairwise(seen) if o1 is not None]
+    assert own, "no measurement after the first poll"
+    assert 0.25 < sum(own) / len(own) < 1.2 and courtesy.events == []

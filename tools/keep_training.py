@@ -1,7 +1,10 @@
 """Keep training the network on idle CPU time; keep the exports that pass the rule.
 
 Runs forever at the lowest CPU priority (``nice 19``), so it only takes time no other
-process wants, and survives any interruption: started again, it resumes from the run's
+process wants, and pauses its training process altogether (``SIGSTOP``) while other
+processes use the CPU (:class:`Courtesy`: more than half a core for ``--busy-s`` seconds;
+it continues after a minute under a quarter of a core), since ``nice`` alone does not
+stop it from slowing multi-threaded work. It survives any interruption: started again, it resumes from the run's
 last checkpoint; on a fresh machine (no run folder) it starts from the last export that
 passed the gate (``candidates/continued/``, committed with the repository) or, before the
 first one, from the package weights. The recipe is a variant of the CPU-time study
@@ -33,6 +36,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -62,6 +66,90 @@ GATE_SUITES = {
 }
 ALPHA, CIRCLES_BAR, CIRCLES_SLACK = 0.05, 0.8, 1 / 8
 RETRY_S = 60
+
+
+def _busy_jiffies() -> int | None:
+    """All CPUs' non-idle time so far, in clock ticks (``/proc/stat``); None off Linux."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # minus idle and iowait
+
+
+def _own_jiffies(pid: int) -> int:
+    """CPU time of this process and of child ``pid`` so far, in clock ticks."""
+    own = os.times()
+    ticks = round((own.user + own.system) * os.sysconf("SC_CLK_TCK"))
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        utime, stime = stat.rsplit(")", 1)[1].split()[11:13]
+        return ticks + int(utime) + int(stime)
+    except (OSError, ValueError, IndexError):
+        return ticks
+
+
+class Courtesy:
+    """Run a command and pause it while other processes want the CPU.
+
+    Every ``poll_s`` seconds the cores used by everything but this job (all CPUs' busy time
+    minus this process's and the child's, per wall second) are measured. When they exceed
+    ``busy`` cores for ``busy_s`` seconds in a row the child is stopped; once they stay
+    under ``quiet`` for ``quiet_s`` seconds it continues. ``measure(pid)`` can replace the
+    measurement (tests); it returns the others' cores since its last call, or None when
+    unknown (then nothing is paused).
+    """
+
+    def __init__(self, busy: float = 0.5, quiet: float = 0.25, busy_s: float = 10.0, quiet_s: float = 60.0,
+                 poll_s: float = 5.0, measure=None):
+        self.busy, self.quiet, self.busy_s, self.quiet_s, self.poll_s = busy, quiet, busy_s, quiet_s, poll_s
+        self.measure = measure or self._measure
+        self.events: list[str] = []  # "pause" / "continue", in order
+        self._last = None
+
+    def _measure(self, pid: int) -> float | None:
+        now, busy = time.monotonic(), _busy_jiffies()
+        if busy is None:
+            return None
+        own = _own_jiffies(pid)
+        last, self._last = self._last, (now, busy, own)
+        if last is None or now <= last[0]:
+            return None
+        return ((busy - last[1]) - (own - last[2])) / os.sysconf("SC_CLK_TCK") / (now - last[0])
+
+    def run_mssfs(self, *args: str, log=None) -> None:
+        """:func:`run_mssfs` with the pausing."""
+        run_mssfs(*args, log=log, run=self.run)
+
+    def run(self, cmd: list[str], check: bool = True, **popen) -> None:
+        """Like ``subprocess.run(cmd, check=check, **popen)``, pausing the process as above."""
+        self._last = None
+        proc = subprocess.Popen(cmd, **popen)
+        paused, since = False, time.monotonic()
+        try:
+            while True:
+                try:
+                    code = proc.wait(timeout=self.poll_s)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                others, now = self.measure(proc.pid), time.monotonic()
+                if others is None:
+                    continue
+                change = others < self.quiet if paused else others > self.busy
+                if not change:  # the state holds: the streak starts again
+                    since = now
+                elif now - since >= (self.quiet_s if paused else self.busy_s):
+                    proc.send_signal(signal.SIGCONT if paused else signal.SIGSTOP)
+                    paused, since = not paused, now
+                    self.events.append("pause" if paused else "continue")
+        finally:
+            if proc.poll() is None:  # interrupted: let the child finish its checkpoint, not hang stopped
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+                proc.wait()
+        if code and check:
+            raise subprocess.CalledProcessError(code, cmd)
 
 
 def start_from() -> str:
@@ -165,6 +253,9 @@ def main(argv=None) -> int:
     p.add_argument("--chunk", type=float, default=30.0, help="CPU minutes per training chunk (default 30)")
     p.add_argument("--gate-every", type=float, default=360.0, help="CPU minutes between gates (default 360)")
     p.add_argument("--stop-after", type=float, default=0.0, help="stop after this many CPU minutes (0: never)")
+    p.add_argument("--busy", type=float, default=0.5,
+                   help="pause training while other processes use more than this many cores (0: never pause)")
+    p.add_argument("--busy-s", type=float, default=10.0, help="... for this many seconds in a row (default 10)")
     p.add_argument("--status", action="store_true", help="print where the run stands and stop")
     args = p.parse_args(argv)
     run = Path(args.run)
@@ -174,13 +265,14 @@ def main(argv=None) -> int:
         print(json.dumps({"cpu_min": round(cpu_minutes(run), 1), "checkpoints": len(checkpoints(run)),
                           "starts_from": start_from(), "last_gate": last}))
         return 0
+    courtesy = Courtesy(busy=args.busy, busy_s=args.busy_s) if args.busy > 0 else None
     os.nice(19)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     run.mkdir(parents=True, exist_ok=True)
     with (run / "keep.log").open("a") as log:
         while not args.stop_after or cpu_minutes(run) < args.stop_after:
             try:
-                train_chunk(recipe(args.recipe), run, args.chunk, log)
+                train_chunk(recipe(args.recipe), run, args.chunk, log, runner=courtesy.run_mssfs if courtesy else None)
                 publish_log(run)
                 last = json.loads(last_path.read_text())["cpu_min"] if last_path.exists() else 0.0
                 if cpu_minutes(run) - last >= args.gate_every:

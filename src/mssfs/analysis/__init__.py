@@ -5,7 +5,7 @@ layouts, depth meshes and relit renders, the report and its plots.
 
 from __future__ import annotations
 
-from .clustering import Clustering, cluster_samples
+from .clustering import Clustering, cluster_samples, mode_correlation
 from .curvature import FLAT_LEVEL, convexity_readings, curvature_level, mean_curvature
 from .distances import normal_distances, reading_distances, sign_distances
 from .embedding import embed
@@ -24,7 +24,7 @@ from .mesh import (
     write_ply,
 )
 from .plots import normal_rgb, report_figure, save_figure
-from .regions import consistency, region_readings
+from .regions import consistency, disc_readings, radial_tilts, region_readings
 from .report import Analysis, analyze
 from .sample_set import SampleSet, SampleSetError, find_sample_folders, load_sample_set
 from .spread import angular_spread, implied_lights, light_angles
@@ -48,6 +48,7 @@ __all__ = [
     "curvature_level",
     "depth_maps",
     "depth_png16",
+    "disc_readings",
     "embed",
     "find_sample_folders",
     "generated_bump_dent_layout",
@@ -56,8 +57,10 @@ __all__ = [
     "load_sample_set",
     "mean_curvature",
     "mesh_from_depth",
+    "mode_correlation",
     "normal_distances",
     "normal_rgb",
+    "radial_tilts",
     "read_obj",
     "read_ply",
     "reading_distances",

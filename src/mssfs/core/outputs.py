@@ -247,7 +247,9 @@ def claim(folder: str | os.PathLike, exist_ok: bool = False) -> Claim:
     return c
 
 
-def _lock(lock: Path, folder: Path, created: list[Path]) -> int:
+def _lock(lock: Path, folder: Path, created: list[Path], held: str | None = None) -> int:
+    """Take ``lock`` (guarding ``folder``) and return its descriptor; ``held``: the error
+    message when another process holds it (default: another run writes this output)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX: exclusive create only
@@ -257,7 +259,7 @@ def _lock(lock: Path, folder: Path, created: list[Path]) -> int:
             flags = os.O_RDWR | os.O_CREAT | (0 if fcntl else os.O_EXCL)
             fd = os.open(lock, flags, 0o666)
         except FileExistsError:
-            raise OutputError(f"{folder}: another mssfs run is writing this output ({lock} exists)") from None
+            raise OutputError(held or f"{folder}: another mssfs run is writing this output ({lock} exists)") from None
         except OSError as exc:
             for p in created:
                 try:
@@ -271,8 +273,8 @@ def _lock(lock: Path, folder: Path, created: list[Path]) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise OutputError(f"{folder}: another mssfs run is writing this output right now; wait for it "
-                              "to finish or choose another --out") from None
+            raise OutputError(held or f"{folder}: another mssfs run is writing this output right now; wait for "
+                              "it to finish or choose another --out") from None
         except OSError:  # a file system without locks: the exclusive checks below still apply
             return fd
         try:  # the file may have been removed (and re-created) by its last holder meanwhile
@@ -321,14 +323,8 @@ def folder_lock(folder: str | os.PathLike, what: str) -> FolderLock:
     """
     folder = Path(folder)
     lock = folder / f".{what}.lock"
-    try:
-        fd = _lock(lock, folder, [])
-    except OutputError as exc:
-        if "another mssfs run" in str(exc):
-            raise OutputError(f"{folder}: another mssfs {what} run is writing into this folder right now; "
-                              "wait for it to finish") from None
-        raise
-    return FolderLock(lock, fd)
+    held = f"{folder}: another mssfs {what} run is writing into this folder right now; wait for it to finish"
+    return FolderLock(lock, _lock(lock, folder, [], held))
 
 
 def remove_parts(folder: str | os.PathLike, names) -> int:
