@@ -66,6 +66,22 @@ def _draw(generators: list[torch.Generator], shape: tuple[int, ...], device) -> 
     return torch.cat([torch.randn(shape, generator=g) for g in generators]).to(device)
 
 
+def _each_sample(step, normals, images: np.ndarray, masks: np.ndarray, counts: list[list[int]], *options):
+    """Replace each sample ``k`` of ``normals`` by ``step(normals_k, images[k], masks[k],
+    *options).normals`` (``consistent_regions`` or ``consistent_lighting``) and append the
+    count of units it flipped (``.flipped.sum()``) to ``counts[k]``.
+
+    ``normals``: ``(B, 3, H, W)`` tensor (a tensor on the same device is returned) or
+    ``(B, H, W, 3)`` array (changed in place and returned)."""
+    tensor = torch.is_tensor(normals)
+    maps = normals.permute(0, 2, 3, 1).cpu().numpy() if tensor else normals
+    for k in range(len(maps)):
+        res = step(maps[k], images[k], masks[k], *options)
+        maps[k] = res.normals
+        counts[k].append(int(res.flipped.sum()))
+    return torch.from_numpy(maps).permute(0, 3, 1, 2).to(normals.device) if tensor else maps
+
+
 def run_vcycle(
     model: nn.Module,
     squares: list[np.ndarray],
@@ -122,19 +138,11 @@ def run_vcycle(
         prev = F.normalize(from_patches(x, r, r).float(), dim=1, eps=1e-6)
         im_np, m_np = img[:, 0].cpu().double().numpy(), msk[:, 0].cpu().numpy()
         if s.region_flips:
-            maps = prev.permute(0, 2, 3, 1).cpu().numpy()
-            for k in range(b):
-                reg = consistent_regions(maps[k], im_np[k], m_np[k], schedule.region_threshold, schedule.flat_gradient)
-                maps[k] = reg.normals
-                region_flips[k].append(int(reg.flipped.sum()))
-            prev = torch.from_numpy(maps).permute(0, 3, 1, 2).to(device)
+            prev = _each_sample(consistent_regions, prev, im_np, m_np, region_flips,
+                                schedule.region_threshold, schedule.flat_gradient)
         if s.lighting and not run.rerun:
-            maps = prev.permute(0, 2, 3, 1).cpu().numpy()
-            for k in range(b):
-                res = consistent_lighting(maps[k], im_np[k], m_np[k], schedule.min_pixels, schedule.flip_threshold)
-                maps[k] = res.normals
-                flips[k].append(int(res.flipped.sum()))
-            prev = torch.from_numpy(maps).permute(0, 3, 1, 2).to(device)
+            prev = _each_sample(consistent_lighting, prev, im_np, m_np, flips, schedule.min_pixels,
+                                schedule.flip_threshold)
         else:
             stages.append(prev.cpu())
         seconds.append(time.perf_counter() - start)
@@ -142,8 +150,6 @@ def run_vcycle(
     if schedule.final_region_flips:
         img, msk = at(schedule.finest)
         im_np, m_np = img[:, 0].cpu().double().numpy(), msk[:, 0].cpu().numpy()
-        for k in range(b):
-            reg = consistent_regions(fused[k], im_np[k], m_np[k], schedule.region_threshold, schedule.flat_gradient)
-            fused[k] = reg.normals
-            region_flips[k].append(int(reg.flipped.sum()))
+        fused = _each_sample(consistent_regions, fused, im_np, m_np, region_flips,
+                             schedule.region_threshold, schedule.flat_gradient)
     return VCycleOutput(stages, fused, flips, seconds, region_flips)
