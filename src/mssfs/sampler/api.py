@@ -34,7 +34,7 @@ from .input_types import expand_inputs
 from .inputs import PreparedInput, prepare_input
 from .lighting import estimate_light
 from .refine import fuse_mean, refine_samples
-from .result import SampleResult, output_quality
+from .result import SampleResult
 from .schedules import Schedule, resolve_schedule, working_schedule
 from .vcycle import run_vcycle
 
@@ -319,7 +319,6 @@ def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) 
                 bf16=bool(bf16),
                 region_flips=out_region_flips[k],
                 fused=fused,
-                quality=output_quality(normals, fused, item.image, item.mask, sched.stages[-1].resolution),
             )
         )
     return results

@@ -39,7 +39,8 @@ class SampleResult(ResultMethods):
             the regions flipped at each region step.
         fused: ``(H, W, 3)`` float32, the renormalised mean of the samples (refined by
             the shading when the schedule refines; :mod:`mssfs.sampler.refine`).
-        quality: seam index and one-region consistency (:func:`output_quality`).
+        quality: seam index and one-region consistency (:func:`output_quality`), computed
+            on first use (saving computes it for ``meta.json``) and kept.
     """
 
     normals: np.ndarray
@@ -61,11 +62,18 @@ class SampleResult(ResultMethods):
     bf16: bool
     region_flips: list[list[int]] = field(default_factory=list)
     fused: np.ndarray | None = None
-    quality: dict = field(default_factory=dict)
+    _quality: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def n(self) -> int:
         return int(self.normals.shape[0])
+
+    @property
+    def quality(self) -> dict:
+        if self._quality is None:
+            self._quality = output_quality(self.normals, self.fused, self.image, self.mask,
+                                           self.schedule.stages[-1].resolution)
+        return self._quality
 
     def meta(self) -> dict:
         """The ``meta.json`` content."""
