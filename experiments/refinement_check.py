@@ -16,7 +16,11 @@ each sample and its refinement (:func:`mssfs.analysis.distances.sign_distances`)
 reading the refinement turned (``turned_regions``) and, with ``--baselines``, the
 classical, regression and flat baselines.  ``--unchecked`` also scores the refinement
 without its reading check (``keep_passes = 0``) on the same samples (keys ``ref0_*``,
-``sign_dist0``, ``turned_regions0``).
+``sign_dist0``, ``turned_regions0``); ``--undecided T`` scores the refinement in which
+regions with mean radial tilt under ``T`` take the light's reading (keys ``ref1_*``).
+Every scoring includes the strict measures (``*_strict``, ``*_strict_one_region``,
+``*_pair_share``, ``*_pair_correlation``) and ``turned_decided*``: known regions that the
+raw sample read as a bump or a dent (disc readings) and the refinement turned.
 
     export OMP_NUM_THREADS=1
     python experiments/refinement_check.py --split objects --count 40 --samples 4 --bf16 --baselines --out obj.json
@@ -43,7 +47,7 @@ import numpy as np
 from mssfs.analysis.curvature import convexity_readings
 from mssfs.analysis.distances import sign_distances
 from mssfs.analysis.one_region import one_region_consistency
-from mssfs.analysis.regions import region_readings
+from mssfs.analysis.regions import disc_readings, region_readings
 from mssfs.analysis.seams import output_grid, seam_index
 from mssfs.core.fileio import atomic_path
 from mssfs.evaluation.items import LAYOUT_SEED_OFFSET, heldout_items, stimulus_items
@@ -85,10 +89,13 @@ def score(tag: str, samples: np.ndarray, fused: np.ndarray, item: dict, grid) ->
         per = [error_metrics(s, item["truth"], m)["mean"] for s in samples]
         row.update({f"{tag}_mean": float(np.mean(per)), f"{tag}_best": float(np.min(per)),
                     f"{tag}_fused": float(error_metrics(fused, item["truth"], m)["mean"])})
-    sc = score_stimulus(samples, m, item["regions"], item["layout"])
-    row.update({f"{tag}_modes": sc.n_modes, f"{tag}_spread": sc.spread})
+    sc = score_stimulus(samples, m, item["regions"], item["layout"], item["image"])
+    row.update({f"{tag}_modes": sc.n_modes, f"{tag}_spread": sc.spread, f"{tag}_strict": sc.strict_consistent,
+                f"{tag}_strict_one_region": sc.strict_one_region, f"{tag}_pair_share": sc.pair_share,
+                f"{tag}_pair_correlation": sc.pair_correlation})
     if item["regions"] is not None:
-        row.update({f"{tag}_consistent": sc.consistent, f"{tag}_true": sc.true, f"{tag}_readings": sc.readings})
+        row.update({f"{tag}_consistent": sc.consistent, f"{tag}_true": sc.true, f"{tag}_readings": sc.readings,
+                    f"{tag}_disc_readings": sc.disc_readings})
     return row
 
 
@@ -104,6 +111,8 @@ def main(argv=None) -> int:
     p.add_argument("--baselines", action="store_true", help="also score classical, regression and flat")
     p.add_argument("--unchecked", action="store_true",
                    help="also score the refinement without its reading check (keep_passes 0), tag ref0")
+    p.add_argument("--undecided", type=float, default=0.0,
+                   help="also score the refinement with refine_undecided at this value, tag ref1")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     items = items_of(args)
@@ -130,12 +139,20 @@ def main(argv=None) -> int:
                 ref0, fused0 = refine_samples(raw, it["image"], it["mask"], replace(settings, keep_passes=0))
                 row.update(refine0_s=time.perf_counter() - t0, **score("ref0", ref0, fused0, it, grid))
                 variants["0"] = ref0
+            if args.undecided:
+                t0 = time.perf_counter()
+                ref1, fused1 = refine_samples(raw, it["image"], it["mask"], replace(settings, undecided_tilt=args.undecided))
+                row.update(refine1_s=time.perf_counter() - t0, **score("ref1", ref1, fused1, it, grid))
+                variants["1"] = ref1
             for suffix, r in variants.items():
                 d = sign_distances(convexity_readings(np.concatenate([raw, r]), it["mask"]))
                 row[f"sign_dist{suffix}"] = [float(d[j, len(raw) + j]) for j in range(len(raw))]
                 if it["regions"] is not None:
                     turned = region_readings(r, it["regions"], it["mask"]) != region_readings(raw, it["regions"], it["mask"])
                     row[f"turned_regions{suffix}"] = [int(t) for t in turned.sum(1)]
+                    # regions the raw sample read as a bump or a dent (disc readings) and the refinement turned
+                    decided = disc_readings(raw, it["regions"]) != 0
+                    row[f"turned_decided{suffix}"] = [int(t) for t in (turned & decided).sum(1)]
             for b in baselines:
                 pred = b.run(it["image"], it["mask"], 1, 0)[0]
                 if it["truth"] is not None:

@@ -50,7 +50,8 @@ from ..core.sfs import (
 )
 from .lighting import shading_regions
 
-__all__ = ["Refinement", "fuse_mean", "implied_light", "refine", "refine_samples", "refinement_shape", "turned_pixels"]
+__all__ = ["Refinement", "fuse_mean", "implied_light", "refine", "refine_samples", "refinement_shape", "turned_pixels",
+           "undecided_regions"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class Refinement:
     relight_every: int = 10
     keep_anchor: float = 1.0
     keep_passes: int = 2
+    undecided_tilt: float = 0.0
 
     def __post_init__(self):
         if self.max_resolution < 16:
@@ -77,8 +79,8 @@ class Refinement:
             raise ValueError("refinement anchor must be >= 0, lam > 0 and anchor_sigma >= 0")
         if min(self.coarse_iters, self.fine_iters) < 0 or self.integrate_every < 1 or self.relight_every < 0:
             raise ValueError("refinement iteration counts must be >= 0 and integrate_every >= 1")
-        if self.keep_anchor < 0 or self.keep_passes < 0:
-            raise ValueError("refinement keep_anchor and keep_passes must be >= 0")
+        if self.keep_anchor < 0 or self.keep_passes < 0 or self.undecided_tilt < 0:
+            raise ValueError("refinement keep_anchor, keep_passes and undecided_tilt must be >= 0")
         if not 0 <= self.integrability < 1:
             raise ValueError(f"refinement integrability must lie in [0, 1), got {self.integrability}")
 
@@ -140,10 +142,12 @@ def refine(normals: np.ndarray, image: np.ndarray, mask: np.ndarray, settings: R
     img = np.clip(img / max(float(albedo), 1e-8), 0.0, 1.5)
     relight = s.relight_every if has_occluding_contour(mask) else 0
     weight = np.full(img.shape, float(s.anchor))
-    regions = shading_regions(img, mask) if s.keep_passes else None
+    regions = shading_regions(img, mask) if s.keep_passes or s.undecided_tilt else None
+    free = undecided_regions(n0, regions, s.undecided_tilt)
+    weight[free] = 0.0  # no reading to keep: the region takes the shape its shading asks under the light
     n = _refine_pass(n0, img, mask, s, light, relight, weight)
     for _ in range(s.keep_passes):
-        turned = turned_pixels(n0, n, mask, regions)
+        turned = turned_pixels(n0, n, mask, regions) & ~free
         if not turned.any():
             break
         weight = np.where(ndimage.binary_dilation(turned, iterations=2) & mask, max(s.keep_anchor, s.anchor), weight)
@@ -170,6 +174,19 @@ def _refine_pass(n0: np.ndarray, img: np.ndarray, mask: np.ndarray, s: Refinemen
         n, light = brooks_horn_level(im_l, m_l, start, light, iters, s.lam, anchor, w_l, s.integrability,
                                      s.integrate_every, relight, keep_side=side)
     return n
+
+
+def undecided_regions(sample: np.ndarray, regions: np.ndarray | None, tilt: float) -> np.ndarray:
+    """``(H, W)`` bool: the shading regions (labels ``1..R``) that ``sample`` reads neither
+    as a bump nor as a dent: their mean radial tilt
+    (:func:`mssfs.analysis.regions.radial_tilts`) is below ``tilt`` in magnitude (nearly
+    flat, or bump and dent in equal parts); none when ``tilt`` is 0 or there are no regions."""
+    if regions is None or tilt <= 0 or regions.max() == 0:
+        return np.zeros(np.shape(sample)[:2], bool)
+    from ..analysis.regions import radial_tilts
+
+    labels = np.flatnonzero(np.abs(radial_tilts(sample, regions)) < tilt) + 1
+    return np.isin(regions, labels)
 
 
 def turned_pixels(sample: np.ndarray, refined: np.ndarray, mask: np.ndarray,

@@ -16,6 +16,7 @@ docs/sampling.md).  A schedule file is YAML or JSON::
     refine: false          # refine every sample and the fused result by the shading (ours, optional)
     refine_max_resolution: 256  # ... at the output size, at most this many pixels a side
     refine_anchor: 0.01    # ... pulled this strongly toward the sample's reading
+    refine_undecided: 0.0  # ... regions with |mean radial tilt| below this take the light's reading
     stages:
       - {resolution: 160, lr: 20, restart_t: 299, guidance_start_t: 250, lighting: true}
       - {resolution: 128, lr: 15, lighting: true}
@@ -156,7 +157,10 @@ class Schedule:
     result; :func:`mssfs.sampler.lighting.consistent_regions`).  ``refine`` ends the
     schedule with the refinement of every sample and of the fused result by the shading
     (ours, :mod:`mssfs.sampler.refine`), at the output size but at most
-    ``refine_max_resolution`` pixels a side, with the anchor weight ``refine_anchor``.
+    ``refine_max_resolution`` pixels a side, with the anchor weight ``refine_anchor``;
+    a shading region the sample reads neither as a bump nor as a dent (mean radial tilt
+    below ``refine_undecided``) is solved from the shading alone under the sample's light
+    (:func:`mssfs.sampler.refine.undecided_regions`; 0 = off).
     """
 
     name: str
@@ -171,6 +175,7 @@ class Schedule:
     refine: bool = False
     refine_max_resolution: int = 256
     refine_anchor: float = 0.01
+    refine_undecided: float = 0.0
     description: str = ""
 
     def __post_init__(self):
@@ -199,10 +204,11 @@ class Schedule:
 
     def refinement(self, checked: bool = False) -> Refinement | None:
         """The refinement settings, or None when the schedule does not refine (``checked``:
-        build them even then, to validate ``refine_max_resolution`` and ``refine_anchor``)."""
+        build them even then, to validate the ``refine_*`` fields)."""
         if not (self.refine or checked):
             return None
-        settings = Refinement(max_resolution=self.refine_max_resolution, anchor=self.refine_anchor)
+        settings = Refinement(max_resolution=self.refine_max_resolution, anchor=self.refine_anchor,
+                              undecided_tilt=self.refine_undecided)
         return settings if self.refine else None
 
     @property
