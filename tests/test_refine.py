@@ -100,6 +100,32 @@ def test_a_region_read_against_its_sample_light_keeps_the_sample_reading():
     assert angular_error(out, truth, mask)[kept].mean() < angular_error(sample, truth, mask)[kept].mean()
 
 
+def test_an_undecided_region_takes_the_reading_of_the_sample_light():
+    """A disc read half as a bump and half as a dent (radial tilt about 0) has no reading
+    to keep: with ``undecided_tilt`` it is solved from the shading under the light the
+    decided discs imply and reads the way that light says; the decided discs keep theirs."""
+    from mssfs.analysis.regions import radial_tilts
+    from mssfs.sampler.refine import undecided_regions
+
+    truth, image, mask, regions = two_bumps_and_a_dent()
+    sample = truth.copy()
+    cols = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]][1]
+    centre = cols[regions == 1].mean()
+    sample[(regions == 1) & (cols < centre), :2] *= -1  # disc 1: left half a dent, right half a bump
+    sample = patchy(sample, seed=4)
+    tilts = radial_tilts(sample, regions)
+    assert abs(tilts[0]) < 0.1 and tilts[1] > 0.1 and tilts[2] < -0.1
+    free = undecided_regions(sample, regions, 0.1)
+    assert free[regions == 1].all() and not free[regions > 1].any()
+    assert not undecided_regions(sample, regions, 0.0).any()
+    out = refine(sample, image, mask, Refinement(undecided_tilt=0.1))
+    after = radial_tilts(out, regions)
+    assert after[0] > 0.1  # a bump, as the light of the other discs says
+    assert after[1] > 0.1 and after[2] < -0.1  # the decided discs keep their readings
+    with pytest.raises(ValueError, match="undecided_tilt"):
+        Refinement(undecided_tilt=-1)
+
+
 def test_refine_samples_runs_at_the_capped_resolution_and_returns_the_input_size():
     truth, image, _, _ = bump_and_dent(48)
     big_image = np.kron(image, np.ones((2, 2)))[:90, :96]
@@ -164,6 +190,11 @@ def test_a_refining_schedule_refines_every_sample_and_records_the_quality(tmp_pa
     assert Schedule.from_dict(sched.to_dict()) == sched
     with pytest.raises(ValueError, match="refine_max_resolution"):
         replace(sched, refine_max_resolution=8)
+    undecided = replace(sched, refine_undecided=0.1)
+    assert undecided.refinement().undecided_tilt == 0.1 and sched.refinement().undecided_tilt == 0.0
+    assert Schedule.from_dict(undecided.to_dict()) == undecided
+    with pytest.raises(ValueError, match="undecided_tilt"):
+        replace(sched, refine_undecided=-0.1)
 
 
 def test_analyze_reports_the_seam_index_on_the_last_stage_grid(tmp_path):
