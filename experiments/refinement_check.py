@@ -54,7 +54,7 @@ from mssfs.evaluation.items import LAYOUT_SEED_OFFSET, heldout_items, stimulus_i
 from mssfs.evaluation.methods import build_methods, method_schedule
 from mssfs.evaluation.metrics import error_metrics, fuse_samples, score_stimulus
 from mssfs.sampler.api import sample_many
-from mssfs.sampler.refine import refine_samples
+from mssfs.sampler.refine import Refinement, refine_samples
 
 
 def items_of(args) -> list[dict]:
@@ -113,6 +113,8 @@ def main(argv=None) -> int:
                    help="also score the refinement without its reading check (keep_passes 0), tag ref0")
     p.add_argument("--undecided", type=float, default=0.0,
                    help="also score the refinement with refine_undecided at this value, tag ref1")
+    p.add_argument("--undecided-roundness", type=float, default=Refinement().undecided_roundness,
+                   help="with --undecided: only regions at least this round are freed (0: any region)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     items = items_of(args)
@@ -141,7 +143,8 @@ def main(argv=None) -> int:
                 variants["0"] = ref0
             if args.undecided:
                 t0 = time.perf_counter()
-                ref1, fused1 = refine_samples(raw, it["image"], it["mask"], replace(settings, undecided_tilt=args.undecided))
+                ref1, fused1 = refine_samples(raw, it["image"], it["mask"], replace(settings, undecided_tilt=args.undecided,
+                                                                                 undecided_roundness=args.undecided_roundness))
                 row.update(refine1_s=time.perf_counter() - t0, **score("ref1", ref1, fused1, it, grid))
                 variants["1"] = ref1
             for suffix, r in variants.items():

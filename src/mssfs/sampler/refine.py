@@ -50,8 +50,8 @@ from ..core.sfs import (
 )
 from .lighting import shading_regions
 
-__all__ = ["Refinement", "fuse_mean", "implied_light", "refine", "refine_samples", "refinement_shape", "turned_pixels",
-           "undecided_regions"]
+__all__ = ["Refinement", "fuse_mean", "implied_light", "refine", "refine_samples", "refinement_shape", "region_roundness",
+           "turned_pixels", "undecided_regions"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,7 @@ class Refinement:
     keep_anchor: float = 1.0
     keep_passes: int = 2
     undecided_tilt: float = 0.0
+    undecided_roundness: float = 0.8
 
     def __post_init__(self):
         if self.max_resolution < 16:
@@ -81,6 +82,8 @@ class Refinement:
             raise ValueError("refinement iteration counts must be >= 0 and integrate_every >= 1")
         if self.keep_anchor < 0 or self.keep_passes < 0 or self.undecided_tilt < 0:
             raise ValueError("refinement keep_anchor, keep_passes and undecided_tilt must be >= 0")
+        if not 0 <= self.undecided_roundness <= 1:
+            raise ValueError(f"refinement undecided_roundness must lie in [0, 1], got {self.undecided_roundness}")
         if not 0 <= self.integrability < 1:
             raise ValueError(f"refinement integrability must lie in [0, 1), got {self.integrability}")
 
@@ -143,7 +146,7 @@ def refine(normals: np.ndarray, image: np.ndarray, mask: np.ndarray, settings: R
     relight = s.relight_every if has_occluding_contour(mask) else 0
     weight = np.full(img.shape, float(s.anchor))
     regions = shading_regions(img, mask) if s.keep_passes or s.undecided_tilt else None
-    free = undecided_regions(n0, regions, s.undecided_tilt)
+    free = undecided_regions(n0, regions, s.undecided_tilt, s.undecided_roundness)
     weight[free] = 0.0  # no reading to keep: the region takes the shape its shading asks under the light
     n = _refine_pass(n0, img, mask, s, light, relight, weight)
     for _ in range(s.keep_passes):
@@ -176,17 +179,37 @@ def _refine_pass(n0: np.ndarray, img: np.ndarray, mask: np.ndarray, s: Refinemen
     return n
 
 
-def undecided_regions(sample: np.ndarray, regions: np.ndarray | None, tilt: float) -> np.ndarray:
+def undecided_regions(sample: np.ndarray, regions: np.ndarray | None, tilt: float,
+                      min_roundness: float = 0.0) -> np.ndarray:
     """``(H, W)`` bool: the shading regions (labels ``1..R``) that ``sample`` reads neither
     as a bump nor as a dent: their mean radial tilt
     (:func:`mssfs.analysis.regions.radial_tilts`) is below ``tilt`` in magnitude (nearly
-    flat, or bump and dent in equal parts); none when ``tilt`` is 0 or there are no regions."""
+    flat, or bump and dent in equal parts); none when ``tilt`` is 0 or there are no regions.
+
+    ``min_roundness``: only regions at least this round count (area over the disc through
+    the pixel farthest from the centroid: 1 for a disc, about 0.6 for the rings, star and
+    snake stimuli), since the radial tilt reads a disc, not a figure read in parts."""
     if regions is None or tilt <= 0 or regions.max() == 0:
         return np.zeros(np.shape(sample)[:2], bool)
     from ..analysis.regions import radial_tilts
 
-    labels = np.flatnonzero(np.abs(radial_tilts(sample, regions)) < tilt) + 1
-    return np.isin(regions, labels)
+    undecided = np.abs(radial_tilts(sample, regions)) < tilt
+    if min_roundness > 0:
+        undecided &= region_roundness(regions) >= min_roundness
+    return np.isin(regions, np.flatnonzero(undecided) + 1)
+
+
+def region_roundness(regions: np.ndarray) -> np.ndarray:
+    """``(R,)`` area of each region ``1..R`` over the area of the disc about its centroid
+    through its farthest pixel (1 for a disc, less for any other shape)."""
+    rows, cols = np.mgrid[0 : regions.shape[0], 0 : regions.shape[1]] + 0.5
+    out = np.zeros(int(regions.max()))
+    for k in range(1, out.size + 1):
+        m = regions == k
+        if m.any():
+            r = np.hypot(rows[m] - rows[m].mean(), cols[m] - cols[m].mean()).max() + 0.5
+            out[k - 1] = m.sum() / (np.pi * r**2)
+    return out
 
 
 def turned_pixels(sample: np.ndarray, refined: np.ndarray, mask: np.ndarray,
