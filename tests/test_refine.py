@@ -126,6 +126,25 @@ def test_an_undecided_region_takes_the_reading_of_the_sample_light():
         Refinement(undecided_tilt=-1)
 
 
+def test_only_round_regions_count_as_undecided_with_a_roundness_bound():
+    from mssfs.sampler.refine import region_roundness, undecided_regions
+
+    regions = np.zeros((64, 64), np.int32)
+    rows, cols = np.mgrid[0:64, 0:64] + 0.5
+    regions[(rows - 16) ** 2 + (cols - 16) ** 2 < 10**2] = 1  # a disc
+    regions[40:60, 4:24] = 2  # a square
+    regions[30:34, 30:62] = 3  # a bar
+    round_ = region_roundness(regions)
+    assert round_[0] > 0.85 and round_[1] == pytest.approx(2 / np.pi, abs=0.08) and round_[2] < 0.2
+    flat = np.zeros((64, 64, 3))
+    flat[..., 2] = 1  # every region undecided (radial tilt 0)
+    assert undecided_regions(flat, regions, 0.1, 0.0)[regions > 0].all()
+    only_disc = undecided_regions(flat, regions, 0.1, 0.8)
+    assert only_disc[regions == 1].all() and not only_disc[regions > 1].any()
+    with pytest.raises(ValueError, match="undecided_roundness"):
+        Refinement(undecided_roundness=1.5)
+
+
 def test_refine_samples_runs_at_the_capped_resolution_and_returns_the_input_size():
     truth, image, _, _ = bump_and_dent(48)
     big_image = np.kron(image, np.ones((2, 2)))[:90, :96]
