@@ -80,8 +80,10 @@ class Refinement:
             raise ValueError("refinement anchor must be >= 0, lam > 0 and anchor_sigma >= 0")
         if min(self.coarse_iters, self.fine_iters) < 0 or self.integrate_every < 1 or self.relight_every < 0:
             raise ValueError("refinement iteration counts must be >= 0 and integrate_every >= 1")
-        if self.keep_anchor < 0 or self.keep_passes < 0 or self.undecided_tilt < 0:
-            raise ValueError("refinement keep_anchor, keep_passes and undecided_tilt must be >= 0")
+        if self.keep_anchor < 0 or self.keep_passes < 0:
+            raise ValueError("refinement keep_anchor and keep_passes must be >= 0")
+        if self.undecided_tilt < 0:
+            raise ValueError(f"refine_undecided (undecided_tilt) must be >= 0 (0 turns it off), got {self.undecided_tilt}")
         if not 0 <= self.undecided_roundness <= 1:
             raise ValueError(f"refinement undecided_roundness must lie in [0, 1], got {self.undecided_roundness}")
         if not 0 <= self.integrability < 1:
