@@ -110,7 +110,8 @@ def test_documented_schedule_files_load_and_name_what_they_say():
     """docs/results' schedule files load and are what docs/results/README.md says:
     ``schedule_fast_no_shading`` is ``fast`` without shading guidance or region flips,
     ``schedule_fast_shading10`` is ``fast`` without region flips, and
-    ``schedule_fast_regions`` (the region-flips candidate) is ``fast`` without its refinement."""
+    ``schedule_fast_regions`` (the region-flips candidate) is ``fast`` without its refinement,
+    and ``schedule_fast_undecided`` (the undecided-regions candidate) is ``fast``."""
     from dataclasses import replace
     from pathlib import Path
 
@@ -127,7 +128,10 @@ def test_documented_schedule_files_load_and_name_what_they_say():
     assert shading.stages == no_regions and not shading.final_region_flips and not old.final_region_flips
     regions = loaded["schedule_fast_regions"]
     assert not regions.refine and fast.refine
-    assert replace(regions, name=fast.name, description=fast.description, refine=True) == fast
+    assert replace(regions, name=fast.name, description=fast.description, refine=True, refine_undecided=0.1) == fast
+    undecided = loaded["schedule_fast_undecided"]
+    assert fast.refine_undecided > 0 and not regions.refine_undecided
+    assert replace(undecided, name=fast.name, description=fast.description) == fast
 
 
 # ---------------------------------------------------------------- guided DDIM

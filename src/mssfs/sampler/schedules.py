@@ -298,7 +298,8 @@ def _fast() -> Schedule:
     # stage (docs/decisions/shading-guidance.md), region flips after every stage run
     # and on the fused result (docs/decisions/region-flips.md), and the reading-keeping
     # refinement of every sample and of the fused result by the shading
-    # (docs/decisions/refinement.md).
+    # (docs/decisions/refinement.md), in which a disc-shaped region the sample reads
+    # neither way is solved from the shading (docs/decisions/undecided-regions.md).
     kw = dict(inner_iters_high=4, inner_iters_low=1, shading_weight=10.0, region_flips=True)
     stages = (
         Stage(96, 15, restart_t=299, guidance_start_t=250, lighting=True, **kw),
@@ -307,8 +308,9 @@ def _fast() -> Schedule:
         Stage(128, 20, **kw),
     )
     return Schedule(
-        "fast", stages, num_steps=20, fuse_last=2, final_region_flips=True, refine=True,
-        description="ours: short V-cycle, 20-step grid, shading guidance 10, region flips, refinement",
+        "fast", stages, num_steps=20, fuse_last=2, final_region_flips=True, refine=True, refine_undecided=0.1,
+        description="ours: short V-cycle, 20-step grid, shading guidance 10, region flips, refinement "
+                    "(undecided discs solved from the shading)",
     )
 
 
