@@ -111,7 +111,8 @@ def test_documented_schedule_files_load_and_name_what_they_say():
     ``schedule_fast_no_shading`` is ``fast`` without shading guidance or region flips,
     ``schedule_fast_shading10`` is ``fast`` without region flips, and
     ``schedule_fast_regions`` (the region-flips candidate) is ``fast`` without its refinement,
-    and ``schedule_fast_undecided`` (the undecided-regions candidate) is ``fast``."""
+    ``schedule_fast_undecided`` (the undecided-regions candidate) is ``fast``, and
+    ``schedule_fast_refine`` is ``fast`` without its undecided-disc step."""
     from dataclasses import replace
     from pathlib import Path
 
@@ -132,6 +133,8 @@ def test_documented_schedule_files_load_and_name_what_they_say():
     undecided = loaded["schedule_fast_undecided"]
     assert fast.refine_undecided > 0 and not regions.refine_undecided
     assert replace(undecided, name=fast.name, description=fast.description) == fast
+    settled = loaded["schedule_fast_refine"]
+    assert replace(settled, name=fast.name, description=fast.description, refine_undecided=0.1) == fast
 
 
 # ---------------------------------------------------------------- guided DDIM
