@@ -109,7 +109,7 @@ def test_schedule_files_round_trip(tmp_path):
 def test_documented_schedule_files_load_and_name_what_they_say():
     """docs/results' schedule files load and are what docs/results/README.md says:
     ``schedule_fast_no_shading`` is ``fast`` without shading guidance or region flips,
-    ``schedule_fast_shading10`` is ``fast`` without region flips, and
+    ``schedule_fast_shading10`` is ``fast`` without region flips,
     ``schedule_fast_regions`` (the region-flips candidate) is ``fast`` without its refinement,
     ``schedule_fast_undecided`` (the undecided-regions candidate) is ``fast``, and
     ``schedule_fast_refine`` is ``fast`` without its undecided-disc step."""
