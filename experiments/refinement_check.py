@@ -46,7 +46,6 @@ import numpy as np
 
 from mssfs.analysis.curvature import convexity_readings
 from mssfs.analysis.distances import sign_distances
-from mssfs.analysis.one_region import one_region_consistency
 from mssfs.analysis.regions import disc_readings, region_readings
 from mssfs.analysis.seams import output_grid, seam_index
 from mssfs.core.fileio import atomic_path
@@ -83,13 +82,13 @@ def score(tag: str, samples: np.ndarray, fused: np.ndarray, item: dict, grid) ->
     """One scoring of one item's samples (``tag``: raw or ref)."""
     m = item["mask"]
     row = {f"seam_{tag}": [float(x) for x in seam_index(samples, m, *grid)],
-           f"seam_fused_{tag}": float(seam_index(fused, m, *grid)),
-           f"orc_{tag}": [float(x) for x in one_region_consistency(samples, item["image"], m)]}
+           f"seam_fused_{tag}": float(seam_index(fused, m, *grid))}
     if item["truth"] is not None:
         per = [error_metrics(s, item["truth"], m)["mean"] for s in samples]
         row.update({f"{tag}_mean": float(np.mean(per)), f"{tag}_best": float(np.min(per)),
                     f"{tag}_fused": float(error_metrics(fused, item["truth"], m)["mean"])})
     sc = score_stimulus(samples, m, item["regions"], item["layout"], item["image"])
+    row[f"orc_{tag}"] = [float("nan") if x is None else x for x in sc.one_region_samples]
     row.update({f"{tag}_modes": sc.n_modes, f"{tag}_spread": sc.spread, f"{tag}_strict": sc.strict_consistent,
                 f"{tag}_strict_one_region": sc.strict_one_region, f"{tag}_pair_share": sc.pair_share,
                 f"{tag}_pair_correlation": sc.pair_correlation})

@@ -328,6 +328,8 @@ def test_cli_stimuli_end_to_end(cli_env, tmp_path):
     # strict scoring: discs from their tilt, per-sample strict one-region shares, the mode pair
     assert np.shape(circles["disc_readings"]) == (2, 4) and 0 <= circles["strict_consistent"] <= 1
     assert len(items[2]["strict_one_region"]) == 2 and 0 <= items[2]["strict_consistent"] <= 1
+    per_sample = [x for x in items[2]["one_region_samples"] if x is not None]  # the mean is of these
+    assert len(items[2]["one_region_samples"]) == 2 and items[2]["one_region"] == pytest.approx(np.mean(per_sample))
     assert 0 < items[2]["pair_share"] <= 1
     assert data["summary"]["flat"]["layouts"]["strict_consistent"] == 0.0
     strict = md[md.index("### Strict scoring"):]

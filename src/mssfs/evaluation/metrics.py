@@ -180,6 +180,7 @@ class StimulusScores:
     labels: list | None = None  # (N,) mode of each sample, 0 the most frequent
     reading_ari: float | None = None  # agreement of the modes with the region readings
     one_region: float | None = None  # mean one-region consistency of the samples
+    one_region_samples: list | None = None  # (N,) one-region consistency per sample (None where undefined)
     # strict scoring (docs/evaluation.md, "Strict scoring"): flat or undecided counts against
     strict_consistent: float | None = None  # share of samples consistent
     strict_true: float | None = None  # region items: share read as the true layout
@@ -192,7 +193,7 @@ class StimulusScores:
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("n", "n_modes", "mode_shares", "spread", "consistent", "true",
                                                "inverted", "readings", "classes", "labels", "reading_ari",
-                                               "one_region", "strict_consistent", "strict_true", "strict_inverted",
+                                               "one_region", "one_region_samples", "strict_consistent", "strict_true", "strict_inverted",
                                                "disc_readings", "strict_one_region", "pair_share",
                                                "pair_correlation")}
 
@@ -240,6 +241,7 @@ def score_stimulus(samples: np.ndarray, mask: np.ndarray, regions=None, layout=N
         lights = np.stack([estimate_light(x, image, mask) for x in s])
         one = one_region_consistency(s, image, mask, lights)
         out.one_region = float(np.nanmean(one)) if np.isfinite(one).any() else None
+        out.one_region_samples = [float(x) if np.isfinite(x) else None for x in one]
         if regions is None:
             strict_one = one_region_consistency(s, image, mask, lights, strict=True)
             out.strict_one_region = [round(float(x), 4) if np.isfinite(x) else None for x in strict_one]
