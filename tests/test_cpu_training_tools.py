@@ -1,5 +1,6 @@
-"""The CPU-time study (experiments/cpu_time_study.py) and the background training job
-(tools/keep_training.py): CPU ledger, resumable chunks, the gate's rule."""
+"""Training for a CPU-time budget (mssfs.train.cpu_budget, mssfs.train.recipes), the CPU-time
+study (experiments/cpu_time_study.py) and the background training job
+(tools/keep_training.py): CPU ledger, resumable chunks, recipes, the gate's rule."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import sys
 
 import pytest
 from repo_files import ROOT, load_repo_module
+
+from mssfs.train import cpu_budget
+from mssfs.train.recipes import recipes
 
 TINY = ["--objective", "diffusion", "--base-width", "8", "--mults", "1,2", "--res-blocks", "1", "--time-dim", "16",
         "--attn-heads", "1", "--attn-head-dim", "8", "--patches-per-step", "16", "--image-size", "32",
@@ -23,11 +27,7 @@ def study():
 
 @pytest.fixture
 def keep():
-    sys.path.insert(0, str(ROOT / "experiments"))
-    try:
-        yield load_repo_module("tools", "keep_training")
-    finally:
-        sys.path.remove(str(ROOT / "experiments"))
+    return load_repo_module("tools", "keep_training")
 
 
 def _log(run, times):
@@ -36,22 +36,24 @@ def _log(run, times):
     (run / "log.csv").write_text("step,loss,val_loss,val_x0,patches_per_s,lr,time\n" + rows)
 
 
-def test_ledger_counts_booked_cpu_and_unbooked_training(study, tmp_path):
+def test_ledger_counts_booked_cpu_and_unbooked_training(tmp_path):
+    study = cpu_budget
     run = tmp_path / "r"
     assert study.cpu_minutes(run) == 0.0
     _log(run, [60.0, 120.0])  # 2 minutes of training, nothing booked (a killed chunk)
     assert study.cpu_minutes(run) == pytest.approx(2.0)
-    study._book(run)  # settled at its wall time
+    study.book(run)  # settled at its wall time
     assert study.cpu_minutes(run) == pytest.approx(2.0)
     _log(run, [60.0, 120.0, 300.0])  # a chunk of 3 more minutes of training ...
     assert study.cpu_minutes(run) == pytest.approx(5.0)
-    study._book(run, 1.5)  # ... booked at its CPU time (a busy machine: less than its wall time)
+    study.book(run, 1.5)  # ... booked at its CPU time (a busy machine: less than its wall time)
     assert study.cpu_minutes(run) == pytest.approx(3.5)
-    study._book(run)  # nothing unbooked: settling changes nothing
+    study.book(run)  # nothing unbooked: settling changes nothing
     assert study.cpu_minutes(run) == pytest.approx(3.5)
 
 
-def test_train_chunk_starts_then_resumes_and_books_cpu(study, tmp_path, monkeypatch):
+def test_train_chunk_starts_then_resumes_and_books_cpu(tmp_path, monkeypatch):
+    study = cpu_budget
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run = tmp_path / "tiny"
     with open(tmp_path / "log.txt", "w") as log:
@@ -130,7 +132,23 @@ def test_recipe_starts_from_the_last_passing_export(keep, tmp_path, monkeypatch)
     monkeypatch.setattr(keep, "CONTINUED", continued)
     options = keep.recipe("base")
     assert options[options.index("--init") + 1] == str(continued)
-    assert keep.VARIANTS["base"][keep.VARIANTS["base"].index("--init") + 1] == keep.SHIPPED  # table untouched
+    # a distilled recipe still learns from the package weights, not from the continued export
+    quarter = keep.recipe("quarter")
+    assert quarter[quarter.index("--teacher") + 1] == keep.SHIPPED and "--init" not in quarter
+
+
+def test_recipes_follow_their_arguments_and_the_study_starts_all_from_the_shipped_weights(study):
+    table = recipes("cfg.yaml", init="A", teacher="T")
+    for name, options in table.items():
+        assert options[options.index("--config") + 1] == "cfg.yaml", name
+        assert ("--init" in options) != ("--teacher" in options), name  # continued or distilled, never both
+        if "--init" in options:
+            assert options[options.index("--init") + 1] == "A", name
+        else:
+            assert options[options.index("--teacher") + 1] == "T", name
+    table["base"].append("--changed")  # each call builds new lists
+    assert "--changed" not in recipes("cfg.yaml", init="A", teacher="T")["base"]
+    assert study.VARIANTS == recipes(str(ROOT / "configs" / "cpu.yaml"), init=study.SHIPPED, teacher=study.SHIPPED)
 
 
 def test_gate_suites_score_the_sampler_only_and_the_reference_adds_regression(keep):

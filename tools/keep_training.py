@@ -7,8 +7,8 @@ it continues after a minute under a quarter of a core), since ``nice`` alone doe
 stop it from slowing multi-threaded work. It survives any interruption: started again, it resumes from the run's
 last checkpoint; on a fresh machine (no run folder) it starts from the last export that
 passed the gate (``candidates/continued/``, committed with the repository) or, before the
-first one, from the package weights. The recipe is a variant of the CPU-time study
-(``experiments/cpu_time_study.py``; the one its rule adopted, ``base`` until then).
+first one, from the package weights. The recipe is one of the CPU-time study's
+(:mod:`mssfs.train.recipes`; the one the study's rule adopted, ``base`` until then).
 
 Every ``--gate-every`` CPU minutes the latest checkpoint is exported and gated against the
 package weights on the release split (docs/decisions/cpu-time-study.md, rule 3):
@@ -38,24 +38,15 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from mssfs.train.cpu_budget import checkpoints, cpu_minutes, run_mssfs, score_export, train_chunk, write_json
+from mssfs.train.recipes import recipes
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-
-from cpu_time_study import (  # the study's helpers: one copy of each
-    SHIPPED,
-    VARIANTS,
-    checkpoints,
-    cpu_minutes,
-    run_mssfs,
-    score_export,
-    train_chunk,
-    write_json,
-)
-
+SHIPPED = str(ROOT / "src" / "mssfs" / "model" / "weights" / "default")
+CPU_CONFIG = str(ROOT / "configs" / "cpu.yaml")
 CONTINUED = ROOT / "candidates" / "continued"
 RECORDS = ROOT / "docs" / "results" / "keep_training"
 GATE_SUITES = {
@@ -158,11 +149,9 @@ def start_from() -> str:
 
 
 def recipe(name: str) -> list[str]:
-    """The study variant's options with ``--init`` pointing at :func:`start_from`."""
-    options = list(VARIANTS[name])
-    if "--init" in options:
-        options[options.index("--init") + 1] = start_from()
-    return options
+    """The study recipe's options, continuing from :func:`start_from` (a distilled recipe
+    keeps the package weights as its teacher)."""
+    return recipes(CPU_CONFIG, init=start_from(), teacher=SHIPPED)[name]
 
 
 def code_version() -> str:
@@ -248,7 +237,7 @@ def publish_log(run: Path) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", default="runs/keep", help="run folder (checkpoints, exports, gate results)")
-    p.add_argument("--recipe", default="base", choices=sorted(VARIANTS),
+    p.add_argument("--recipe", default="base", choices=sorted(recipes(CPU_CONFIG, SHIPPED, SHIPPED)),
                    help="the CPU-time study variant to train (default base)")
     p.add_argument("--chunk", type=float, default=30.0, help="CPU minutes per training chunk (default 30)")
     p.add_argument("--gate-every", type=float, default=360.0, help="CPU minutes between gates (default 360)")
