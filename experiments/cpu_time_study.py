@@ -22,7 +22,7 @@ exists is not evaluated again::
 
     OMP_NUM_THREADS=1 nohup python experiments/cpu_time_study.py --root runs/cpu_study \\
         --variants base,gpu-recipe,x0,v,quarter,figures --milestones 60,180 &
-    python experiments/cpu_time_study.py --root runs/cpu_study --summary   # table so far
+    python experiments/cpu_time_study.py --root runs/cpu_study --summary --markdown   # table so far
 
 The variants are compared at equal CPU time, not at equal patch samples; ``summary``
 reports both.
@@ -86,7 +86,10 @@ def summary_row(record: dict) -> dict:
     obj = record["objects"]["summary"][key]
     row = {"variant": record["variant"], "milestone_min": record["milestone_min"],
            "cpu_min": round(record["cpu_min"], 1), "trained_min": round(record["trained_min"], 1),
-           "patches_seen": record["config"].get("training", {}).get("patches_seen")}
+           # patch samples this variant trained (a run counts its own; the shipped weights' config
+           # holds their last run's, which the study did not train)
+           "patches_seen": None if record["variant"] == "shipped" else
+           record["config"].get("training", {}).get("patches_seen")}
     for subset in ("objects", "reliefs"):
         for scoring in ("mean", "best", "fused"):
             row[f"{subset}_{scoring}"] = round(obj[subset][scoring]["mean"], 2)
@@ -103,6 +106,25 @@ def summary(out: Path) -> list[dict]:
     return [summary_row(json.loads(f.read_text())) for f in sorted(out.glob("*min.json"))]
 
 
+#: the columns of the Markdown summary: (heading, row key, format)
+TABLE = (("variant", "variant", "{}"), ("CPU min", "cpu_min", "{:.0f}"), ("patch samples trained", "patches_seen", "{:,}"),
+         ("objects mean / best / fused", ("objects_mean", "objects_best", "objects_fused"), "{:.2f}°"),
+         ("reliefs fused", "reliefs_fused", "{:.2f}°"), ("circles consistent", "circles_consistent", "{:.3f}"),
+         ("one-region rings / star / snake", ("rings_one_region", "star_one_region", "snake_one_region"), "{:.2f}"),
+         ("modes circles / rings / star / snake", ("circles_modes", "rings_modes", "star_modes", "snake_modes"), "{}"))
+
+
+def summary_table(rows: list[dict]) -> str:
+    """The summary rows as a Markdown table with the numbers the rule reads (— where a row lacks one)."""
+    def cell(row, keys, fmt):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        return " / ".join("—" if row.get(k) is None else fmt.format(row[k]) for k in keys)
+
+    lines = ["| " + " | ".join(h for h, _, _ in TABLE) + " |", "|" + "---|" * len(TABLE)]
+    lines += ["| " + " | ".join(cell(row, k, f) for _, k, f in TABLE) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default="runs/cpu_study", help="run folders, exports and evaluations")
@@ -111,13 +133,14 @@ def main(argv=None) -> int:
     p.add_argument("--milestones", default="60,180", help="CPU minutes of training at which to evaluate")
     p.add_argument("--chunk", type=float, default=15.0, help="CPU minutes per variant per turn")
     p.add_argument("--results", default=None, help="result JSON folder (default ROOT/results)")
-    p.add_argument("--summary", action="store_true", help="print the results so far and stop")
+    p.add_argument("--summary", action="store_true", help="print the results so far (JSON lines) and stop")
+    p.add_argument("--markdown", action="store_true", help="with --summary: one Markdown table instead")
     args = p.parse_args(argv)
     root = Path(args.root)
     out = Path(args.results) if args.results else root / "results"
     if args.summary:
-        for row in summary(out):
-            print(json.dumps(row))
+        rows = summary(out)
+        print(summary_table(rows) if args.markdown else "\n".join(json.dumps(row) for row in rows))
         return 0
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in names if v not in VARIANTS]

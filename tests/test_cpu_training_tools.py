@@ -88,6 +88,11 @@ def test_summary_row_reads_the_rules_numbers(study):
                "stimuli": {"items": {study.METHOD: record["stimuli"]["items"]["ours"]}}}
     assert study.summary_row(renamed) == row
     assert study.SUITE_ARGS["objects"][-1] == study.METHOD == "no-refine"
+    table = study.summary_table([row, study.summary_row({**record, "variant": "shipped"})]).splitlines()
+    assert len(table) == 4 and table[0].count("|") == table[2].count("|") == table[3].count("|")
+    assert "| 30.00° / 31.00° / 32.00° |" in table[2] and "| 12.00° |" in table[2]  # objects; reliefs fused
+    assert "| — / 0.80 / — |" in table[2]  # one-region rings / star / snake: only the star has one
+    assert table[2].startswith("| base | 60 | 123 |") and table[3].startswith("| shipped | 60 | — |")
 
 
 def test_every_variant_names_known_train_options(study):
