@@ -1,9 +1,10 @@
-"""One-region consistency on constructed bumps read whole, inverted and half inverted."""
+"""One-region consistency and where its strict share is lost, on constructed bumps read whole,
+inverted, half inverted, shallow and flat."""
 
 import numpy as np
 import pytest
 
-from mssfs.analysis.one_region import one_region_consistency
+from mssfs.analysis.one_region import BREAKDOWN, one_region_consistency, strict_breakdown
 from mssfs.core.integrate import normals_from_depth
 from mssfs.core.render import render
 
@@ -86,3 +87,30 @@ def depth_of(n):
     size = n.shape[0]
     y, x = np.mgrid[0:size, 0:size] + 0.5
     return 22 * np.exp(-((x - 48) ** 2 + (y - 48) ** 2) / (2 * 14**2))
+
+
+def test_strict_breakdown_says_where_the_strict_share_is_lost(bump):
+    n, image, mask = bump
+    flat = np.zeros_like(n)
+    flat[..., 2] = 1
+    shallow = normals_from_depth(0.2 * depth_of(n), mask)
+    left = np.zeros(mask.shape, bool)
+    left[:, :48] = True
+    maps = np.stack([n, flipped(n), shallow, flat, flipped(n, left)])
+    parts = strict_breakdown(maps, image, mask, LIGHT)
+    assert parts.shape == (5, len(BREAKDOWN)) and BREAKDOWN[0] == "read"
+    np.testing.assert_allclose(parts.sum(axis=1), 1.0)
+    # the read share is the strict one-region consistency, map by map
+    np.testing.assert_allclose(parts[:, 0], one_region_consistency(maps, image, mask, LIGHT, strict=True))
+    read, shallow_, inverted, other = parts.T
+    assert read[0] > 0.95  # the bump as lit
+    assert inverted[1] > 0.95  # the dent under the same light
+    assert shallow_[2] > 0.8  # the right way, a fifth of the height
+    assert other[3] == 1.0  # flat: neither light renders any gradient (a tie)
+    # half inverted: read and inverted share the shading (unequally: the light lies across the cut)
+    assert read[4] + inverted[4] > 0.95 and min(read[4], inverted[4]) > 0.3
+    # a light without image-plane part decides nothing; one map gives one row
+    np.testing.assert_allclose(strict_breakdown(n, image, mask, np.array([0.0, 0.0, 1.0])), [0, 0, 0, 1])
+    assert np.isnan(strict_breakdown(n, np.full(mask.shape, 0.5), mask, LIGHT)).all()  # no shading
+    with pytest.raises(ValueError, match="do not match"):
+        strict_breakdown(n[:-1], image, mask)

@@ -97,17 +97,24 @@ def test_strict_one_region_scoring_per_sample():
     assert sc.strict_one_region[2] in (0.0, None)
     assert sc.strict_consistent == 0.75
     assert sc.consistent is None and sc.disc_readings is None
+    # the lost shading: the flat sample (a quarter of the samples) loses everything as 'other'
+    assert set(sc.strict_lost) == {"shallow", "inverted", "other"}
+    assert sc.strict_lost["other"] == pytest.approx(0.25, abs=0.03) and sc.strict_lost["inverted"] < 0.05
+    assert sc.to_dict()["strict_lost"] == sc.strict_lost
 
 
 def test_strict_table_rows():
     method = SimpleNamespace(name="ours", stochastic=True)
     row = dict(item="star", kind="bundled", n=16, strict_consistent=0.5, strict_true=None, strict_inverted=None,
-               strict_one_region=[0.9, 0.5, None], pair_share=0.75, pair_correlation=-0.9)
-    results = {"items": {"ours": [row, dict(row, item="snake", pair_correlation=0.2)]},
+               strict_one_region=[0.9, 0.5, None], pair_share=0.75, pair_correlation=-0.9,
+               strict_lost={"shallow": 0.2, "inverted": 0.05, "other": 0.05})
+    results = {"items": {"ours": [row, dict(row, item="snake", pair_correlation=0.2, strict_lost=None)]},
                "summary": {"ours": {"layouts": {"count": 3, "strict_consistent": 1.0, "strict_true": 0.5,
                                                 "strict_inverted": 0.5, "pair_share": 0.9}}}}
     lines = strict_table(results, [method, SimpleNamespace(name="flat", stochastic=False)]).splitlines()
     assert len(lines) == 2 + 3  # header, rule, star, snake, layouts; no row for the single-map method
     assert lines[2].startswith("| star | ours | 16 | 50 % |") and "| 0.70 |" in lines[2] and lines[2].endswith("| -0.90 | yes |")
+    assert "| 0.20 / 0.05 / 0.05 |" in lines[2] and "| — | 75 % |" in lines[3]  # lost shading; none recorded
     assert lines[3].endswith("| 0.20 | no |")
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
     assert lines[4].startswith("| layouts (mean of 3) | ours | 16 | 100 % | 50 % | 50 % |")

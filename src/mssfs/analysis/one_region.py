@@ -34,6 +34,14 @@ nearly flat renders nearly no gradient, whichever way it leans):
 over the eroded mask.  A flat sample scores 0, a sample flat over half the figure about
 0.5, a sample whose light has no image-plane part 0 (undecided); a sample steeper than the
 image asks is not penalised.  NaN only when the image has no shading gradient.
+
+**Where the strict share is lost** (:func:`strict_breakdown`): the same weights split
+into four parts that sum to 1: *read* (the strict share), *shallow* (the sample's light
+explains the pixel better than the flipped light, but the rendering carries under half
+of the image's gradient: the right way, too flat), *inverted* (the flipped light explains
+it better and its rendering carries at least half: a part read as the inversion) and
+*other* (neither: a tie, as under a light without image-plane part or on exactly flat
+parts, or a shape that neither light renders well enough).
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from scipy import ndimage
 from ..sampler.lighting import estimate_light
 from .curvature import mean_curvature
 
-__all__ = ["STRICT_SHARE", "one_region_consistency"]
+__all__ = ["BREAKDOWN", "STRICT_SHARE", "one_region_consistency", "strict_breakdown"]
 
 
 #: A sample of a one-region stimulus counts as consistent in the strict scoring when its
@@ -52,20 +60,15 @@ __all__ = ["STRICT_SHARE", "one_region_consistency"]
 #: the way the sample's own light says).
 STRICT_SHARE = 0.8
 
+#: The columns of :func:`strict_breakdown`, in order.
+BREAKDOWN = ("read", "shallow", "inverted", "other")
 
-def one_region_consistency(normals: np.ndarray, image: np.ndarray, mask: np.ndarray | None = None,
-                           lights: np.ndarray | None = None, sigma: float | None = None, strict: bool = False):
-    """One-region consistency (module docstring) of ``(H, W, 3)`` or ``(N, H, W, 3)`` maps.
 
-    Args:
-        image: ``(H, W)`` in [0, 1]; mask: ``(H, W)`` foreground (default: all).
-        lights: ``(3,)`` or ``(N, 3)`` light per map (default: each map's implied light).
-        sigma: smoothing in pixels before the gradients.
-        strict: the strict variant (module docstring): weights from the image's gradient,
-            flat or undecided parts count against the sample.
-    Returns:
-        float (one map) or ``(N,)`` float64 in [0, 1]; NaN where undefined (module docstring).
-    """
+def _prepare(normals, image, mask, lights, sigma):
+    """Checked arrays and the per-map renderings that both measures compare: the maps
+    ``(N, H, W, 3)``, whether one map was given, the image gradient, the eroded mask and
+    a function of map ``k`` giving the gradients of its rendering under its light and
+    under the flipped light."""
     n = np.asarray(normals, np.float64)
     single = n.ndim == 3
     n = n[None] if single else n
@@ -87,7 +90,29 @@ def one_region_consistency(normals: np.ndarray, image: np.ndarray, mask: np.ndar
         gy, gx = np.gradient(s)
         return gx, gy
 
-    ix, iy = grad(img)
+    def renderings(k):
+        lit = np.clip(n[k] @ lights[k], 0.0, None)
+        flipped = np.clip(n[k] @ (lights[k] * (-1, -1, 1)), 0.0, None)
+        scale = float((lit * img)[mask].sum() / max((lit * lit)[mask].sum(), 1e-12))  # albedo
+        return grad(scale * lit), grad(scale * flipped)
+
+    return n, single, grad(img), inner, mask, sigma, renderings
+
+
+def one_region_consistency(normals: np.ndarray, image: np.ndarray, mask: np.ndarray | None = None,
+                           lights: np.ndarray | None = None, sigma: float | None = None, strict: bool = False):
+    """One-region consistency (module docstring) of ``(H, W, 3)`` or ``(N, H, W, 3)`` maps.
+
+    Args:
+        image: ``(H, W)`` in [0, 1]; mask: ``(H, W)`` foreground (default: all).
+        lights: ``(3,)`` or ``(N, 3)`` light per map (default: each map's implied light).
+        sigma: smoothing in pixels before the gradients.
+        strict: the strict variant (module docstring): weights from the image's gradient,
+            flat or undecided parts count against the sample.
+    Returns:
+        float (one map) or ``(N,)`` float64 in [0, 1]; NaN where undefined (module docstring).
+    """
+    n, single, (ix, iy), inner, mask, sigma, renderings = _prepare(normals, image, mask, lights, sigma)
     if strict:
         weight = np.where(inner, np.hypot(ix, iy), 0.0)
         if weight.sum() <= 1e-12:
@@ -96,11 +121,7 @@ def one_region_consistency(normals: np.ndarray, image: np.ndarray, mask: np.ndar
         curv = np.abs(mean_curvature(n, mask, sigma))
     out = np.full(n.shape[0], np.nan)
     for k in range(n.shape[0]):
-        lit = np.clip(n[k] @ lights[k], 0.0, None)
-        flipped = np.clip(n[k] @ (lights[k] * (-1, -1, 1)), 0.0, None)
-        scale = float((lit * img)[mask].sum() / max((lit * lit)[mask].sum(), 1e-12))  # albedo
-        ax, ay = grad(scale * lit)
-        bx, by = grad(scale * flipped)
+        (ax, ay), (bx, by) = renderings(k)
         agree = (ix - ax) ** 2 + (iy - ay) ** 2 < (ix - bx) ** 2 + (iy - by) ** 2
         if strict:
             carried = ax * ix + ay * iy >= 0.5 * (ix**2 + iy**2)
@@ -111,3 +132,31 @@ def one_region_consistency(normals: np.ndarray, image: np.ndarray, mask: np.ndar
         if w.sum() > 0:
             out[k] = float((w * agree).sum() / w.sum())
     return float(out[0]) if single else out
+
+
+def strict_breakdown(normals: np.ndarray, image: np.ndarray, mask: np.ndarray | None = None,
+                     lights: np.ndarray | None = None, sigma: float | None = None) -> np.ndarray:
+    """Where the strict one-region consistency is lost (module docstring): the image's
+    shading gradient over the eroded mask split into :data:`BREAKDOWN` parts.
+
+    Args: as :func:`one_region_consistency`.
+    Returns:
+        ``(4,)`` (one map) or ``(N, 4)`` float64, each row the shares *read* (equal to the
+        strict one-region consistency), *shallow*, *inverted* and *other*, summing to 1;
+        NaN rows when the image has no shading gradient.
+    """
+    n, single, (ix, iy), inner, mask, sigma, renderings = _prepare(normals, image, mask, lights, sigma)
+    weight = np.where(inner, np.hypot(ix, iy), 0.0)
+    out = np.full((n.shape[0], len(BREAKDOWN)), np.nan)
+    if weight.sum() > 1e-12:
+        half = 0.5 * (ix**2 + iy**2)
+        for k in range(n.shape[0]):
+            (ax, ay), (bx, by) = renderings(k)
+            d_lit, d_flip = (ix - ax) ** 2 + (iy - ay) ** 2, (ix - bx) ** 2 + (iy - by) ** 2
+            carried, carried_flip = ax * ix + ay * iy >= half, bx * ix + by * iy >= half
+            read = (d_lit < d_flip) & carried
+            shallow = (d_lit < d_flip) & ~carried
+            inverted = (d_flip < d_lit) & carried_flip
+            other = ~(read | shallow | inverted)
+            out[k] = [float((weight * part).sum() / weight.sum()) for part in (read, shallow, inverted, other)]
+    return out[0] if single else out

@@ -187,6 +187,7 @@ class StimulusScores:
     strict_inverted: float | None = None  # region items: share read as its inversion
     disc_readings: list | None = None  # (N, R) from the mean radial tilt, 0 = nearly flat
     strict_one_region: list | None = None  # (N,) strict one-region consistency per sample
+    strict_lost: dict | None = None  # mean shares of the image's shading read shallow / inverted / other
     pair_share: float | None = None  # share of the two largest modes together
     pair_correlation: float | None = None  # their medoids' correlation (-1: a reading and its inversion)
 
@@ -194,7 +195,7 @@ class StimulusScores:
         return {k: getattr(self, k) for k in ("n", "n_modes", "mode_shares", "spread", "consistent", "true",
                                                "inverted", "readings", "classes", "labels", "reading_ari",
                                                "one_region", "one_region_samples", "strict_consistent", "strict_true", "strict_inverted",
-                                               "disc_readings", "strict_one_region", "pair_share",
+                                               "disc_readings", "strict_one_region", "strict_lost", "pair_share",
                                                "pair_correlation")}
 
 
@@ -210,7 +211,9 @@ def score_stimulus(samples: np.ndarray, mask: np.ndarray, regions=None, layout=N
     against a sample: with ``regions`` and ``layout``, a sample is consistent when its
     :func:`mssfs.analysis.regions.disc_readings` fit one light; with ``image`` and no
     regions, when its strict one-region consistency is at least
-    :data:`mssfs.analysis.one_region.STRICT_SHARE`.  Also the two largest modes' joint
+    :data:`mssfs.analysis.one_region.STRICT_SHARE`, and the mean shares of the shading it
+    loses as shallow, inverted or other (:func:`mssfs.analysis.one_region.strict_breakdown`,
+    ``strict_lost``).  Also the two largest modes' joint
     share and correlation (:func:`mssfs.analysis.clustering.mode_correlation`)."""
     from ..analysis.clustering import cluster_samples, mode_correlation
     from ..analysis.regions import disc_readings, region_readings
@@ -235,7 +238,7 @@ def score_stimulus(samples: np.ndarray, mask: np.ndarray, regions=None, layout=N
         out.strict_consistent, out.strict_true, out.strict_inverted = strict["consistent"], strict["true"], strict["inverted"]
         out.disc_readings = d.astype(int).tolist()
     if image is not None:
-        from ..analysis.one_region import STRICT_SHARE, one_region_consistency
+        from ..analysis.one_region import BREAKDOWN, STRICT_SHARE, one_region_consistency, strict_breakdown
         from ..sampler.lighting import estimate_light
 
         lights = np.stack([estimate_light(x, image, mask) for x in s])
@@ -243,9 +246,12 @@ def score_stimulus(samples: np.ndarray, mask: np.ndarray, regions=None, layout=N
         out.one_region = float(np.nanmean(one)) if np.isfinite(one).any() else None
         out.one_region_samples = [float(x) if np.isfinite(x) else None for x in one]
         if regions is None:
-            strict_one = one_region_consistency(s, image, mask, lights, strict=True)
+            parts = strict_breakdown(s, image, mask, lights)
+            strict_one = parts[:, 0]  # the read share is the strict one-region consistency
             out.strict_one_region = [round(float(x), 4) if np.isfinite(x) else None for x in strict_one]
             out.strict_consistent = float(np.mean(np.nan_to_num(strict_one, nan=0.0) >= STRICT_SHARE))
+            if np.isfinite(parts).all():
+                out.strict_lost = {k: round(float(v), 4) for k, v in zip(BREAKDOWN[1:], parts[:, 1:].mean(axis=0))}
     return out
 
 

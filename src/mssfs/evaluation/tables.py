@@ -92,8 +92,8 @@ def strict_table(results: dict, methods: list[Method]) -> str:
     from ..analysis.clustering import INVERSION_CORRELATION
 
     head = ("| input | method | N | consistent (strict) | true | inverted | strict one-region | "
-            "two largest modes | their correlation | a reading and its inversion |\n"
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+            "lost: shallow / inverted / other | two largest modes | their correlation | a reading and its inversion |\n"
+            "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|")
     lines = [head]
     sampled = [m for m in methods if m.stochastic]
     names = [r["item"] for r in results["items"][sampled[0].name] if r["kind"] == "bundled"] if sampled else []
@@ -106,7 +106,7 @@ def strict_table(results: dict, methods: list[Method]) -> str:
                     continue
                 lines.append(f"| layouts (mean of {mean['count']}) | {m.name} | {rows[-1]['n']} | "
                              f"{_pct(mean.get('strict_consistent'))} | {_pct(mean.get('strict_true'))} | "
-                             f"{_pct(mean.get('strict_inverted'))} | — | {_pct(mean.get('pair_share'))} | | |")
+                             f"{_pct(mean.get('strict_inverted'))} | — | — | {_pct(mean.get('pair_share'))} | | |")
                 continue
             r = next(x for x in rows if x["item"] == name)
             one = [x for x in (r.get("strict_one_region") or []) if x is not None]
@@ -114,8 +114,13 @@ def strict_table(results: dict, methods: list[Method]) -> str:
             pair = "—" if corr is None else ("yes" if corr <= INVERSION_CORRELATION else "no")
             lines.append(f"| {name} | {m.name} | {r['n']} | {_pct(r.get('strict_consistent'))} | {_pct(r.get('strict_true'))} | "
                          f"{_pct(r.get('strict_inverted'))} | {_ratio(float(np.mean(one)) if one else None)} | "
-                         f"{_pct(r.get('pair_share'))} | {_ratio(corr)} | {pair} |")
+                         f"{_lost(r.get('strict_lost'))} | {_pct(r.get('pair_share'))} | {_ratio(corr)} | {pair} |")
     return "\n".join(lines)
+
+
+def _lost(lost: dict | None) -> str:
+    """Mean shares of a one-region figure's shading lost as shallow / inverted / other, or —."""
+    return "—" if not lost else " / ".join(_ratio(lost[k]) for k in ("shallow", "inverted", "other"))
 
 
 def write_results(out_dir, markdown: str, data: dict) -> tuple[Path, Path]:
