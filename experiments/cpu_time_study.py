@@ -34,11 +34,12 @@ import argparse
 import json
 from pathlib import Path
 
+from mssfs.model.weights import DEFAULT_DIR
 from mssfs.train.cpu_budget import cpu_minutes, run_mssfs, score_export, train_chunk, trained_minutes, write_json
 from mssfs.train.recipes import recipes
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = str(ROOT / "src" / "mssfs" / "model" / "weights" / "default")
+SHIPPED = str(DEFAULT_DIR)
 #: every variant starts from the shipped weights' knowledge: continued from them, or
 #: distilled from them into a smaller network (mssfs.train.recipes)
 VARIANTS: dict[str, list[str]] = recipes(str(ROOT / "configs" / "cpu.yaml"), init=SHIPPED, teacher=SHIPPED)

@@ -41,11 +41,12 @@ import subprocess
 import time
 from pathlib import Path
 
+from mssfs.model.weights import DEFAULT_DIR
 from mssfs.train.cpu_budget import checkpoints, cpu_minutes, run_mssfs, score_export, train_chunk, write_json
 from mssfs.train.recipes import recipes
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = str(ROOT / "src" / "mssfs" / "model" / "weights" / "default")
+SHIPPED = str(DEFAULT_DIR)
 CPU_CONFIG = str(ROOT / "configs" / "cpu.yaml")
 CONTINUED = ROOT / "candidates" / "continued"
 RECORDS = ROOT / "docs" / "results" / "keep_training"
