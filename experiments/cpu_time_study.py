@@ -103,8 +103,11 @@ def summary_row(record: dict) -> dict:
 
 
 def summary(out: Path) -> list[dict]:
-    """One row per variant and milestone from the result files under ``out``."""
-    return [summary_row(json.loads(f.read_text())) for f in sorted(out.glob("*min.json"))]
+    """One row per variant and milestone from the result files under ``out``: the shipped
+    weights first, then by milestone in the order of ``VARIANTS``."""
+    rows = [summary_row(json.loads(f.read_text())) for f in out.glob("*min.json")]
+    order = ["shipped", *VARIANTS]
+    return sorted(rows, key=lambda r: (r["milestone_min"], order.index(r["variant"]) if r["variant"] in order else len(order)))
 
 
 #: the columns of the Markdown summary: (heading, row key, format)

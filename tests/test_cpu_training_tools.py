@@ -70,7 +70,7 @@ def test_train_chunk_starts_then_resumes_and_books_cpu(tmp_path, monkeypatch):
     assert config["model"]["base_width"] == 8  # the resumed chunk kept the first chunk's options
 
 
-def test_summary_row_reads_the_rules_numbers(study):
+def test_summary_row_reads_the_rules_numbers(study, tmp_path):
     def scorings(v):
         return {k: {"mean": v + i} for i, k in enumerate(("mean", "best", "fused"))}
 
@@ -93,6 +93,11 @@ def test_summary_row_reads_the_rules_numbers(study):
     assert "| 30.00° / 31.00° / 32.00° |" in table[2] and "| 12.00° |" in table[2]  # objects; reliefs fused
     assert "| — / 0.80 / — |" in table[2]  # one-region rings / star / snake: only the star has one
     assert table[2].startswith("| base | 60 | 123 |") and table[3].startswith("| shipped | 60 | — |")
+    # summary(): the shipped weights first, then by milestone in the table's order of variants
+    for name, milestone in (("x0", 60), ("base", 180), ("shipped", 0), ("base", 60)):
+        (tmp_path / f"{name}_{milestone}min.json").write_text(json.dumps({**record, "variant": name, "milestone_min": milestone}))
+    assert [(r["variant"], r["milestone_min"]) for r in study.summary(tmp_path)] == [
+        ("shipped", 0), ("base", 60), ("x0", 60), ("base", 180)]
 
 
 def test_every_variant_names_known_train_options(study):
