@@ -34,8 +34,9 @@ import argparse
 import json
 from pathlib import Path
 
+from mssfs.core.fileio import save_json
 from mssfs.model.weights import DEFAULT_DIR
-from mssfs.train.cpu_budget import cpu_minutes, run_mssfs, score_export, train_chunk, trained_minutes, write_json
+from mssfs.train.cpu_budget import cpu_minutes, run_mssfs, score_export, train_chunk, trained_minutes
 from mssfs.train.recipes import recipes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +76,7 @@ def evaluate(name: str, run: Path, milestone: int, out: Path, log) -> None:
                   "trained_min": trained_minutes(run), "cpu_min": cpu_minutes(run)}
     record["config"] = json.loads((export / "config.json").read_text())
     record.update(score_export(export, SUITE_ARGS, run.parent / "eval" / f"{name}_{milestone}min", log))
-    write_json(target, record)
+    save_json(target, record)
 
 
 def summary_row(record: dict) -> dict:

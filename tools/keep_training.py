@@ -41,8 +41,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from mssfs.core.fileio import save_json
 from mssfs.model.weights import DEFAULT_DIR
-from mssfs.train.cpu_budget import checkpoints, cpu_minutes, run_mssfs, score_export, train_chunk, write_json
+from mssfs.train.cpu_budget import checkpoints, cpu_minutes, run_mssfs, score_export, train_chunk
 from mssfs.train.recipes import recipes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,7 +224,7 @@ def run_gate(run: Path, log) -> dict:
         run_mssfs("export", str(checkpoints(run)[-1]), "--out", str(staged), "--note", note, log=log)
         shutil.rmtree(CONTINUED, ignore_errors=True)
         os.replace(staged, CONTINUED)
-    write_json(run / "last_gate.json", {"cpu_min": record["cpu_min"], "passed": record["passed"]})
+    save_json(run / "last_gate.json", {"cpu_min": record["cpu_min"], "passed": record["passed"]})
     return record
 
 

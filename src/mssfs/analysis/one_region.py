@@ -112,21 +112,15 @@ def one_region_consistency(normals: np.ndarray, image: np.ndarray, mask: np.ndar
     Returns:
         float (one map) or ``(N,)`` float64 in [0, 1]; NaN where undefined (module docstring).
     """
+    if strict:  # the read share of the breakdown
+        read = strict_breakdown(normals, image, mask, lights, sigma)[..., 0]
+        return float(read) if np.ndim(read) == 0 else read
     n, single, (ix, iy), inner, mask, sigma, renderings = _prepare(normals, image, mask, lights, sigma)
-    if strict:
-        weight = np.where(inner, np.hypot(ix, iy), 0.0)
-        if weight.sum() <= 1e-12:
-            return float("nan") if single else np.full(n.shape[0], np.nan)
-    else:
-        curv = np.abs(mean_curvature(n, mask, sigma))
+    curv = np.abs(mean_curvature(n, mask, sigma))
     out = np.full(n.shape[0], np.nan)
     for k in range(n.shape[0]):
         (ax, ay), (bx, by) = renderings(k)
         agree = (ix - ax) ** 2 + (iy - ay) ** 2 < (ix - bx) ** 2 + (iy - by) ** 2
-        if strict:
-            carried = ax * ix + ay * iy >= 0.5 * (ix**2 + iy**2)
-            out[k] = float((weight * (agree & carried)).sum() / weight.sum())
-            continue
         valid = inner & (np.hypot(ax - bx, ay - by) > 1e-9)
         w = np.where(valid, curv[k], 0.0)
         if w.sum() > 0:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..core.fileio import save_json
 from .runlog import read_log
 
 
@@ -30,13 +31,6 @@ def run_mssfs(*args: str, log=None, run=subprocess.run) -> None:
     cmd = [sys.executable, "-m", "mssfs", *args]
     print("+", " ".join(cmd), flush=True)
     run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
-
-
-def write_json(path: Path, data) -> None:
-    """Write ``data`` as JSON atomically (temporary file, then rename)."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def trained_minutes(run: Path) -> float:
@@ -62,7 +56,7 @@ def book(run: Path, cpu: float | None = None) -> None:
     without ``cpu``, book the training time no chunk booked (a killed one) at its wall time."""
     run.mkdir(parents=True, exist_ok=True)
     booked = cpu_minutes(run) if cpu is None else _ledger(run)["cpu"] + cpu
-    write_json(run / "cpu_minutes.json", {"cpu": booked, "trained": trained_minutes(run)})
+    save_json(run / "cpu_minutes.json", {"cpu": booked, "trained": trained_minutes(run)})
 
 
 def children_cpu_minutes() -> float:
@@ -95,14 +89,13 @@ def train_chunk(options: list[str], run: Path, minutes: float, log, runner=None)
         book(run, children_cpu_minutes() - before)
 
 
-def score_export(export: Path, suites: dict[str, list[str]], dest: Path, log, runner=None) -> dict:
+def score_export(export: Path, suites: dict[str, list[str]], dest: Path, log) -> dict:
     """``{suite: results.json}`` of ``mssfs evaluate`` with each suite's options on ``export``,
     written to ``{dest}_{suite}``; a suite whose results exist there is read, not run again."""
-    runner = runner or run_mssfs
     out = {}
     for suite, args in suites.items():
         folder = Path(f"{dest}_{suite}")
         if not (folder / "results.json").exists():
-            runner("evaluate", *args, "--model", str(export), "--out", str(folder), "-q", log=log)
+            run_mssfs("evaluate", *args, "--model", str(export), "--out", str(folder), "-q", log=log)
         out[suite] = json.loads((folder / "results.json").read_text())
     return out
