@@ -6,7 +6,7 @@ import torch
 
 from mssfs.core.frame import integrability_residual, normals_to_slopes
 from mssfs.core.integrate import normals_from_depth
-from mssfs.sampler.guidance import integrability_loss, safe_angle, seam_loss, shading_loss
+from mssfs.sampler.guidance import integrability_loss, lateral_floor, safe_angle, seam_loss, shading_loss
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -158,3 +158,49 @@ def test_shading_loss_is_per_image():
     batch = shading_loss(x, img)
     single = torch.stack([shading_loss(x[i : i + 1], img[i : i + 1])[0] for i in range(3)])
     assert torch.allclose(batch, single, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------- floor on the fitted light's lateral part
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lateral_floor_turns_only_steep_lights_and_keeps_length_direction_and_side(dtype, device):
+    b = torch.tensor([[0.1, 0.0, 1.0], [0.0, 0.0, 2.0], [0.6, 0.0, 0.8], [0.03, -0.04, -1.0], [0.0, 0.0, 0.0]],
+                     dtype=dtype, device=device)
+    out = lateral_floor(b, 0.5)
+    assert out.dtype == dtype and out.device == b.device
+    assert torch.allclose(out.norm(dim=1), b.norm(dim=1), atol=1e-6)  # length kept
+    share = out[:, :2].norm(dim=1) / out.norm(dim=1).clamp_min(1e-12)
+    assert torch.allclose(share[[0, 3]], torch.full((2,), 0.5, dtype=dtype, device=device), atol=1e-6)
+    assert torch.equal(out[[1, 2, 4]], b[[1, 2, 4]])  # on the axis, already lateral, zero: unchanged
+    assert torch.allclose(out[3, :2] / out[3, :2].norm(), b[3, :2] / b[3, :2].norm(), atol=1e-6)  # direction kept
+    assert out[3, 2] < 0 and out[0, 2] > 0  # side of the image plane kept
+    assert torch.equal(lateral_floor(b, 0.0), b)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="min_lateral"):
+            lateral_floor(b, bad)
+
+
+def test_shading_loss_floor_is_free_under_a_lateral_light_and_costs_under_a_frontal_one():
+    x, img = rendered((0.5, 0.4, 0.77))  # image-plane share 0.64
+    assert float(shading_loss(x, img, min_lateral=0.5)) < 1e-4
+    x, img = rendered((0.05, 0.0, 1.0))  # nearly frontal: the floor's prior is wrong here
+    assert float(shading_loss(x, img)) < 1e-4
+    assert float(shading_loss(x, img, min_lateral=0.5)) > 0.01
+
+
+def test_shading_loss_floor_pushes_a_nearly_flat_estimate_harder_toward_slopes():
+    # On a nearly flat estimate the fitted light lies close to the view axis, so without the
+    # floor the loss hardly moves the normals' image-plane parts; with it the push is larger.
+    # Here the fitted light's image-plane share is about 0.18, so the floor 0.5 lengthens
+    # that part about 2.8 times, and the push on the image-plane parts grows with it.
+    _, img = rendered((0.6, 0.3, 0.74))
+    g = torch.Generator().manual_seed(2)
+    flat = torch.zeros(1, 3, 48, 48, dtype=torch.float64)
+    flat[:, 2] = 1
+    flat = flat + 0.01 * torch.randn(flat.shape, generator=g, dtype=flat.dtype)
+    push = []
+    for floor in (0.0, 0.5):
+        x = flat.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(shading_loss(x, img, min_lateral=floor).sum(), x)
+        push.append(float(grad[:, :2].norm()))
+    assert push[1] > 2 * push[0]

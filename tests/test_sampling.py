@@ -199,6 +199,31 @@ def test_shading_weight_makes_samples_explain_the_image():
     assert not any(s.region_flips for s in get_preset("paper").stages) and not get_preset("paper").final_region_flips
 
 
+def test_shading_min_lateral_reaches_the_guidance_and_is_checked(monkeypatch):
+    # The stage's floor on the fitted light is what the shading loss gets at every guided iteration.
+    import mssfs.sampler.ddim as ddim_module
+
+    seen = []
+    real = ddim_module.shading_loss
+
+    def spy(*args, **kw):
+        seen.append(kw.get("min_lateral"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ddim_module, "shading_loss", spy)
+    kw = dict(seam_weight=0.0, integrability_weight=0.0, shading_weight=10.0)
+    plain = _single_stage_run(Squash(), 20.0, **kw)[0]
+    assert seen and set(seen) == {0.0}
+    seen.clear()
+    floored = _single_stage_run(Squash(), 20.0, shading_min_lateral=0.6, **kw)[0]
+    assert seen and set(seen) == {0.6}
+    assert plain.shape == floored.shape
+    assert all(s.shading_min_lateral == 0 for s in get_preset("paper").stages)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="shading_min_lateral"):
+            Stage(32, 1.0, shading_min_lateral=bad)
+
+
 def test_lr_decays_cumulatively_after_late_t(model):
     _, infos, stage = _single_stage_run(model, 10.0)
     late_iters = 0

@@ -7,7 +7,15 @@ from __future__ import annotations
 from .api import resolve_model, sample, sample_many, sample_seed
 from .ddim import StepInfo, guided_ddim
 from .denoiser import SlicedDenoiser
-from .guidance import SLOPE_CLAMP, integrability_loss, safe_angle, seam_loss, shading_loss, slopes_published
+from .guidance import (
+    SLOPE_CLAMP,
+    integrability_loss,
+    lateral_floor,
+    safe_angle,
+    seam_loss,
+    shading_loss,
+    slopes_published,
+)
 from .inputs import PreparedInput, auto_mask, prepare_input
 from .lighting import (
     LightingResult,
@@ -48,6 +56,7 @@ __all__ = [
     "get_preset",
     "guided_ddim",
     "integrability_loss",
+    "lateral_floor",
     "load_schedule",
     "patch_lights",
     "prepare_input",

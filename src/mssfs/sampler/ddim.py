@@ -76,7 +76,8 @@ def guided_ddim(
                 img = from_patches(x0, h, w)
                 loss = stage.seam_weight * seam_loss(img, mask)
                 if image is not None:
-                    loss = loss + stage.shading_weight * shading_loss(img, image, mask)
+                    loss = loss + stage.shading_weight * shading_loss(
+                        img, image, mask, min_lateral=stage.shading_min_lateral)
                 if late:
                     loss = loss + stage.integrability_weight * integrability_loss(img, mask)
                 (grad,) = torch.autograd.grad(loss.sum(), x)  # per-image losses: samples stay independent

@@ -13,11 +13,13 @@ counts (the publication's behaviour for images without background).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..core.patches import PATCH
 
-__all__ = ["SLOPE_CLAMP", "integrability_loss", "safe_angle", "seam_loss", "shading_loss", "slopes_published"]
+__all__ = ["SLOPE_CLAMP", "integrability_loss", "lateral_floor", "safe_angle", "seam_loss", "shading_loss", "slopes_published"]
 
 
 #: Slopes are clamped to ``[-SLOPE_CLAMP, SLOPE_CLAMP]`` in the integrability loss.
@@ -142,8 +144,31 @@ def integrability_loss(x0: torch.Tensor, mask=None, clamp: float = SLOPE_CLAMP) 
     return (curl2 * cell).flatten(1).sum(1) / cell.flatten(1).sum(1).clamp_min(1.0)
 
 
+def lateral_floor(b: torch.Tensor, min_lateral: float) -> torch.Tensor:
+    """Lights ``(B, 3)`` whose image-plane part is at least ``min_lateral`` of their length.
+
+    A light ``b`` with ``|b_xy| < min_lateral |b|`` is turned away from the view axis, in
+    the plane of ``b`` and the axis, until ``|b_xy| = min_lateral |b|``: ``b_xy`` keeps its
+    direction, ``b_z`` its sign, ``|b|`` its value.  A light with no image-plane part
+    (``b_xy = 0``: no direction to turn to) and every light when ``min_lateral = 0`` are
+    returned unchanged.  ``min_lateral`` lies in ``[0, 1)``.
+    """
+    if not 0.0 <= min_lateral < 1.0:
+        raise ValueError(f"min_lateral must lie in [0, 1), got {min_lateral}")
+    if min_lateral == 0.0:
+        return b
+    tiny = 1e-12 if b.dtype == torch.float64 else 1e-8
+    length = b.norm(dim=1, keepdim=True)
+    xy = b[:, :2].norm(dim=1, keepdim=True)
+    turn = (xy < min_lateral * length) & (xy > tiny * length.clamp_min(tiny))
+    scale = torch.where(turn, min_lateral * length / xy.clamp_min(tiny), torch.ones_like(xy))
+    z_sign = torch.where(b[:, 2:] < 0, -torch.ones_like(xy), torch.ones_like(xy))
+    bz = torch.where(turn, math.sqrt(1.0 - min_lateral**2) * length * z_sign, b[:, 2:])
+    return torch.cat([b[:, :2] * scale, bz], dim=1)
+
+
 def shading_loss(x0: torch.Tensor, image: torch.Tensor, mask=None, min_level: float = 0.02,
-                 ridge: float = 1e-3) -> torch.Tensor:
+                 ridge: float = 1e-3, min_lateral: float = 0.0) -> torch.Tensor:
     """How badly one light explains the image, per image (ours; docs/method.md#shading-guidance-ours).
 
     With unit normals ``n = x0 / |x0|`` and the lit pixels (image above ``min_level``,
@@ -152,12 +177,17 @@ def shading_loss(x0: torch.Tensor, image: torch.Tensor, mask=None, min_level: fl
     count, so a flat field still gives a finite ``b``), held fixed (no gradient); the loss is
     the relative squared residual ``sum (n . b - I)^2 / sum I^2``.  It is 0 when the normals
     render to the image under one light and uniform albedo, whatever that light is, so it
-    ties the whole image to one light without choosing it.
+    ties the whole image to one light without choosing it.  With ``min_lateral > 0`` the
+    fitted light is turned off the view axis until its image-plane part is at least that
+    share of its length (:func:`lateral_floor`; docs/method.md#shading-guidance-ours): a
+    light along the view axis shades a surface by its slant alone, so the loss would
+    hardly push a nearly flat estimate to take any slope.
 
     Args:
         x0: ``(B, 3, H, W)`` normals (need not be unit length).
         image: ``(B, 1, H, W)`` shading in [0, 1].
         mask: optional foreground ``(B, 1, H, W)`` / ``(H, W)``.
+        min_lateral: floor on the fitted light's image-plane share, in ``[0, 1)`` (0 = off).
     Returns:
         ``(B,)`` loss; 0 for an image without lit pixels.
     """
@@ -176,5 +206,6 @@ def shading_loss(x0: torch.Tensor, image: torch.Tensor, mask=None, min_level: fl
         count = w.flatten(1).sum(1).clamp_min(1.0)
         eye = torch.eye(3, dtype=x0.dtype, device=x0.device)
         b = torch.linalg.solve(a + ridge * count[:, None, None] * eye, r.unsqueeze(-1))[..., 0]
+        b = lateral_floor(b, min_lateral)
     resid = torch.einsum("bihw,bi->bhw", n, b) - img
     return (w * resid**2).flatten(1).sum(1) / (w * img**2).flatten(1).sum(1).clamp_min(tiny)

@@ -83,6 +83,8 @@ class Stage:
             (docs/method.md#guided-ddim).
         shading_weight: weight of the shading loss (ours, default 0 = off;
             :func:`mssfs.sampler.guidance.shading_loss`): how badly one light explains the image.
+        shading_min_lateral: floor on the image-plane share of the light that the shading
+            loss fits (ours, default 0 = off; :func:`mssfs.sampler.guidance.lateral_floor`).
         lr_decay: 1.5.
         grad_clip: the gradient is clamped to ``[-grad_clip, grad_clip]`` (5).
     """
@@ -101,6 +103,7 @@ class Stage:
     integrability_weight: float = 0.5
     seam_weight: float = 1.0
     shading_weight: float = 0.0
+    shading_min_lateral: float = 0.0
     lr_decay: float = 1.5
     grad_clip: float = 5.0
 
@@ -114,6 +117,8 @@ class Stage:
             raise ScheduleError("lr must be >= 0 and lr_decay, grad_clip > 0")
         if min(self.seam_weight, self.integrability_weight, self.shading_weight) < 0:
             raise ScheduleError("seam_weight, integrability_weight and shading_weight must be >= 0")
+        if not 0.0 <= self.shading_min_lateral < 1.0:
+            raise ScheduleError(f"shading_min_lateral must lie in [0, 1), got {self.shading_min_lateral}")
         if self.inner_iters_high < 0 or self.inner_iters_low < 0:
             raise ScheduleError("inner iteration counts must be >= 0")
         if self.restart_t < 0 or self.lighting_restart_t < 0:
