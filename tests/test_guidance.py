@@ -175,6 +175,10 @@ def test_lateral_floor_turns_only_steep_lights_and_keeps_length_direction_and_si
     assert torch.allclose(out[3, :2] / out[3, :2].norm(), b[3, :2] / b[3, :2].norm(), atol=1e-6)  # direction kept
     assert out[3, 2] < 0 and out[0, 2] > 0  # side of the image plane kept
     assert torch.equal(lateral_floor(b, 0.0), b)
+    per_light = lateral_floor(b, torch.tensor([0.5, 0.0, 0.0, 0.0, 0.0], dtype=dtype, device=device))
+    assert torch.allclose(per_light[0], out[0]) and torch.equal(per_light[1:], b[1:])  # one floor per light
+    with pytest.raises(ValueError, match="one per light"):
+        lateral_floor(b, torch.zeros(3))
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match="min_lateral"):
             lateral_floor(b, bad)

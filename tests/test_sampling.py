@@ -224,6 +224,31 @@ def test_shading_min_lateral_reaches_the_guidance_and_is_checked(monkeypatch):
             Stage(32, 1.0, shading_min_lateral=bad)
 
 
+def test_shading_min_lateral_applies_only_to_images_without_an_occluding_contour(model, monkeypatch):
+    # An object on black (occluding contour) keeps the free light fit; a relief filling the
+    # frame gets the floor.  Both share one batch, so the floor is per image.
+    from dataclasses import replace
+
+    import mssfs.sampler.ddim as ddim_module
+
+    seen = []
+    real = ddim_module.shading_loss
+
+    def spy(*args, **kw):
+        seen.append(torch.as_tensor(kw["min_lateral"]).clone())
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ddim_module, "shading_loss", spy)
+    r, c = np.mgrid[0:40, 0:56].astype(float)
+    relief = 0.5 + 0.2 * np.sin(r / 5.0) * np.cos(c / 7.0)
+    base = tiny_schedule()
+    sched = replace(base, stages=tuple(replace(s, shading_weight=1.0, shading_min_lateral=0.6) for s in base.stages))
+    sample_many([sphere_image(), relief], n=1, seed=0, model=model, schedule=sched, batch_samples=2)
+    assert seen
+    for floors in seen:
+        torch.testing.assert_close(floors.float(), torch.tensor([0.0, 0.6]))
+
+
 def test_lr_decays_cumulatively_after_late_t(model):
     _, infos, stage = _single_stage_run(model, 10.0)
     late_iters = 0

@@ -29,6 +29,7 @@ from torch import nn
 from ..core.device import resolve_device
 from ..core.progress import interactive
 from ..core.resize import resize_normals_tensor
+from ..core.sfs import has_occluding_contour
 from .denoiser import SlicedDenoiser
 from .input_types import expand_inputs
 from .inputs import PreparedInput, prepare_input
@@ -251,13 +252,16 @@ def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) 
     out_flips = {k: [None] * n for k in range(len(items))}
     out_region_flips = {k: [None] * n for k in range(len(items))}
     stage_seconds = np.zeros(len(per_stage))
+    # the floor on the shading loss's light is for images without an occluding contour (Stage.shading_min_lateral)
+    floor_used = any(st.shading_min_lateral > 0 for st in sched.stages)
+    contours = [has_occluding_contour(item.mask) if floor_used else False for item in items]
     t_start = time.perf_counter()
     for j in range(0, len(jobs), batch):
         chunk = jobs[j : j + batch]
         gens = [torch.Generator().manual_seed(sample_seed(seeds[k], i)) for k, i in chunk]
         res = run_vcycle(
             counter, [items[k].square for k, _ in chunk], [items[k].square_mask for k, _ in chunk],
-            gens, sched, dev, progress=bar,
+            gens, sched, dev, progress=bar, floor_images=[not contours[k] for k, _ in chunk],
         )
         stage_seconds += np.asarray(res.stage_seconds)
         for c, (k, i) in enumerate(chunk):

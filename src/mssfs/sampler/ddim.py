@@ -44,6 +44,7 @@ def guided_ddim(
     image_size: tuple[int, int],
     mask: torch.Tensor | None = None,
     callback: Callable[[StepInfo], None] | None = None,
+    floor_images: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run guided DDIM over ``timesteps`` (descending) and return the clean patches.
 
@@ -55,12 +56,17 @@ def guided_ddim(
         guidance_start_t: guide the steps with ``t <= guidance_start_t``.
         image_size: ``(H, W)`` of each assembled image.
         mask: optional foreground ``(B, 1, H, W)`` for the losses.
+        floor_images: optional bool ``(B,)``: the images that the stage's
+            ``shading_min_lateral`` applies to (None: every image).
     Returns:
         ``(B * n, 3, P, P)`` predicted clean normals after the last step (not normalised).
     """
     h, w = image_size
     lr = float(stage.lr)
     image = from_patches(shading, h, w) if stage.shading_weight > 0 else None
+    min_lateral = stage.shading_min_lateral
+    if floor_images is not None and min_lateral > 0:
+        min_lateral = min_lateral * torch.as_tensor(floor_images, device=x.device).to(torch.float64)
     for i, t in enumerate(timesteps):
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
@@ -76,8 +82,7 @@ def guided_ddim(
                 img = from_patches(x0, h, w)
                 loss = stage.seam_weight * seam_loss(img, mask)
                 if image is not None:
-                    loss = loss + stage.shading_weight * shading_loss(
-                        img, image, mask, min_lateral=stage.shading_min_lateral)
+                    loss = loss + stage.shading_weight * shading_loss(img, image, mask, min_lateral=min_lateral)
                 if late:
                     loss = loss + stage.integrability_weight * integrability_loss(img, mask)
                 (grad,) = torch.autograd.grad(loss.sum(), x)  # per-image losses: samples stay independent

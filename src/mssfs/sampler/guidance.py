@@ -13,8 +13,6 @@ counts (the publication's behaviour for images without background).
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..core.patches import PATCH
@@ -144,31 +142,36 @@ def integrability_loss(x0: torch.Tensor, mask=None, clamp: float = SLOPE_CLAMP) 
     return (curl2 * cell).flatten(1).sum(1) / cell.flatten(1).sum(1).clamp_min(1.0)
 
 
-def lateral_floor(b: torch.Tensor, min_lateral: float) -> torch.Tensor:
+def lateral_floor(b: torch.Tensor, min_lateral) -> torch.Tensor:
     """Lights ``(B, 3)`` whose image-plane part is at least ``min_lateral`` of their length.
 
     A light ``b`` with ``|b_xy| < min_lateral |b|`` is turned away from the view axis, in
     the plane of ``b`` and the axis, until ``|b_xy| = min_lateral |b|``: ``b_xy`` keeps its
     direction, ``b_z`` its sign, ``|b|`` its value.  A light with no image-plane part
-    (``b_xy = 0``: no direction to turn to) and every light when ``min_lateral = 0`` are
-    returned unchanged.  ``min_lateral`` lies in ``[0, 1)``.
+    (``b_xy = 0``: no direction to turn to) and every light whose floor is 0 are returned
+    unchanged.  ``min_lateral``: a float or a ``(B,)`` tensor (one floor per light), each
+    in ``[0, 1)``.
     """
-    if not 0.0 <= min_lateral < 1.0:
+    floor = torch.as_tensor(min_lateral, dtype=b.dtype, device=b.device)
+    if floor.ndim > 1 or (floor.ndim == 1 and floor.shape[0] != b.shape[0]):
+        raise ValueError(f"min_lateral must be a number or one per light ({b.shape[0]}), got shape {tuple(floor.shape)}")
+    if bool(((floor < 0) | (floor >= 1)).any()):
         raise ValueError(f"min_lateral must lie in [0, 1), got {min_lateral}")
-    if min_lateral == 0.0:
+    if not bool((floor > 0).any()):
         return b
+    floor = floor.expand(b.shape[0])[:, None]
     tiny = 1e-12 if b.dtype == torch.float64 else 1e-8
     length = b.norm(dim=1, keepdim=True)
     xy = b[:, :2].norm(dim=1, keepdim=True)
-    turn = (xy < min_lateral * length) & (xy > tiny * length.clamp_min(tiny))
-    scale = torch.where(turn, min_lateral * length / xy.clamp_min(tiny), torch.ones_like(xy))
+    turn = (xy < floor * length) & (xy > tiny * length.clamp_min(tiny))
+    scale = torch.where(turn, floor * length / xy.clamp_min(tiny), torch.ones_like(xy))
     z_sign = torch.where(b[:, 2:] < 0, -torch.ones_like(xy), torch.ones_like(xy))
-    bz = torch.where(turn, math.sqrt(1.0 - min_lateral**2) * length * z_sign, b[:, 2:])
+    bz = torch.where(turn, torch.sqrt(1.0 - floor**2) * length * z_sign, b[:, 2:])
     return torch.cat([b[:, :2] * scale, bz], dim=1)
 
 
 def shading_loss(x0: torch.Tensor, image: torch.Tensor, mask=None, min_level: float = 0.02,
-                 ridge: float = 1e-3, min_lateral: float = 0.0) -> torch.Tensor:
+                 ridge: float = 1e-3, min_lateral=0.0) -> torch.Tensor:
     """How badly one light explains the image, per image (ours; docs/method.md#shading-guidance-ours).
 
     With unit normals ``n = x0 / |x0|`` and the lit pixels (image above ``min_level``,
@@ -187,7 +190,8 @@ def shading_loss(x0: torch.Tensor, image: torch.Tensor, mask=None, min_level: fl
         x0: ``(B, 3, H, W)`` normals (need not be unit length).
         image: ``(B, 1, H, W)`` shading in [0, 1].
         mask: optional foreground ``(B, 1, H, W)`` / ``(H, W)``.
-        min_lateral: floor on the fitted light's image-plane share, in ``[0, 1)`` (0 = off).
+        min_lateral: floor on the fitted light's image-plane share, in ``[0, 1)`` (0 = off):
+            a float, or a ``(B,)`` tensor with one floor per image.
     Returns:
         ``(B,)`` loss; 0 for an image without lit pixels.
     """

@@ -91,6 +91,7 @@ def run_vcycle(
     device: torch.device,
     noise: NoiseSchedule | None = None,
     progress=None,
+    floor_images: list[bool] | None = None,
 ) -> VCycleOutput:
     """Run the schedule's stages for ``B`` samples at once.
 
@@ -99,9 +100,15 @@ def run_vcycle(
         squares, masks: per sample, the square image ``(S_b, S_b)`` and its mask.
         generators: per sample, the CPU generator all its noise comes from.
         progress: optional tqdm bar, advanced by one per DDIM step.
+        floor_images: per sample, whether the stages' floor on the shading loss's light
+            (``Stage.shading_min_lateral``) applies to it; the sampler passes True for images
+            without an occluding contour (None: every sample).
     """
     noise = noise or NoiseSchedule()
     b = len(squares)
+    floors = None if floor_images is None else torch.tensor([bool(f) for f in floor_images])
+    if floors is not None and floors.numel() != b:
+        raise ValueError(f"floor_images has {floors.numel()} entries for {b} samples")
     cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def at(r: int):
@@ -133,7 +140,7 @@ def run_vcycle(
             progress.set_description(f"stage {run.index + 1}/{len(schedule.stages)} {r}px" + (" (re-run)" if run.rerun else ""))
         x = guided_ddim(
             model, x, shading, noise, run.timesteps, s, run.guidance_start_t, (r, r), loss_mask,
-            callback=(lambda info: progress.update(1)) if progress is not None else None,
+            callback=(lambda info: progress.update(1)) if progress is not None else None, floor_images=floors,
         )
         prev = F.normalize(from_patches(x, r, r).float(), dim=1, eps=1e-6)
         im_np, m_np = img[:, 0].cpu().double().numpy(), msk[:, 0].cpu().numpy()
