@@ -111,8 +111,9 @@ def test_documented_schedule_files_load_and_name_what_they_say():
     ``schedule_fast_no_shading`` is ``fast`` without shading guidance or region flips,
     ``schedule_fast_shading10`` is ``fast`` without region flips,
     ``schedule_fast_regions`` (the region-flips candidate) is ``fast`` without its refinement,
-    ``schedule_fast_undecided`` (the undecided-regions candidate) is ``fast``, and
-    ``schedule_fast_refine`` is ``fast`` without its undecided-disc step."""
+    ``schedule_fast_undecided`` (the undecided-regions candidate) is ``fast`` without its
+    light floor, ``schedule_fast_refine`` is that without its undecided-disc step, and
+    ``schedule_fast_lateral`` (the light-floor candidate) is ``fast``."""
     from dataclasses import replace
     from pathlib import Path
 
@@ -120,7 +121,11 @@ def test_documented_schedule_files_load_and_name_what_they_say():
     if not files:
         pytest.skip("docs/results not in this checkout")
     loaded = {f.stem: load_schedule(f) for f in files}
+    lateral = loaded["schedule_fast_lateral"]
+    assert replace(lateral, name="fast", description=get_preset("fast").description) == get_preset("fast")
+    assert all(s.shading_min_lateral == 0.5 for s in lateral.stages)
     fast = get_preset("fast")
+    fast = replace(fast, stages=tuple(replace(s, shading_min_lateral=0.0) for s in fast.stages))
     no_regions = tuple(replace(s, region_flips=False) for s in fast.stages)
     old = loaded["schedule_fast_no_shading"]
     assert old.stages == tuple(replace(s, shading_weight=0.0) for s in no_regions)

@@ -300,12 +300,14 @@ def _fast() -> Schedule:
     # Ours: a short V-cycle (96 -> 64 -> 96 -> 128) on a 20-step DDIM grid with 4 / 1
     # guidance iterations per step: 194 denoiser calls and 7,288 patch forwards per
     # sample (1/11 and 1/19 of ``paper``), plus shading guidance at weight 10 in every
-    # stage (docs/decisions/shading-guidance.md), region flips after every stage run
+    # stage (docs/decisions/shading-guidance.md), its light kept at least half lateral on
+    # images without an occluding contour (docs/decisions/lateral-light-floor.md), region
+    # flips after every stage run
     # and on the fused result (docs/decisions/region-flips.md), and the reading-keeping
     # refinement of every sample and of the fused result by the shading
     # (docs/decisions/refinement.md), in which a disc-shaped region the sample reads
     # neither way is solved from the shading (docs/decisions/undecided-regions.md).
-    kw = dict(inner_iters_high=4, inner_iters_low=1, shading_weight=10.0, region_flips=True)
+    kw = dict(inner_iters_high=4, inner_iters_low=1, shading_weight=10.0, shading_min_lateral=0.5, region_flips=True)
     stages = (
         Stage(96, 15, restart_t=299, guidance_start_t=250, lighting=True, **kw),
         Stage(64, 10, **kw),
@@ -314,7 +316,8 @@ def _fast() -> Schedule:
     )
     return Schedule(
         "fast", stages, num_steps=20, fuse_last=2, final_region_flips=True, refine=True, refine_undecided=0.1,
-        description="ours: short V-cycle, 20-step grid, shading guidance 10, region flips, refinement "
+        description="ours: short V-cycle, 20-step grid, shading guidance 10 (light floor 0.5 without a contour), "
+                    "region flips, refinement "
                     "(undecided discs solved from the shading)",
     )
 
