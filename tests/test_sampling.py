@@ -248,10 +248,15 @@ def test_shading_min_lateral_applies_only_to_images_without_an_occluding_contour
     relief = 0.5 + 0.2 * np.sin(r / 5.0) * np.cos(c / 7.0)
     base = tiny_schedule()
     sched = replace(base, stages=tuple(replace(s, shading_weight=1.0, shading_min_lateral=0.6) for s in base.stages))
-    sample_many([sphere_image(), relief], n=1, seed=0, model=model, schedule=sched, batch_samples=2)
+    obj, rel = sample_many([sphere_image(), relief], n=1, seed=0, model=model, schedule=sched, batch_samples=2)
     assert seen
     for floors in seen:
         torch.testing.assert_close(floors.float(), torch.tensor([0.0, 0.6]))
+    # each result says which way it went (meta.json carries the notes)
+    assert any("occluding contour in the mask" in note for note in obj.notes)
+    assert any("no occluding contour" in note and "0.6" in note for note in rel.notes)
+    plain = sample_many([relief], n=1, seed=0, model=model, schedule=base)[0]
+    assert not any("occluding contour" in note for note in plain.notes)
 
 
 def test_lr_decays_cumulatively_after_late_t(model):

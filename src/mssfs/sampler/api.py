@@ -242,6 +242,18 @@ def sample_many(
     return results
 
 
+def _floor_notes(sched: Schedule, item: PreparedInput, contour: bool) -> list[str]:
+    """Where a schedule floors the shading guidance's light: whether it did on this input."""
+    floors = sorted({st.shading_min_lateral for st in sched.stages if st.shading_min_lateral > 0})
+    if not floors:
+        return []
+    if contour:
+        return [f"{item.name}: occluding contour in the mask: the shading guidance fits its light freely"]
+    share = ", ".join(f"{f:g}" for f in floors)
+    return [f"{item.name}: no occluding contour: the shading guidance keeps its light's image-plane share "
+            f"at least {share} (shading_min_lateral)"]
+
+
 def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) -> list[SampleResult]:
     """:func:`sample_many` for inputs that share the schedule ``sched``."""
     calls0, forwards0 = counter.calls, counter.patch_forwards
@@ -318,7 +330,7 @@ def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) 
                 timings=timings,
                 work=work,
                 flips=out_flips[k],
-                notes=list(item.notes),
+                notes=list(item.notes) + _floor_notes(sched, item, contours[k]),
                 device=str(dev),
                 bf16=bool(bf16),
                 region_flips=out_region_flips[k],
