@@ -242,9 +242,9 @@ def sample_many(
     return results
 
 
-def _floor_notes(sched: Schedule, item: PreparedInput, contour: bool) -> list[str]:
-    """Where a schedule floors the shading guidance's light: whether it did on this input."""
-    floors = sorted({st.shading_min_lateral for st in sched.stages if st.shading_min_lateral > 0})
+def _floor_notes(floors: list[float], item: PreparedInput, contour: bool) -> list[str]:
+    """Where the schedule floors the shading guidance's light (``floors``, the non-zero
+    ``Stage.shading_min_lateral`` values): whether it did on this input."""
     if not floors:
         return []
     if contour:
@@ -265,8 +265,8 @@ def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) 
     out_region_flips = {k: [None] * n for k in range(len(items))}
     stage_seconds = np.zeros(len(per_stage))
     # the floor on the shading loss's light is for images without an occluding contour (Stage.shading_min_lateral)
-    floor_used = any(st.shading_min_lateral > 0 for st in sched.stages)
-    contours = [has_occluding_contour(item.mask) if floor_used else False for item in items]
+    floors = sorted({st.shading_min_lateral for st in sched.stages if st.shading_min_lateral > 0})
+    contours = [has_occluding_contour(item.mask) if floors else False for item in items]
     t_start = time.perf_counter()
     for j in range(0, len(jobs), batch):
         chunk = jobs[j : j + batch]
@@ -330,7 +330,7 @@ def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) 
                 timings=timings,
                 work=work,
                 flips=out_flips[k],
-                notes=list(item.notes) + _floor_notes(sched, item, contours[k]),
+                notes=list(item.notes) + _floor_notes(floors, item, contours[k]),
                 device=str(dev),
                 bf16=bool(bf16),
                 region_flips=out_region_flips[k],
