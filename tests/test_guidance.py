@@ -6,7 +6,15 @@ import torch
 
 from mssfs.core.frame import integrability_residual, normals_to_slopes
 from mssfs.core.integrate import normals_from_depth
-from mssfs.sampler.guidance import integrability_loss, lateral_floor, safe_angle, seam_loss, shading_loss
+from mssfs.sampler.guidance import (
+    image_tilt_axis,
+    integrability_loss,
+    lateral_floor,
+    lock_tilt,
+    safe_angle,
+    seam_loss,
+    shading_loss,
+)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -208,3 +216,86 @@ def test_shading_loss_floor_pushes_a_nearly_flat_estimate_harder_toward_slopes()
         (grad,) = torch.autograd.grad(shading_loss(x, img, min_lateral=floor).sum(), x)
         push.append(float(grad[:, :2].norm()))
     assert push[1] > 2 * push[0]
+
+
+# ------------------------------------------------- the light's tilt from the image's shading axis
+def bumps_image(tilt_deg, size=64, slant_deg=50.0, dtype=torch.float64):
+    """(1, 1, size, size) shadowless image of round bumps and dents under a light of that tilt."""
+    r, c = np.mgrid[0:size, 0:size].astype(float)
+    z = np.zeros((size, size))
+    for k, (cy, cx) in enumerate([(16, 16), (16, 48), (48, 16), (48, 48), (32, 32)]):
+        z += (1 if k % 2 else -1) * 6 * np.exp(-((r - cy) ** 2 + (c - cx) ** 2) / 40.0)
+    n = normals_from_depth(z)
+    t, s = np.radians(tilt_deg), np.radians(slant_deg)
+    light = np.array([np.sin(s) * np.cos(t), np.sin(s) * np.sin(t), np.cos(s)])
+    return torch.tensor(np.clip(n @ light, 0, None), dtype=dtype)[None, None], light
+
+
+def axis_error_deg(axis, tilt_deg):
+    a = np.degrees(np.arctan2(float(axis[1]), float(axis[0])))
+    return abs((a - tilt_deg + 90) % 180 - 90)  # up to sign
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_image_tilt_axis_finds_the_light_tilt_of_round_bumps_up_to_sign(dtype, device):
+    for tilt in (0.0, 35.0, 90.0, 150.0, -120.0):
+        img, _ = bumps_image(tilt, dtype=dtype)
+        axis = image_tilt_axis(img.to(device))
+        assert axis.shape == (1, 2) and axis.dtype == dtype and axis.device.type == device
+        assert abs(float(axis.norm()) - 1) < 1e-5 and float(axis[0, 1]) >= 0  # unit, upper half-plane
+        assert axis_error_deg(axis[0].cpu(), tilt) < 5, tilt
+    # a batch is per image, and a featureless image has no axis
+    a, _ = bumps_image(20.0, dtype=dtype)
+    b, _ = bumps_image(110.0, dtype=dtype)
+    axes = image_tilt_axis(torch.cat([a, b, torch.full_like(a, 0.5)]).to(device))
+    assert axis_error_deg(axes[0].cpu(), 20.0) < 5 and axis_error_deg(axes[1].cpu(), 110.0) < 5
+    assert torch.equal(axes[2].cpu(), torch.zeros(2, dtype=dtype))
+
+
+def test_image_tilt_axis_reads_only_inside_the_mask():
+    img, _ = bumps_image(80.0)
+    planted = img.clone()
+    stripes = 0.5 + 0.5 * torch.sin(0.8 * torch.arange(24, dtype=img.dtype))  # varying along x only
+    planted[..., :, 40:] = stripes
+    assert axis_error_deg(image_tilt_axis(planted)[0], 80.0) > 45  # the stripes take over the axis
+    mask = torch.ones(64, 64, dtype=torch.bool)
+    mask[:, 38:] = False
+    assert axis_error_deg(image_tilt_axis(planted, mask)[0], 80.0) < 10
+    with pytest.raises(ValueError, match="B, 1, H, W"):
+        image_tilt_axis(img[0])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lock_tilt_sets_only_the_tilt_and_keeps_length_slant_and_side(dtype, device):
+    b = torch.tensor([[0.3, 0.4, 0.8], [-0.5, 0.1, 0.6], [0.2, -0.2, -0.9], [0.0, 0.0, 1.0]], dtype=dtype, device=device)
+    axis = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 0.0], [0.0, 1.0]], dtype=dtype, device=device)
+    out = lock_tilt(b, axis)
+    assert out.dtype == dtype and out.device == b.device
+    assert torch.allclose(out.norm(dim=1), b.norm(dim=1), atol=1e-6)  # length
+    assert torch.allclose(out[:, 2], b[:, 2])  # slant (and side of the image plane)
+    assert torch.allclose(out[0, :2], torch.tensor([0.5, 0.0], dtype=dtype, device=device), atol=1e-6)
+    # b_xy . axis < 0: the light stays on its own side of the axis
+    assert torch.allclose(out[1, :2], -b[1, :2].norm() * axis[1], atol=1e-6)
+    assert torch.equal(out[2], b[2])  # zero axis: free
+    assert torch.equal(out[3], b[3])  # no image-plane part: nothing to turn
+    with pytest.raises(ValueError, match="axis must be"):
+        lock_tilt(b, axis[:2])
+    with pytest.raises(ValueError, match="unit length"):
+        lock_tilt(b, 2 * axis)
+
+
+def test_shading_loss_with_the_true_tilt_is_free_and_with_a_wrong_one_costs():
+    x, img = rendered((0.5, 0.4, 0.77))
+    true_axis = torch.tensor([[0.5, 0.4]], dtype=torch.float64)
+    true_axis = true_axis / true_axis.norm()
+    assert float(shading_loss(x, img, tilt_axis=true_axis)) < 1e-4
+    assert float(shading_loss(x, img, tilt_axis=-true_axis)) < 1e-4  # the sign stays free
+    wrong = torch.tensor([[-0.4, 0.5]], dtype=torch.float64)
+    wrong = wrong / wrong.norm()  # at right angles to the true tilt
+    assert float(shading_loss(x, img, tilt_axis=wrong)) > 0.05
+    assert torch.equal(shading_loss(x, img, tilt_axis=torch.zeros(1, 2, dtype=torch.float64)), shading_loss(x, img))
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(shading_loss(xg, img, tilt_axis=wrong).sum(), xg)
+    assert torch.isfinite(grad).all() and float(grad.abs().max()) > 0  # the locked light pushes the normals

@@ -259,6 +259,43 @@ def test_shading_min_lateral_applies_only_to_images_without_an_occluding_contour
     assert not any("occluding contour" in note for note in plain.notes)
 
 
+def test_shading_tilt_from_image_reaches_the_guidance_per_image(model, monkeypatch):
+    # With Stage.shading_tilt_from_image the shading loss gets the image's shading axis for a
+    # relief filling the frame and a zero row (free light) for an object on black.
+    from dataclasses import replace
+
+    import mssfs.sampler.ddim as ddim_module
+    from mssfs.sampler.guidance import image_tilt_axis
+
+    seen = []
+    real = ddim_module.shading_loss
+
+    def spy(*args, **kw):
+        seen.append(kw.get("tilt_axis"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ddim_module, "shading_loss", spy)
+    r, c = np.mgrid[0:48, 0:48].astype(float)
+    relief = 0.5 + 0.2 * np.sin(r / 5.0 + c / 9.0)
+    base = tiny_schedule()
+    sched = replace(base, stages=tuple(replace(s, shading_weight=1.0, shading_tilt_from_image=True) for s in base.stages))
+    obj, rel = sample_many([sphere_image(), relief], n=1, seed=0, model=model, schedule=sched, batch_samples=2)
+    assert seen and all(axis is not None for axis in seen)
+    want = image_tilt_axis(torch.tensor(relief, dtype=torch.float32)[None, None])[0]
+    for axis in seen:
+        assert torch.equal(axis[0], torch.zeros(2))  # occluding contour: free
+        torch.testing.assert_close(axis[1], want, atol=0.02, rtol=0)  # the sampler works on its own square
+    assert any("occluding contour in the mask" in note for note in obj.notes)
+    assert any("shading_tilt_from_image" in note for note in rel.notes)
+    seen.clear()
+    sample_many([relief], n=1, seed=0, model=model, schedule=replace(base, stages=tuple(
+        replace(s, shading_weight=1.0) for s in base.stages)))
+    assert seen and all(axis is None for axis in seen)
+    assert not any(s.shading_tilt_from_image for s in get_preset("paper").stages)
+    with pytest.raises(ValueError, match="shading_tilt_from_image"):
+        Stage(32, 1.0, shading_tilt_from_image="yes")
+
+
 def test_lr_decays_cumulatively_after_late_t(model):
     _, infos, stage = _single_stage_run(model, 10.0)
     late_iters = 0

@@ -242,16 +242,21 @@ def sample_many(
     return results
 
 
-def _floor_notes(floors: list[float], item: PreparedInput, contour: bool) -> list[str]:
-    """Where the schedule floors the shading guidance's light (``floors``, the non-zero
-    ``Stage.shading_min_lateral`` values): whether it did on this input."""
-    if not floors:
+def _floor_notes(floors: list[float], tilt: bool, item: PreparedInput, contour: bool) -> list[str]:
+    """Where the schedule constrains the shading guidance's light (``floors``, the non-zero
+    ``Stage.shading_min_lateral`` values; ``tilt``, any ``Stage.shading_tilt_from_image``):
+    whether it did on this input."""
+    if not floors and not tilt:
         return []
     if contour:
         return [f"{item.name}: occluding contour in the mask: the shading guidance fits its light freely"]
-    share = ", ".join(f"{f:g}" for f in floors)
-    return [f"{item.name}: no occluding contour: the shading guidance keeps its light's image-plane share "
-            f"at least {share} (shading_min_lateral)"]
+    said = []
+    if floors:
+        share = ", ".join(f"{f:g}" for f in floors)
+        said.append(f"keeps its light's image-plane share at least {share} (shading_min_lateral)")
+    if tilt:
+        said.append("sets its light's tilt to the image's shading axis, up to sign (shading_tilt_from_image)")
+    return [f"{item.name}: no occluding contour: the shading guidance " + " and ".join(said)]
 
 
 def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) -> list[SampleResult]:
@@ -264,9 +269,11 @@ def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) 
     out_flips = {k: [None] * n for k in range(len(items))}
     out_region_flips = {k: [None] * n for k in range(len(items))}
     stage_seconds = np.zeros(len(per_stage))
-    # the floor on the shading loss's light is for images without an occluding contour (Stage.shading_min_lateral)
+    # the floor and the tilt of the shading loss's light are for images without an occluding
+    # contour (Stage.shading_min_lateral, Stage.shading_tilt_from_image)
     floors = sorted({st.shading_min_lateral for st in sched.stages if st.shading_min_lateral > 0})
-    contours = [has_occluding_contour(item.mask) if floors else False for item in items]
+    tilt = any(st.shading_tilt_from_image for st in sched.stages)
+    contours = [has_occluding_contour(item.mask) if floors or tilt else False for item in items]
     t_start = time.perf_counter()
     for j in range(0, len(jobs), batch):
         chunk = jobs[j : j + batch]
@@ -330,7 +337,7 @@ def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) 
                 timings=timings,
                 work=work,
                 flips=out_flips[k],
-                notes=list(item.notes) + _floor_notes(floors, item, contours[k]),
+                notes=list(item.notes) + _floor_notes(floors, tilt, item, contours[k]),
                 device=str(dev),
                 bf16=bool(bf16),
                 region_flips=out_region_flips[k],

@@ -15,7 +15,7 @@ import torch
 
 from ..core.patches import from_patches
 from ..model.diffusion import NoiseSchedule
-from .guidance import integrability_loss, seam_loss, shading_loss
+from .guidance import image_tilt_axis, integrability_loss, seam_loss, shading_loss
 from .schedules import Stage
 
 __all__ = ["StepInfo", "guided_ddim"]
@@ -57,7 +57,7 @@ def guided_ddim(
         image_size: ``(H, W)`` of each assembled image.
         mask: optional foreground ``(B, 1, H, W)`` for the losses.
         floor_images: optional bool ``(B,)``: the images that the stage's
-            ``shading_min_lateral`` applies to (None: every image).
+            ``shading_min_lateral`` and ``shading_tilt_from_image`` apply to (None: every image).
     Returns:
         ``(B * n, 3, P, P)`` predicted clean normals after the last step (not normalised).
     """
@@ -67,6 +67,11 @@ def guided_ddim(
     min_lateral = stage.shading_min_lateral
     if floor_images is not None and min_lateral > 0:
         min_lateral = min_lateral * torch.as_tensor(floor_images, device=x.device).to(torch.float64)
+    tilt_axis = None
+    if image is not None and stage.shading_tilt_from_image:
+        tilt_axis = image_tilt_axis(image.float(), mask)  # (B, 2); a zero row leaves that light free
+        if floor_images is not None:
+            tilt_axis = tilt_axis * torch.as_tensor(floor_images, device=x.device).to(tilt_axis.dtype)[:, None]
     for i, t in enumerate(timesteps):
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
@@ -82,7 +87,7 @@ def guided_ddim(
                 img = from_patches(x0, h, w)
                 loss = stage.seam_weight * seam_loss(img, mask)
                 if image is not None:
-                    loss = loss + stage.shading_weight * shading_loss(img, image, mask, min_lateral=min_lateral)
+                    loss = loss + stage.shading_weight * shading_loss(img, image, mask, min_lateral=min_lateral, tilt_axis=tilt_axis)
                 if late:
                     loss = loss + stage.integrability_weight * integrability_loss(img, mask)
                 (grad,) = torch.autograd.grad(loss.sum(), x)  # per-image losses: samples stay independent

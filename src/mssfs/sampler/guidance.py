@@ -17,7 +17,7 @@ import torch
 
 from ..core.patches import PATCH
 
-__all__ = ["SLOPE_CLAMP", "integrability_loss", "lateral_floor", "safe_angle", "seam_loss", "shading_loss", "slopes_published"]
+__all__ = ["SLOPE_CLAMP", "image_tilt_axis", "integrability_loss", "lateral_floor", "lock_tilt", "safe_angle", "seam_loss", "shading_loss", "slopes_published"]
 
 
 #: Slopes are clamped to ``[-SLOPE_CLAMP, SLOPE_CLAMP]`` in the integrability loss.
@@ -170,8 +170,62 @@ def lateral_floor(b: torch.Tensor, min_lateral) -> torch.Tensor:
     return torch.cat([b[:, :2] * scale, bz], dim=1)
 
 
+def image_tilt_axis(image: torch.Tensor, mask=None) -> torch.Tensor:
+    """The image-plane axis along which the shading varies most, per image (up to sign).
+
+    The principal axis of the covariance of the image gradient (central differences, x right,
+    y up, over pixels whose four neighbours lie inside ``mask``).  Under one distant light a
+    surface without a preferred direction shades most strongly along the light's tilt, so
+    the axis estimates the tilt up to its sign (the classical estimate from image statistics);
+    the sign is what tells a reading from its inversion, and the axis leaves it open.
+
+    Args:
+        image: ``(B, 1, H, W)`` shading.
+        mask: optional foreground ``(B, 1, H, W)`` / ``(H, W)``.
+    Returns:
+        ``(B, 2)`` unit axes ``(x, y)`` with ``y >= 0`` (``(1, 0)`` for ``y = 0``); zero for an
+        image without gradient (no axis).
+    """
+    if image.ndim != 4 or image.shape[1] != 1:
+        raise ValueError(f"image must be (B, 1, H, W), got {tuple(image.shape)}")
+    img = image[:, 0]
+    gx = (img[:, 1:-1, 2:] - img[:, 1:-1, :-2]) / 2
+    gy = (img[:, :-2, 1:-1] - img[:, 2:, 1:-1]) / 2  # rows run downwards; y is up
+    m = _as_mask(mask, image)
+    w = torch.ones_like(gx)
+    if m is not None:
+        m = m[:, 0].to(img.dtype)
+        w = m[:, 1:-1, 2:] * m[:, 1:-1, :-2] * m[:, :-2, 1:-1] * m[:, 2:, 1:-1]
+    cxx, cyy, cxy = ((w * u * v).flatten(1).sum(1) for u, v in ((gx, gx), (gy, gy), (gx, gy)))
+    angle = 0.5 * torch.atan2(2 * cxy, cxx - cyy)  # in (-pi/2, pi/2]
+    axis = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+    axis = torch.where(axis[:, 1:] < 0, -axis, axis)
+    axis = torch.where((axis[:, 1:] == 0) & (axis[:, :1] < 0), -axis, axis)
+    has = (cxx + cyy) > 0
+    return axis * has[:, None].to(axis.dtype)
+
+
+def lock_tilt(b: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
+    """Lights ``(B, 3)`` whose image-plane part is turned onto ``axis`` ``(B, 2)``, up to sign.
+
+    ``b_xy`` becomes ``s |b_xy| axis`` with ``s`` the sign of ``b_xy . axis`` (``+1`` at 0), so
+    the light keeps its length, its slant and the side it comes from, and only its tilt is
+    set.  Rows whose axis is zero (no axis, or not to be locked) are returned unchanged;
+    non-zero axes must be unit length.
+    """
+    if axis.ndim != 2 or axis.shape != (b.shape[0], 2):
+        raise ValueError(f"axis must be ({b.shape[0]}, 2), got {tuple(axis.shape)}")
+    axis = axis.to(b.dtype)
+    norm = axis.norm(dim=1)
+    if bool(((norm > 0) & ((norm - 1).abs() > 1e-3)).any()):
+        raise ValueError("each axis must be zero or of unit length")
+    side = torch.where((b[:, :2] * axis).sum(1, keepdim=True) < 0, -1.0, 1.0).to(b.dtype)
+    xy = side * b[:, :2].norm(dim=1, keepdim=True) * axis
+    return torch.cat([torch.where(norm[:, None] > 0, xy, b[:, :2]), b[:, 2:]], dim=1)
+
+
 def shading_loss(x0: torch.Tensor, image: torch.Tensor, mask=None, min_level: float = 0.02,
-                 ridge: float = 1e-3, min_lateral=0.0) -> torch.Tensor:
+                 ridge: float = 1e-3, min_lateral=0.0, tilt_axis: torch.Tensor | None = None) -> torch.Tensor:
     """How badly one light explains the image, per image (ours; docs/method.md#shading-guidance-ours).
 
     With unit normals ``n = x0 / |x0|`` and the lit pixels (image above ``min_level``,
@@ -184,7 +238,9 @@ def shading_loss(x0: torch.Tensor, image: torch.Tensor, mask=None, min_level: fl
     fitted light is turned off the view axis until its image-plane part is at least that
     share of its length (:func:`lateral_floor`; docs/method.md#shading-guidance-ours): a
     light along the view axis shades a surface by its slant alone, so the loss would
-    hardly push a nearly flat estimate to take any slope.
+    hardly push a nearly flat estimate to take any slope.  With ``tilt_axis`` the fitted
+    light's tilt is first set to that axis, up to sign (:func:`lock_tilt`), so the loss
+    chooses only which side the light comes from and how steeply.
 
     Args:
         x0: ``(B, 3, H, W)`` normals (need not be unit length).
@@ -192,6 +248,8 @@ def shading_loss(x0: torch.Tensor, image: torch.Tensor, mask=None, min_level: fl
         mask: optional foreground ``(B, 1, H, W)`` / ``(H, W)``.
         min_lateral: floor on the fitted light's image-plane share, in ``[0, 1)`` (0 = off):
             a float, or a ``(B,)`` tensor with one floor per image.
+        tilt_axis: optional ``(B, 2)`` axes for :func:`lock_tilt` (a zero row leaves that
+            image's light free), e.g. :func:`image_tilt_axis` of the image.
     Returns:
         ``(B,)`` loss; 0 for an image without lit pixels.
     """
@@ -210,6 +268,8 @@ def shading_loss(x0: torch.Tensor, image: torch.Tensor, mask=None, min_level: fl
         count = w.flatten(1).sum(1).clamp_min(1.0)
         eye = torch.eye(3, dtype=x0.dtype, device=x0.device)
         b = torch.linalg.solve(a + ridge * count[:, None, None] * eye, r.unsqueeze(-1))[..., 0]
+        if tilt_axis is not None:
+            b = lock_tilt(b, tilt_axis)
         b = lateral_floor(b, min_lateral)
     resid = torch.einsum("bihw,bi->bhw", n, b) - img
     return (w * resid**2).flatten(1).sum(1) / (w * img**2).flatten(1).sum(1).clamp_min(tiny)

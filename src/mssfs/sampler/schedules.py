@@ -85,6 +85,10 @@ class Stage:
             :func:`mssfs.sampler.guidance.shading_loss`): how badly one light explains the image.
         shading_min_lateral: floor on the image-plane share of the light that the shading
             loss fits (ours, default 0 = off; :func:`mssfs.sampler.guidance.lateral_floor`).
+        shading_tilt_from_image: set the tilt of the light that the shading loss fits to the
+            image's own shading axis, up to sign (ours, default off;
+            :func:`mssfs.sampler.guidance.image_tilt_axis`, :func:`~mssfs.sampler.guidance.lock_tilt`).
+        Both act only on images without an occluding contour (the sampler decides per image).
         lr_decay: 1.5.
         grad_clip: the gradient is clamped to ``[-grad_clip, grad_clip]`` (5).
     """
@@ -104,6 +108,7 @@ class Stage:
     seam_weight: float = 1.0
     shading_weight: float = 0.0
     shading_min_lateral: float = 0.0
+    shading_tilt_from_image: bool = False
     lr_decay: float = 1.5
     grad_clip: float = 5.0
 
