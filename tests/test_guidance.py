@@ -299,3 +299,14 @@ def test_shading_loss_with_the_true_tilt_is_free_and_with_a_wrong_one_costs():
     xg = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(shading_loss(xg, img, tilt_axis=wrong).sum(), xg)
     assert torch.isfinite(grad).all() and float(grad.abs().max()) > 0  # the locked light pushes the normals
+
+
+def test_floor_and_tilt_never_read_values_back_from_a_device_tensor():
+    # On an accelerator, reading a value back waits for the device; the floor and the lock
+    # must not do that at every guided iteration.  A "meta" tensor has no values at all, so
+    # any read-back raises here.
+    b = torch.zeros(4, 3, device="meta")
+    out = lateral_floor(b, torch.full((4,), 0.5, device="meta"))
+    assert out.shape == (4, 3) and out.device.type == "meta"
+    locked = lock_tilt(b, torch.zeros(4, 2, device="meta"))
+    assert locked.shape == (4, 3) and locked.device.type == "meta"

@@ -204,18 +204,24 @@ def test_shading_weight_makes_samples_explain_the_image():
     assert not any(s.region_flips for s in get_preset("paper").stages) and not get_preset("paper").final_region_flips
 
 
-def test_shading_min_lateral_reaches_the_guidance_and_is_checked(monkeypatch):
-    # The stage's floor on the fitted light is what the shading loss gets at every guided iteration.
+def _spy_shading_loss(monkeypatch, key, convert=lambda value: value) -> list:
+    """Record ``convert(kw[key])`` of every call the guided DDIM makes to the shading loss."""
     import mssfs.sampler.ddim as ddim_module
 
     seen = []
     real = ddim_module.shading_loss
 
     def spy(*args, **kw):
-        seen.append(kw.get("min_lateral"))
+        seen.append(convert(kw.get(key)))
         return real(*args, **kw)
 
     monkeypatch.setattr(ddim_module, "shading_loss", spy)
+    return seen
+
+
+def test_shading_min_lateral_reaches_the_guidance_and_is_checked(monkeypatch):
+    # The stage's floor on the fitted light is what the shading loss gets at every guided iteration.
+    seen = _spy_shading_loss(monkeypatch, "min_lateral")
     kw = dict(seam_weight=0.0, integrability_weight=0.0, shading_weight=10.0)
     plain = _single_stage_run(Squash(), 20.0, **kw)[0]
     assert seen and set(seen) == {0.0}
@@ -234,16 +240,7 @@ def test_shading_min_lateral_applies_only_to_images_without_an_occluding_contour
     # frame gets the floor.  Both share one batch, so the floor is per image.
     from dataclasses import replace
 
-    import mssfs.sampler.ddim as ddim_module
-
-    seen = []
-    real = ddim_module.shading_loss
-
-    def spy(*args, **kw):
-        seen.append(torch.as_tensor(kw["min_lateral"]).clone())
-        return real(*args, **kw)
-
-    monkeypatch.setattr(ddim_module, "shading_loss", spy)
+    seen = _spy_shading_loss(monkeypatch, "min_lateral", lambda v: torch.as_tensor(v).clone())
     r, c = np.mgrid[0:40, 0:56].astype(float)
     relief = 0.5 + 0.2 * np.sin(r / 5.0) * np.cos(c / 7.0)
     base = tiny_schedule()
@@ -264,17 +261,9 @@ def test_shading_tilt_from_image_reaches_the_guidance_per_image(model, monkeypat
     # relief filling the frame and a zero row (free light) for an object on black.
     from dataclasses import replace
 
-    import mssfs.sampler.ddim as ddim_module
     from mssfs.sampler.guidance import image_tilt_axis
 
-    seen = []
-    real = ddim_module.shading_loss
-
-    def spy(*args, **kw):
-        seen.append(kw.get("tilt_axis"))
-        return real(*args, **kw)
-
-    monkeypatch.setattr(ddim_module, "shading_loss", spy)
+    seen = _spy_shading_loss(monkeypatch, "tilt_axis")
     r, c = np.mgrid[0:48, 0:48].astype(float)
     relief = 0.5 + 0.2 * np.sin(r / 5.0 + c / 9.0)
     base = tiny_schedule()

@@ -150,15 +150,22 @@ def lateral_floor(b: torch.Tensor, min_lateral) -> torch.Tensor:
     direction, ``b_z`` its sign, ``|b|`` its value.  A light with no image-plane part
     (``b_xy = 0``: no direction to turn to) and every light whose floor is 0 are returned
     unchanged.  ``min_lateral``: a float or a ``(B,)`` tensor (one floor per light), each
-    in ``[0, 1)``.
+    in ``[0, 1)`` (checked for floats and CPU tensors; a tensor on an accelerator is taken
+    as checked, so that the call never waits for the device).
     """
+    if not torch.is_tensor(min_lateral):
+        if not 0.0 <= float(min_lateral) < 1.0:
+            raise ValueError(f"min_lateral must lie in [0, 1), got {min_lateral}")
+        if float(min_lateral) == 0.0:
+            return b
     floor = torch.as_tensor(min_lateral, dtype=b.dtype, device=b.device)
     if floor.ndim > 1 or (floor.ndim == 1 and floor.shape[0] != b.shape[0]):
         raise ValueError(f"min_lateral must be a number or one per light ({b.shape[0]}), got shape {tuple(floor.shape)}")
-    if bool(((floor < 0) | (floor >= 1)).any()):
+    # values are checked where that costs no wait for the accelerator (a CPU tensor); the
+    # sampler passes floors it has checked (Stage)
+    src = min_lateral if torch.is_tensor(min_lateral) else floor
+    if src.device.type == "cpu" and bool(((src < 0) | (src >= 1)).any()):
         raise ValueError(f"min_lateral must lie in [0, 1), got {min_lateral}")
-    if not bool((floor > 0).any()):
-        return b
     floor = floor.expand(b.shape[0])[:, None]
     tiny = 1e-12 if b.dtype == torch.float64 else 1e-8
     length = b.norm(dim=1, keepdim=True)
@@ -211,14 +218,17 @@ def lock_tilt(b: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
     ``b_xy`` becomes ``s |b_xy| axis`` with ``s`` the sign of ``b_xy . axis`` (``+1`` at 0), so
     the light keeps its length, its slant and the side it comes from, and only its tilt is
     set.  Rows whose axis is zero (no axis, or not to be locked) are returned unchanged;
-    non-zero axes must be unit length.
+    non-zero axes must be unit length (checked for CPU tensors; on an accelerator the axes
+    are taken as checked, so that the call never waits for the device).
     """
     if axis.ndim != 2 or axis.shape != (b.shape[0], 2):
         raise ValueError(f"axis must be ({b.shape[0]}, 2), got {tuple(axis.shape)}")
-    axis = axis.to(b.dtype)
+    if axis.device.type == "cpu":
+        norm = axis.double().norm(dim=1)
+        if bool(((norm > 0) & ((norm - 1).abs() > 1e-3)).any()):
+            raise ValueError("each axis must be zero or of unit length")
+    axis = axis.to(device=b.device, dtype=b.dtype)
     norm = axis.norm(dim=1)
-    if bool(((norm > 0) & ((norm - 1).abs() > 1e-3)).any()):
-        raise ValueError("each axis must be zero or of unit length")
     side = torch.where((b[:, :2] * axis).sum(1, keepdim=True) < 0, -1.0, 1.0).to(b.dtype)
     xy = side * b[:, :2].norm(dim=1, keepdim=True) * axis
     return torch.cat([torch.where(norm[:, None] > 0, xy, b[:, :2]), b[:, 2:]], dim=1)
