@@ -113,7 +113,9 @@ def test_documented_schedule_files_load_and_name_what_they_say():
     ``schedule_fast_regions`` (the region-flips candidate) is ``fast`` without its refinement,
     ``schedule_fast_undecided`` (the undecided-regions candidate) is ``fast`` without its
     light floor, ``schedule_fast_refine`` is that without its undecided-disc step, and
-    ``schedule_fast_lateral`` (the light-floor candidate) is ``fast``."""
+    ``schedule_fast_lateral`` (the light-floor candidate) is ``fast``, and the two tilt
+    candidates ``schedule_fast_tilt`` / ``schedule_fast_tilt_early`` are that with the
+    light's tilt from the image in every stage / in the first two."""
     from dataclasses import replace
     from pathlib import Path
 
@@ -124,6 +126,11 @@ def test_documented_schedule_files_load_and_name_what_they_say():
     lateral = loaded["schedule_fast_lateral"]
     assert replace(lateral, name="fast", description=get_preset("fast").description) == get_preset("fast")
     assert all(s.shading_min_lateral == 0.5 for s in lateral.stages)
+    assert not any(s.shading_tilt_from_image for s in lateral.stages)
+    for stem, locked in (("schedule_fast_tilt", (True,) * 4), ("schedule_fast_tilt_early", (True, True, False, False))):
+        tilt = loaded[stem]
+        assert tilt.stages == tuple(replace(s, shading_tilt_from_image=k) for s, k in zip(lateral.stages, locked))
+        assert replace(tilt, stages=lateral.stages, name=lateral.name, description=lateral.description) == lateral
     fast = get_preset("fast")
     fast = replace(fast, stages=tuple(replace(s, shading_min_lateral=0.0) for s in fast.stages))
     no_regions = tuple(replace(s, region_flips=False) for s in fast.stages)
