@@ -101,8 +101,9 @@ def run_vcycle(
         generators: per sample, the CPU generator all its noise comes from.
         progress: optional tqdm bar, advanced by one per DDIM step.
         floor_images: per sample, whether the stages' floor and tilt on the shading loss's
-            light (``Stage.shading_min_lateral``, ``Stage.shading_tilt_from_image``) apply to it; the sampler passes True for images
-            without an occluding contour (None: every sample).
+            light (``Stage.shading_min_lateral``, ``Stage.shading_tilt_from_image``) apply to
+            it; the sampler passes True for images without an occluding contour (None: every
+            sample).
     """
     noise = noise or NoiseSchedule()
     b = len(squares)
