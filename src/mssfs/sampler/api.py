@@ -242,7 +242,7 @@ def sample_many(
     return results
 
 
-def _floor_notes(floors: list[float], tilt: bool, item: PreparedInput, contour: bool) -> list[str]:
+def _light_notes(floors: list[float], tilt: bool, item: PreparedInput, contour: bool) -> list[str]:
     """Where the schedule constrains the shading guidance's light (``floors``, the non-zero
     ``Stage.shading_min_lateral`` values; ``tilt``, any ``Stage.shading_tilt_from_image``):
     whether it did on this input."""
@@ -337,7 +337,7 @@ def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) 
                 timings=timings,
                 work=work,
                 flips=out_flips[k],
-                notes=list(item.notes) + _floor_notes(floors, tilt, item, contours[k]),
+                notes=list(item.notes) + _light_notes(floors, tilt, item, contours[k]),
                 device=str(dev),
                 bf16=bool(bf16),
                 region_flips=out_region_flips[k],
