@@ -299,7 +299,13 @@ def test_lr_decays_cumulatively_after_late_t(model):
         if info.t <= stage.late_t:
             late_iters += info.guided_iters
         assert info.lr == pytest.approx(10.0 / 1.5**late_iters)
+        # the step's report carries the guidance loss of its last inner iteration, if any
+        assert (info.loss is None) == (info.guided_iters == 0)
+        assert info.loss is None or (isinstance(info.loss, float) and np.isfinite(info.loss) and info.loss >= 0)
     assert late_iters > 0
+    assert all(info.loss is not None for info in infos)  # every step of this run is guided
+    _, unguided, _ = _single_stage_run(model, 0.0)  # lr 0: no guidance, no loss to report
+    assert unguided and all(info.loss is None and info.guided_iters == 0 for info in unguided)
 
 
 def test_denoiser_counts_equal_schedule_cost(model):

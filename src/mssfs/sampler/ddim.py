@@ -77,7 +77,7 @@ def guided_ddim(
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
         late = t <= stage.late_t
         iters = stage.inner_iters(t) if (t <= guidance_start_t and stage.lr > 0) else 0
-        loss_value = None
+        last_loss = None  # kept on the device: read back only for the callback, once per step
         for _ in range(iters):
             if late:
                 lr /= stage.lr_decay  # cumulative within the stage: guidance fades out
@@ -92,9 +92,10 @@ def guided_ddim(
                     loss = loss + stage.integrability_weight * integrability_loss(img, mask)
                 (grad,) = torch.autograd.grad(loss.sum(), x)  # per-image losses: samples stay independent
             x = (x - lr * grad.clamp(-stage.grad_clip, stage.grad_clip)).detach()
-            loss_value = float(loss.detach().mean())
+            last_loss = loss.detach()
         with torch.no_grad():
             x = noise.ddim_step(x, model(x, tt, shading), t, t_prev).prev_sample
         if callback is not None:
+            loss_value = None if last_loss is None else float(last_loss.mean())
             callback(StepInfo(i, t, t_prev, iters, lr, loss_value))
     return x
