@@ -251,3 +251,17 @@ def test_profile_train_step_prints_a_step_time_and_an_operator_table(capsys):
     out = capsys.readouterr().out
     assert re.search(r"cpu 2 patches, bf16 false, channels_last False: [0-9.]+ ms/step", out)
     assert "Self CPU" in out and "backward" in out
+
+
+def test_tilt_axis_accuracy_measures_the_axis_against_each_reliefs_light(tmp_path, capsys):
+    import json
+
+    mod = _load_experiment("tilt_axis_accuracy")
+    out = tmp_path / "axis.json"
+    assert mod.main(["--n-reliefs", "3", "--size", "32", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["summary"]["reliefs"] == 3 and len(data["items"]) == 3
+    assert all(0 <= r["error_deg"] <= 90 and 0 <= r["lateral"] <= 1 for r in data["items"])
+    assert "| all | 3 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        mod.main(["--n-reliefs", "0"])
