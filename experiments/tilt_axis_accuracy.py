@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.n_reliefs < 1:
         p.error("--n-reliefs must be at least 1")
+    if args.out is not None and not args.out.resolve().parent.is_dir():
+        p.error(f"--out {args.out}: its folder does not exist")
     rows = axis_errors(heldout_items(0, args.n_reliefs, args.size, args.first))
     errors = np.array([r["error_deg"] for r in rows])
     summary = {"reliefs": len(rows), "median_deg": float(np.median(errors)), "mean_deg": float(errors.mean()),

@@ -265,3 +265,6 @@ def test_tilt_axis_accuracy_measures_the_axis_against_each_reliefs_light(tmp_pat
     assert "| all | 3 |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         mod.main(["--n-reliefs", "0"])
+    with pytest.raises(SystemExit):  # refused before any work, nothing written
+        mod.main(["--n-reliefs", "1", "--out", str(tmp_path / "missing" / "x.json")])
+    assert not (tmp_path / "missing").exists()
