@@ -64,14 +64,16 @@ def guided_ddim(
     h, w = image_size
     lr = float(stage.lr)
     image = from_patches(shading, h, w) if stage.shading_weight > 0 else None
+    # the floor and the tilt act on the images of floor_images only (a 0 floor / zero axis is free)
+    gate = None if floor_images is None else torch.as_tensor(floor_images, device=x.device).to(torch.float64)
     min_lateral = stage.shading_min_lateral
-    if floor_images is not None and min_lateral > 0:
-        min_lateral = min_lateral * torch.as_tensor(floor_images, device=x.device).to(torch.float64)
+    if gate is not None and min_lateral > 0:
+        min_lateral = min_lateral * gate
     tilt_axis = None
     if image is not None and stage.shading_tilt_from_image:
-        tilt_axis = image_tilt_axis(image.float(), mask)  # (B, 2); a zero row leaves that light free
-        if floor_images is not None:
-            tilt_axis = tilt_axis * torch.as_tensor(floor_images, device=x.device).to(tilt_axis.dtype)[:, None]
+        tilt_axis = image_tilt_axis(image.float(), mask)  # (B, 2)
+        if gate is not None:
+            tilt_axis = tilt_axis * gate.to(tilt_axis.dtype)[:, None]
     for i, t in enumerate(timesteps):
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)

@@ -161,10 +161,10 @@ def lateral_floor(b: torch.Tensor, min_lateral) -> torch.Tensor:
     floor = torch.as_tensor(min_lateral, dtype=b.dtype, device=b.device)
     if floor.ndim > 1 or (floor.ndim == 1 and floor.shape[0] != b.shape[0]):
         raise ValueError(f"min_lateral must be a number or one per light ({b.shape[0]}), got shape {tuple(floor.shape)}")
-    # values are checked where that costs no wait for the accelerator (a CPU tensor); the
-    # sampler passes floors it has checked (Stage)
-    src = min_lateral if torch.is_tensor(min_lateral) else floor
-    if src.device.type == "cpu" and bool(((src < 0) | (src >= 1)).any()):
+    # a tensor's values are checked where that costs no wait for the accelerator (on the
+    # CPU); the sampler passes floors it has checked (Stage)
+    on_cpu = torch.is_tensor(min_lateral) and min_lateral.device.type == "cpu"
+    if on_cpu and bool(((min_lateral < 0) | (min_lateral >= 1)).any()):
         raise ValueError(f"min_lateral must lie in [0, 1), got {min_lateral}")
     floor = floor.expand(b.shape[0])[:, None]
     tiny = 1e-12 if b.dtype == torch.float64 else 1e-8
