@@ -174,3 +174,19 @@ def test_train_throughput_check_flags_a_diverging_variant():
     # the fastest that passed: not the diverging compile, not the non-finite compile+graph
     assert bench.fastest_options({"variants": results}) == "--precision bf16 --cuda-graph true"
     assert bench.fastest_options({"variants": {"bf16 compile": results["bf16 compile"]}}) == ""
+
+
+def test_precision_speed_prints_both_precisions_and_the_auto_choice(capsys, monkeypatch):
+    from mssfs.core import device
+
+    bench = _load("precision_speed")
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(bench, "cpu_has_native_bf16", lambda: False)
+    assert bench.main(["--patches", "2,3", "--reps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "bfloat16 instructions: no; --precision auto takes fp32" in out
+    rows = [line for line in out.splitlines() if line.startswith(("| 2 |", "| 3 |"))]
+    assert len(rows) == 2
+    for row in rows:  # fp32 s, bf16 s, ratio: positive numbers, ratio = bf16 / fp32 to rounding
+        fp32, bf16, ratio = (float(c.strip().rstrip("x")) for c in row.strip("|").split("|")[1:])
+        assert fp32 > 0 and bf16 > 0 and ratio > 0

@@ -45,7 +45,7 @@ def test_old_spellings_still_parse():
 
 def test_sample_defaults():
     args = subparsers()["sample"].parse_args(["img.png", "--out", "r"])
-    assert (args.preset, args.device, args.resolution, args.precision) == ("fast", "auto", "auto", "fp32")
+    assert (args.preset, args.device, args.resolution, args.precision) == ("fast", "auto", "auto", "auto")
     assert subparsers()["evaluate"].parse_args(["--suite", "objects", "--out", "e"]).device == "auto"
 
 

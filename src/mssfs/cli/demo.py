@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from . import UsageError
-from .options import add_device, add_precision
+from .options import add_device, add_precision, precision_of
 
 HELP = "start a local web page: upload or draw an image, sample, see the modes and relight them"
 
@@ -20,7 +20,7 @@ when there is one, else on the CPU (--device). Stop it with Ctrl+C.
 
 examples:
   mssfs demo
-  mssfs demo --port 8000 --precision bf16
+  mssfs demo --port 8000 --precision auto
   mssfs demo --host 0.0.0.0 --device cuda    (reachable from other machines: mind who can reach it)
 """
 
@@ -65,7 +65,8 @@ def run(args) -> int:
         raise UsageError(f"could not load the denoiser{' ' + args.model if args.model else ''}: {exc}") from exc
     if info.get("notice"):
         print(f"note: model {info['path']}: {info['notice']}", file=sys.stderr)
+    bf16 = precision_of(args, device, "mssfs demo")
     print(f"mssfs demo: open http://{args.host}:{args.port}/ (Ctrl+C stops it)", file=sys.stderr)
     serve(host=args.host, port=args.port, workdir=args.workdir, model=model, model_info=info, schedule=schedule,
-          device=str(device), bf16=args.precision == "bf16")
+          device=str(device), bf16=bf16)
     return 0

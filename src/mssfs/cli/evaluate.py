@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import UsageError
 from .checks import add_evaluate_checks, run_compare, run_diagnose
-from .options import add_device, add_precision, resolution_word
+from .options import add_device, add_precision, precision_of, resolution_word
 
 HELP = "score the sampler, its ablations and baselines on held-out shapes or the stimuli"
 
@@ -112,7 +112,6 @@ def register(subparsers) -> None:
 def _check(args) -> None:
     from ..core.patches import PATCH
 
-    args.bf16 = args.precision == "bf16"
     if args.n_objects is None:
         args.n_objects = 50
     if args.suite is not None and args.suite not in ("objects", "stimuli"):
@@ -201,8 +200,7 @@ def _command(args, methods: list[str], size: int) -> str:
     for flag, value in (("--model", args.model), ("--regression-model", args.regression_model), ("--device", args.device)):
         if value and not (flag == "--device" and value == "auto"):
             parts.append(f"{flag} {value}")
-    if args.precision != "fp32":
-        parts.append(f"--precision {args.precision}")
+    parts.append(f"--precision {args.precision}")  # resolved: the command repeats on any machine
     return " ".join(parts) + f" --out {args.out}"
 
 
@@ -247,6 +245,7 @@ def run(args) -> int:
         device = resolve_device(args.device)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    args.bf16 = precision_of(args, device, "mssfs evaluate")
     from ..model.checkpoint import CheckpointError
 
     try:

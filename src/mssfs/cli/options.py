@@ -1,7 +1,7 @@
 """Options several sub-commands share, spelled the same everywhere.
 
-``--device`` (default ``auto``), ``--precision fp32|bf16`` (``--bf16`` is kept as a
-hidden alias), ``--quiet``/``-q`` (no progress bars), ``--resolution auto|preset|R``
+``--device`` (default ``auto``), ``--precision auto|fp32|bf16`` (default ``auto``;
+``--bf16`` is kept as a hidden alias), ``--quiet``/``-q`` (no progress bars), ``--resolution auto|preset|R``
 and ``--out``.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_device", "add_precision", "add_quiet", "add_resolution", "resolution"]
+__all__ = ["add_device", "add_precision", "add_quiet", "add_resolution", "precision_of", "resolution"]
 
 DEVICE_HELP = "auto (CUDA when available, else the CPU), cpu, cuda or cuda:N (default auto)"
 
@@ -19,9 +19,24 @@ def add_device(p) -> None:
 
 
 def add_precision(p) -> None:
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="arithmetic of the denoiser: fp32, or bf16 (bfloat16 autocast) (default fp32)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="arithmetic of the denoiser: fp32, bf16 (bfloat16 autocast), or auto = bf16 on a CPU "
+                   "with bfloat16 instructions (AVX-512 BF16, AMX), where it is fastest, else fp32 (default auto)")
     p.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help=argparse.SUPPRESS)
+
+
+def precision_of(args, device, prog: str) -> bool:
+    """Whether to run in bf16 for ``args.precision`` on ``device`` (:func:`mssfs.core.device.resolve_precision`);
+    ``args.precision`` becomes the resolved ``fp32``/``bf16``, and a note on slow bf16 goes to stderr."""
+    import sys
+
+    from ..core.device import resolve_precision
+
+    bf16, note = resolve_precision(args.precision, device)
+    if note:
+        print(f"{prog}: note: {note}", file=sys.stderr)
+    args.precision = "bf16" if bf16 else "fp32"
+    return bf16
 
 
 def add_quiet(p) -> None:

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import UsageError
-from .options import add_device, add_precision, add_quiet, add_resolution
+from .options import add_device, add_precision, add_quiet, add_resolution, precision_of
 
 HELP = "draw N surface-normal samples for each input image (guided multiscale patch diffusion)"
 
@@ -32,7 +32,7 @@ outputs (per input, in OUT/<stem>/):
 examples:
   mssfs sample photo.png --out results
   mssfs sample stimulus:circles --samples 8 --seed 0 --out results
-  mssfs sample photos/ --samples 16 --precision bf16 --out results
+  mssfs sample photos/ --samples 16 --out results
   mssfs sample photo.png --preset paper --device cuda --out results
   torchrun --nproc-per-node 4 -m mssfs sample a.png b.png c.png d.png --out results
     (each process takes every WORLD_SIZE-th input, starting at its RANK)
@@ -204,6 +204,7 @@ def _run_claimed(args, mine: list, schedule, out: Path) -> int:
         raise UsageError(str(exc)) from exc
     if args.cuda_graphs and device.type != "cuda":
         raise UsageError(f"--cuda-graphs needs a CUDA device (--device cuda), got {device}")
+    bf16 = precision_of(args, device, "mssfs sample")
     if not mine:
         return 0
     try:
@@ -231,7 +232,7 @@ def _run_claimed(args, mine: list, schedule, out: Path) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", api.WeightsNotice)
             results = api.sample_many(
-                group, n=args.samples, seed=args.seed, device=device, model=model, bf16=args.precision == "bf16",
+                group, n=args.samples, seed=args.seed, device=device, model=model, bf16=bf16,
                 schedule=schedule, resolution=args.resolution, batch_samples=plan.batch,
                 progress=not args.quiet, chunk_patches=args.chunk_patches or "auto", workers=args.workers or "auto",
                 cuda_graphs=args.cuda_graphs,

@@ -52,7 +52,7 @@ class TrainConfig:
         lr, betas, weight_decay: AdamW; lr warms up linearly over ``warmup_steps``.
         grad_clip: max gradient norm (0 disables).
         ema_decay: EMA decay, with warm-up ``min(decay, (1 + s) / (10 + s))``.
-        precision: ``"auto"`` (bf16 autocast where supported), ``"bf16"`` or ``"fp32"``.
+        precision: ``"auto"`` (bf16 autocast where the device has it natively), ``"bf16"`` or ``"fp32"``.
         compile, channels_last: ``torch.compile`` the model (static shapes) / use
             channels-last memory.
         cuda_graph: capture the whole training step (forward, loss, backward, clipping,
@@ -213,7 +213,7 @@ FIELD_HELP = {
     "warmup_steps": "linear learning-rate warm-up steps",
     "grad_clip": "maximum gradient norm (0 disables clipping)",
     "ema_decay": "decay of the EMA weights (used for validation and export)",
-    "precision": "auto (bf16 autocast where supported), bf16 or fp32",
+    "precision": "auto (bf16 autocast where the device has it natively, else fp32), bf16 or fp32",
     "compile": "torch.compile the model (static shapes; fuses the element-wise work on a GPU)",
     "cuda_graph": "capture the whole training step in one CUDA graph and replay it (CUDA only, one process, "
                   "accumulate 1)",

@@ -52,9 +52,14 @@ def hardware_description(device: torch.device) -> str:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 for ``"bf16"``, or for ``"auto"`` where supported (CPU; CUDA with bf16); else ``None``."""
+    """bf16 for ``"bf16"``, or for ``"auto"`` where it is native (a CPU with bfloat16
+    instructions, :func:`mssfs.core.device.cpu_has_native_bf16`; CUDA with bf16); else ``None``."""
+    from ..core.device import cpu_has_native_bf16
+
     if precision == "fp32":
         return None
+    if device.type == "cpu" and precision == "auto" and not cpu_has_native_bf16():
+        return None  # emulated bf16 is many times slower than fp32 on such a CPU
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         if precision == "bf16":
             raise TrainingError(f"{device} does not support bf16")
