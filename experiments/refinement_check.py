@@ -17,7 +17,9 @@ reading the refinement turned (``turned_regions``) and, with ``--baselines``, th
 classical, regression and flat baselines.  ``--unchecked`` also scores the refinement
 without its reading check (``keep_passes = 0``) on the same samples (keys ``ref0_*``,
 ``sign_dist0``, ``turned_regions0``); ``--undecided T`` scores the refinement in which
-regions with mean radial tilt under ``T`` take the light's reading (keys ``ref1_*``).
+regions with mean radial tilt under ``T`` take the light's reading (keys ``ref1_*``);
+``--contour-light`` scores the refinement under the light of the occluding contour
+(``refine_contour_light``, keys ``ref2_*``).
 Every scoring includes the strict measures (``*_strict``, ``*_strict_one_region``,
 ``*_pair_share``, ``*_pair_correlation``) and ``turned_decided*``: known regions that the
 raw sample read as a bump or a dent (disc readings) and the refinement turned.
@@ -114,6 +116,8 @@ def main(argv=None) -> int:
                    help="also score the refinement with refine_undecided at this value, tag ref1")
     p.add_argument("--undecided-roundness", type=float, default=Refinement().undecided_roundness,
                    help="with --undecided: only regions at least this round are freed (0: any region)")
+    p.add_argument("--contour-light", action="store_true",
+                   help="also score the refinement under the occluding contour's light (refine_contour_light), tag ref2")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     items = items_of(args)
@@ -146,6 +150,11 @@ def main(argv=None) -> int:
                                                                                  undecided_roundness=args.undecided_roundness))
                 row.update(refine1_s=time.perf_counter() - t0, **score("ref1", ref1, fused1, it, grid))
                 variants["1"] = ref1
+            if args.contour_light:
+                t0 = time.perf_counter()
+                ref2, fused2 = refine_samples(raw, it["image"], it["mask"], replace(settings, contour_light=True))
+                row.update(refine2_s=time.perf_counter() - t0, **score("ref2", ref2, fused2, it, grid))
+                variants["2"] = ref2
             for suffix, r in variants.items():
                 d = sign_distances(convexity_readings(np.concatenate([raw, r]), it["mask"]))
                 row[f"sign_dist{suffix}"] = [float(d[j, len(raw) + j]) for j in range(len(raw))]

@@ -266,3 +266,48 @@ def test_suites_score_the_refined_fused_result_and_report_seams(tmp_path):
     row = stim["items"]["ours"][0]
     assert row["one_region"] is None or 0 <= row["one_region"] <= 1
     assert "one-region" in stimuli_table(stim, methods[:1], {}) and "seam_index" in stim["summary"]["ours"]["layouts"]
+
+
+def sphere(size=64, light=LIGHT):
+    """A sphere filling most of the frame (an occluding contour), its mask and rendering."""
+    y, x = np.mgrid[0:size, 0:size] + 0.5
+    u, v = (x - size / 2) / (0.42 * size), -(y - size / 2) / (0.42 * size)
+    mask = u**2 + v**2 < 1
+    n = np.zeros((size, size, 3))
+    n[mask] = np.stack([u[mask], v[mask], np.sqrt(np.clip(1 - u[mask] ** 2 - v[mask] ** 2, 0, 1))], -1)
+    return n, 0.8 * render(n, light), mask
+
+
+def test_contour_light_fixes_the_side_of_the_light():
+    from mssfs.core.sfs import contour_light
+
+    for light in (LIGHT, np.array([-0.6, 0.1, 0.79]), np.array([0.05, -0.5, 0.86])):
+        light = light / np.linalg.norm(light)
+        _, image, mask = sphere(light=light)
+        direction, albedo = contour_light(image, mask)
+        assert np.degrees(np.arccos(np.clip(direction @ light, -1, 1))) < 8
+        assert abs(albedo - 0.8) < 0.05
+    _, image, mask, _ = bump_and_dent()
+    assert contour_light(image, mask) is None  # a relief filling the frame has no contour
+
+
+def test_the_contour_light_turns_an_object_read_the_wrong_way_round():
+    """An object read inside out (the convex/concave flip with the light mirrored) is turned
+    by the contour's light; with the sample's light the refinement keeps the wrong reading."""
+    truth, image, mask = sphere()
+    inverted = truth * np.array([-1.0, -1.0, 1.0])  # renders the same image under the mirrored light
+    sample = patchy(inverted)
+    kept = refine(sample, image, mask)
+    turned = refine(sample, image, mask, Refinement(contour_light=True))
+    assert angular_error(sample, truth, mask)[mask].mean() > 80
+    assert angular_error(kept, truth, mask)[mask].mean() > 60  # 85 degrees: still inside out
+    assert angular_error(turned, truth, mask)[mask].mean() < 40  # 30 degrees: turned, the anchor holds some back
+    assert np.allclose(np.linalg.norm(turned[mask], axis=-1), 1, atol=1e-4)
+
+
+def test_the_contour_light_leaves_images_without_a_contour_alone():
+    truth, image, mask, _ = bump_and_dent()
+    sample = patchy(truth)
+    assert np.array_equal(refine(sample, image, mask), refine(sample, image, mask, Refinement(contour_light=True)))
+    with pytest.raises(ValueError, match="refine_contour_light must be true or false"):
+        Refinement(contour_light=1)

@@ -451,13 +451,14 @@ def test_region_flips_run_and_are_recorded(model, tmp_path):
 #: convolutions reduce in a different order (~1e-7 relative), which guidance amplifies
 #: at a few pixels (the untrained test model saturates x0 at the clip, where seam angles
 #: are near the acos clamp).  Stated tolerance: 99.9 % of stage-output components within
-#: 1e-3 and all within 2e-2; fused normals: 99 % of pixels within 0.1 degree and all
+#: 1e-3 and all within 5e-2 (AVX-512 kernels gave at most 2e-2; an AVX2-only CPU 2.4e-2 at
+#: one component in 2,300, the largest of the chunked test below); fused normals: 99 % of pixels within 0.1 degree and all
 #: within 2 degrees (gradient-space fusion spreads a stage's rounding to a few pixels:
 #: with one OpenMP thread up to 1.05 degrees at 8 of 942 pixels in the first test below).
 def assert_same_samples(a, b):
     for sa, sb in zip(a.stages, b.stages):
         d = np.abs(sa - sb)
-        assert np.mean(d <= 1e-3) >= 0.999 and d.max() <= 2e-2
+        assert np.mean(d <= 1e-3) >= 0.999 and d.max() <= 5e-2
     cos = np.clip((a.normals * b.normals).sum(-1)[:, a.mask], -1, 1)
     angle = np.degrees(np.arccos(cos))
     assert np.mean(angle <= 0.1) >= 0.99 and angle.max() < 2.0

@@ -28,7 +28,8 @@ from scipy import ndimage
 from .frame import normalize
 from .integrate import depth_from_normals, normals_from_depth
 
-__all__ = ["brooks_horn_level", "contour_directions", "has_occluding_contour", "pyramid_shapes", "resize_map"]
+__all__ = ["brooks_horn_level", "contour_directions", "contour_light", "has_occluding_contour", "pyramid_shapes",
+           "resize_map"]
 
 #: An occluding contour needs at least this many contour pixels inside the frame.
 MIN_CONTOUR_PIXELS = 16
@@ -50,6 +51,42 @@ def contour_directions(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def has_occluding_contour(mask: np.ndarray) -> bool:
     """Whether ``mask`` ends inside the frame on at least :data:`MIN_CONTOUR_PIXELS` pixels."""
     return int(contour_directions(np.asarray(mask, bool))[0].sum()) >= MIN_CONTOUR_PIXELS
+
+
+def contour_light(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """``(direction (3,), albedo)`` of the light read off the occluding contour, or None.
+
+    Along an occluding contour the normal is known: it lies in the image plane and points
+    outward (:func:`contour_directions`).  So the lit contour pixels (at least
+    :data:`MIN_CONTOUR_PIXELS` above 2 % of the albedo) give ``I = rho (lx cos t + ly sin t) + c``
+    for outward direction ``t``, a linear least-squares fit for ``rho (lx, ly)`` (``c`` absorbs
+    that the outermost pixel centres are not quite at grazing); the albedo ``rho`` is the
+    99.5th percentile of the image inside the mask (a smooth closed object has a point
+    facing the light) and ``lz = sqrt(1 - lx^2 - ly^2)``.  Unlike the shading inside a
+    region, the contour fixes the light's side: no convex/concave ambiguity is left.
+
+    Args:
+        image: ``(H, W)`` shading; mask: ``(H, W)`` bool foreground (not empty).
+    Returns:
+        None when fewer than :data:`MIN_CONTOUR_PIXELS` contour pixels are lit (no
+        occluding contour, or one in shadow).
+    """
+    img = np.asarray(image, np.float64)
+    mask = np.asarray(mask, bool)
+    rho = float(np.percentile(img[mask], 99.5)) or 1.0
+    edge, outward = contour_directions(mask)
+    lit = edge & (img > 0.02 * rho)
+    if lit.sum() < MIN_CONTOUR_PIXELS:
+        return None
+    d = outward[lit]
+    a = np.stack([d[:, 0], d[:, 1], np.ones(len(d))], -1)
+    (ax, ay, _), *_ = np.linalg.lstsq(a, img[lit], rcond=None)
+    lxy = np.array([ax, ay]) / rho
+    r = np.linalg.norm(lxy)
+    if r > 0.999:
+        lxy *= 0.999 / r
+    light = np.array([lxy[0], lxy[1], np.sqrt(max(0.0, 1 - float(lxy @ lxy)))])
+    return normalize(light), rho
 
 
 def resize_map(x: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.ndarray:

@@ -25,11 +25,8 @@
 
 * :func:`estimate_light_from_image`: the light direction and albedo before any shape is
   known.  When the mask has an occluding contour (at least 16 lit contour pixels), the
-  contour normals are known (image-plane, pointing outward), so a least-squares fit of
-  ``I = a cos(theta) + b sin(theta) + c`` over the lit contour pixels (``theta`` the outward
-  direction; ``c`` absorbs the fact that the outermost pixel centres are not exactly at
-  grazing) gives ``rho (lx, ly) = (a, b)``; the albedo ``rho`` is the 99.5th percentile of the
-  image (a smooth closed object has a point facing the light) and ``lz = sqrt(1 - lx^2 - ly^2)``.
+  light is read off the contour, whose normals are known
+  (:func:`mssfs.core.sfs.contour_light`, which the refinement of samples shares).
   Without a contour (a relief filling the frame) it uses image statistics in the spirit of
   Lee and Rosenfeld (1985): the tilt axis is the principal direction of the image
   gradients (on a bump or a dent the shading gradient is parallel to the light's
@@ -47,7 +44,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..core.frame import normalize
-from ..core.sfs import brooks_horn_level, contour_directions, pyramid_shapes, resize_map
+from ..core.sfs import brooks_horn_level, contour_light, pyramid_shapes, resize_map
 
 __all__ = ["LightEstimate", "classical_sfs", "estimate_light_from_image", "flat_normals"]
 
@@ -84,19 +81,10 @@ def estimate_light_from_image(image: np.ndarray, mask: np.ndarray | None = None)
     mask = _mask_of(img, mask)
     if not mask.any():
         raise ValueError("the mask is empty: no pixel to estimate the light from")
+    fitted = contour_light(img, mask)
+    if fitted is not None:
+        return LightEstimate(fitted[0], fitted[1], "contour")
     rho = float(np.percentile(img[mask], 99.5)) or 1.0
-    edge, outward = contour_directions(mask)
-    lit = edge & (img > 0.02 * rho)
-    if lit.sum() >= 16:
-        d = outward[lit]
-        a = np.stack([d[:, 0], d[:, 1], np.ones(len(d))], -1)
-        (ax, ay, _), *_ = np.linalg.lstsq(a, img[lit], rcond=None)
-        lxy = np.array([ax, ay]) / rho
-        r = np.linalg.norm(lxy)
-        if r > 0.999:
-            lxy *= 0.999 / r
-        light = np.array([lxy[0], lxy[1], np.sqrt(max(0.0, 1 - float(lxy @ lxy)))])
-        return LightEstimate(normalize(light), rho, "contour")
     # No contour (a relief filling the frame): image statistics.
     g_row, g_col = np.gradient(img)
     inner = ndimage.binary_erosion(mask, border_value=1)

@@ -20,6 +20,12 @@ comes from); the image then says precisely what shape explains it under that lig
 * coarse to fine, from the sample resized to each level (halved while the smaller side
   stays >= 32 px): ``coarse_iters`` Jacobi iterations on levels up to ``coarse_side``
   pixels, ``fine_iters`` above;
+* **light from the contour** (``contour_light``): on an image with an occluding contour
+  the light is read off the contour (:func:`mssfs.core.sfs.contour_light`), where the
+  normals are known, instead of off the sample.  The contour decides the reading, so this
+  light is not re-estimated and the readings are not kept (next item): a sample that read
+  the object the wrong way round is turned by the shading.  Images without a lit
+  contour keep the sample's light;
 * **readings kept**: the weak anchor alone lets a region read against the sample's own
   light turn to the reading that light explains.  So after the solve,
   :func:`turned_pixels` compares the reading of the result with the sample's per
@@ -44,6 +50,7 @@ from ..core.frame import normalize
 from ..core.resize import resize_normals_array
 from ..core.sfs import (
     brooks_horn_level,
+    contour_light,
     has_occluding_contour,
     pyramid_shapes,
     resize_map,
@@ -72,6 +79,7 @@ class Refinement:
     keep_passes: int = 2
     undecided_tilt: float = 0.0
     undecided_roundness: float = 0.8
+    contour_light: bool = False
 
     def __post_init__(self):
         if self.max_resolution < 16:
@@ -88,6 +96,8 @@ class Refinement:
             raise ValueError(f"refinement undecided_roundness must lie in [0, 1], got {self.undecided_roundness}")
         if not 0 <= self.integrability < 1:
             raise ValueError(f"refinement integrability must lie in [0, 1), got {self.integrability}")
+        if not isinstance(self.contour_light, bool):
+            raise ValueError(f"refine_contour_light must be true or false, got {self.contour_light!r}")
 
 
 def implied_light(normals: np.ndarray, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
@@ -127,7 +137,8 @@ def refine(normals: np.ndarray, image: np.ndarray, mask: np.ndarray, settings: R
 
     Args:
         normals: ``(H, W, 3)`` sample; image: ``(H, W)`` in [0, 1]; mask: ``(H, W)`` bool.
-        light, albedo: default :func:`implied_light` of the sample.
+        light, albedo: default the contour's light with ``settings.contour_light`` on an
+            image with a lit occluding contour, else :func:`implied_light` of the sample.
     Returns:
         ``(H, W, 3)`` float32 unit normals, 0 outside the mask.
     """
@@ -139,19 +150,24 @@ def refine(normals: np.ndarray, image: np.ndarray, mask: np.ndarray, settings: R
         raise ValueError(f"refine: normals {n0.shape}, image {img.shape} and mask {mask.shape} do not match")
     if not mask.any():
         raise ValueError("refine: the mask is empty")
+    relight = s.relight_every if has_occluding_contour(mask) else 0
+    keep_passes = s.keep_passes
+    fitted = contour_light(img, mask) if s.contour_light and light is None and albedo is None else None
+    if fitted is not None:  # the contour fixes the light's side: its reading replaces the sample's
+        light, albedo = fitted
+        relight, keep_passes = 0, 0
     if light is None or albedo is None:
         l0, a0 = implied_light(n0, img, mask)
         light = l0 if light is None else light
         albedo = a0 if albedo is None else albedo
     light = normalize(np.asarray(light, np.float64))
     img = np.clip(img / max(float(albedo), 1e-8), 0.0, 1.5)
-    relight = s.relight_every if has_occluding_contour(mask) else 0
     weight = np.full(img.shape, float(s.anchor))
-    regions = shading_regions(img, mask) if s.keep_passes or s.undecided_tilt else None
+    regions = shading_regions(img, mask) if keep_passes or s.undecided_tilt else None
     free = undecided_regions(n0, regions, s.undecided_tilt, s.undecided_roundness)
     weight[free] = 0.0  # no reading to keep: the region takes the shape its shading asks under the light
     n = _refine_pass(n0, img, mask, s, light, relight, weight)
-    for _ in range(s.keep_passes):
+    for _ in range(keep_passes):
         turned = turned_pixels(n0, n, mask, regions) & ~free
         if not turned.any():
             break

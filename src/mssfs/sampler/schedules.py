@@ -17,6 +17,7 @@ docs/sampling.md).  A schedule file is YAML or JSON::
     refine_max_resolution: 256  # ... at the output size, at most this many pixels a side
     refine_anchor: 0.01    # ... pulled this strongly toward the sample's reading
     refine_undecided: 0.0  # ... regions with |mean radial tilt| below this take the light's reading
+    refine_contour_light: false  # ... under the light of the occluding contour, where there is one
     stages:
       - {resolution: 160, lr: 20, restart_t: 299, guidance_start_t: 250, lighting: true}
       - {resolution: 128, lr: 15, lighting: true}
@@ -170,7 +171,9 @@ class Schedule:
     ``refine_max_resolution`` pixels a side, with the anchor weight ``refine_anchor``;
     a shading region the sample reads neither as a bump nor as a dent (mean radial tilt
     below ``refine_undecided``) is solved from the shading alone under the sample's light
-    (:func:`mssfs.sampler.refine.undecided_regions`; 0 = off).
+    (:func:`mssfs.sampler.refine.undecided_regions`; 0 = off); with
+    ``refine_contour_light`` an image with an occluding contour is refined under the light
+    read off that contour, which also decides its reading (:mod:`mssfs.sampler.refine`).
     """
 
     name: str
@@ -186,6 +189,7 @@ class Schedule:
     refine_max_resolution: int = 256
     refine_anchor: float = 0.01
     refine_undecided: float = 0.0
+    refine_contour_light: bool = False
     description: str = ""
 
     def __post_init__(self):
@@ -218,7 +222,7 @@ class Schedule:
         if not (self.refine or checked):
             return None
         settings = Refinement(max_resolution=self.refine_max_resolution, anchor=self.refine_anchor,
-                              undecided_tilt=self.refine_undecided)
+                              undecided_tilt=self.refine_undecided, contour_light=self.refine_contour_light)
         return settings if self.refine else None
 
     @property
