@@ -13,7 +13,7 @@ first one, from the package weights. The recipe is one of the CPU-time study's
 Every ``--gate-every`` CPU minutes the latest checkpoint is exported and gated against the
 package weights on the release split (docs/decisions/cpu-time-study.md, rule 3):
 
-1. objects: over the 40 held-out objects (4 samples, seed 0, bf16, ``fast``, one thread)
+1. objects: over the 40 held-out objects (4 samples, seed 0, ``fast``, one thread; bf16 on a CPU with bfloat16 instructions, else fp32)
    the fused error is lower than the package weights' (paired Wilcoxon p < 0.05) and at
    most the regression baseline's;
 2. circles: at seeds 100-115 at least 80 % of the samples are consistent with one light,
@@ -41,6 +41,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from mssfs.core.device import resolve_precision
 from mssfs.core.fileio import save_json
 from mssfs.model.weights import DEFAULT_DIR
 from mssfs.train.cpu_budget import checkpoints, cpu_minutes, run_mssfs, score_export, train_chunk
@@ -51,11 +52,14 @@ SHIPPED = str(DEFAULT_DIR)
 CPU_CONFIG = str(ROOT / "configs" / "cpu.yaml")
 CONTINUED = ROOT / "candidates" / "continued"
 RECORDS = ROOT / "docs" / "results" / "keep_training"
+#: the gate's arithmetic: bf16 where this CPU has bfloat16 instructions, else fp32 (emulated
+#: bf16 is many times slower); written out, so every gate record names it
+GATE_PRECISION = "bf16" if resolve_precision("auto", "cpu")[0] else "fp32"
 GATE_SUITES = {
     "objects": ["--suite", "objects", "--n-objects", "40", "--n-reliefs", "0", "--size", "64", "--samples", "4",
-                "--seed", "0", "--precision", "bf16", "--preset", "fast", "--methods", "ours"],
+                "--seed", "0", "--precision", GATE_PRECISION, "--preset", "fast", "--methods", "ours"],
     "circles": ["--suite", "stimuli", "--stimuli", "circles", "--n-layouts", "0", "--samples", "16", "--size", "128",
-                "--seed", "100", "--precision", "bf16", "--preset", "fast", "--methods", "ours"],
+                "--seed", "100", "--precision", GATE_PRECISION, "--preset", "fast", "--methods", "ours"],
 }
 ALPHA, CIRCLES_BAR, CIRCLES_SLACK = 0.05, 0.8, 1 / 8
 RETRY_S = 60
@@ -171,8 +175,9 @@ def reference_suites() -> dict[str, list[str]]:
 
 
 def reference(run: Path, log) -> dict:
-    """The package weights' gate suites, cached per code version."""
-    return score_export(Path(SHIPPED), reference_suites(), run / "reference" / code_version() / "shipped", log)
+    """The package weights' gate suites, cached per code version and precision."""
+    return score_export(Path(SHIPPED), reference_suites(), run / "reference" / f"{code_version()}-{GATE_PRECISION}" / "shipped",
+                        log)
 
 
 def circles_row(results: dict) -> dict:
