@@ -30,6 +30,14 @@ raw sample read as a bump or a dent (disc readings) and the refinement turned.
     python experiments/refinement_check.py --split stimuli --samples 8 --seed 100 --bf16 --out stim.json
     python experiments/refinement_check.py --split layouts --first 10 --count 10 --samples 4 --bf16 --baselines --out lay.json
 
+``--summary FILE... --pair A,B`` reads result files of this script (items pooled) and
+writes the paired comparison of scorings ``A`` and ``B`` (e.g. ``ref,ref2``): for the mean
+of N, best of N and fused errors the mean difference ``B - A`` with its standard error,
+the items where ``B`` is lower, and the two-sided Wilcoxon signed-rank p; the ratio of the
+refinement times; each against the classical baseline where it was scored::
+
+    python experiments/refinement_check.py --summary a.json b.json --pair ref,ref2 --out summary.json
+
 Objects and reliefs are the objects suite's (64 px, shape seeds from ``2**30 + first``,
 image ``i`` with seed ``--seed + i``); stimuli the four bundled ones at 128 px (seeds
 ``--seed + k``); layouts :func:`mssfs.analysis.layouts.generated_bump_dent_layout` with
@@ -43,6 +51,7 @@ import argparse
 import json
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -100,9 +109,35 @@ def score(tag: str, samples: np.ndarray, fused: np.ndarray, item: dict, grid) ->
     return row
 
 
+def summary(paths: list[str], a: str, b: str) -> dict:
+    """Paired comparison of scorings ``a`` and ``b`` over the pooled items of ``paths`` (see the module docstring)."""
+    from scipy.stats import wilcoxon
+
+    rows = [r for path in paths for r in json.loads(Path(path).read_text())["items"]]
+    out = {"files": paths, "pair": [a, b], "n": len(rows)}
+    for kind in ("mean", "best", "fused"):
+        x = np.array([r[f"{a}_{kind}"] for r in rows])
+        y = np.array([r[f"{b}_{kind}"] for r in rows])
+        d = y - x
+        row = {a: float(x.mean()), b: float(y.mean()), "diff": float(d.mean()),
+               "se": float(d.std(ddof=1) / np.sqrt(len(d))), "lower": int((d < 0).sum()),
+               "p": float(wilcoxon(y, x).pvalue)}
+        if "classical" in rows[0]:
+            c = np.array([r["classical"] for r in rows])
+            row.update(classical=float(c.mean()), diff_classical=float((y - c).mean()),
+                       p_classical=float(wilcoxon(y, c).pvalue))
+        out[kind] = row
+    ta = np.mean([r["refine_s" if a == "ref" else f"refine{a[3:]}_s"] for r in rows])
+    tb = np.mean([r["refine_s" if b == "ref" else f"refine{b[3:]}_s"] for r in rows])
+    out["time_ratio"] = float(tb / ta)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--split", required=True, choices=("objects", "reliefs", "stimuli", "layouts"))
+    p.add_argument("--split", choices=("objects", "reliefs", "stimuli", "layouts"), help="the split to draw (required)")
+    p.add_argument("--summary", nargs="+", metavar="FILE", help="summarise result files instead (with --pair)")
+    p.add_argument("--pair", default="ref,ref2", help="with --summary: the two scorings to compare, A,B")
     p.add_argument("--first", type=int, default=0, help="first item (objects, reliefs, layouts)")
     p.add_argument("--count", type=int, default=40, help="number of items (objects, reliefs, layouts)")
     p.add_argument("--samples", type=int, default=4)
@@ -120,6 +155,15 @@ def main(argv=None) -> int:
                    help="also score the refinement under the occluding contour's light (refine_contour_light), tag ref2")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    if args.summary:
+        a, b = args.pair.split(",")
+        result = summary(args.summary, a, b)
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(json.dumps(result, indent=1))
+        print(json.dumps(result, indent=1))
+        return 0
+    if args.split is None:
+        p.error("--split is required (or --summary)")
     items = items_of(args)
     size = items[0]["image"].shape[0]
     sched = replace(method_schedule("ours", args.preset, None, size), refine=False)

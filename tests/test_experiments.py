@@ -268,3 +268,26 @@ def test_tilt_axis_accuracy_measures_the_axis_against_each_reliefs_light(tmp_pat
     with pytest.raises(SystemExit):  # refused before any work, nothing written
         mod.main(["--n-reliefs", "1", "--out", str(tmp_path / "missing" / "x.json")])
     assert not (tmp_path / "missing").exists()
+
+
+def test_refinement_check_summary_pairs_two_scorings(tmp_path, capsys):
+    import json
+
+    check = _load_experiment("refinement_check")
+    rows = [{"ref_mean": 30.0 + k, "ref_best": 20.0, "ref_fused": 25.0 + k, "ref2_mean": 20.0 + k,
+             "ref2_best": 20.5 - (k % 2), "ref2_fused": 18.0 + k, "refine_s": 1.0, "refine2_s": 0.5,
+             "classical": 16.0 + k} for k in range(8)]
+    files = []
+    for part in (rows[:5], rows[5:]):  # items of several files are pooled
+        files.append(tmp_path / f"part{len(files)}.json")
+        files[-1].write_text(json.dumps({"items": part}))
+    assert check.main(["--summary", *map(str, files), "--pair", "ref,ref2", "--out", str(tmp_path / "s.json")]) == 0
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["n"] == 8 and s["pair"] == ["ref", "ref2"]
+    assert s["fused"]["diff"] == pytest.approx(-7.0) and s["fused"]["lower"] == 8 and s["fused"]["p"] < 0.01
+    assert s["mean"]["diff"] == pytest.approx(-10.0)
+    assert s["best"]["diff"] == pytest.approx(0.0) and s["best"]["lower"] == 4
+    assert s["fused"]["diff_classical"] == pytest.approx(2.0)
+    assert s["time_ratio"] == pytest.approx(0.5)
+    with pytest.raises(SystemExit):
+        check.main(["--out", str(tmp_path / "x.json")])  # neither a split nor --summary

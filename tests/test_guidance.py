@@ -310,3 +310,22 @@ def test_floor_and_tilt_never_read_values_back_from_a_device_tensor():
     assert out.shape == (4, 3) and out.device.type == "meta"
     locked = lock_tilt(b, torch.zeros(4, 2, device="meta"))
     assert locked.shape == (4, 3) and locked.device.type == "meta"
+
+
+def test_shading_loss_with_a_given_light_fits_only_its_strength_and_decides_the_side():
+    light = np.array([0.5, 0.4, 0.77]) / np.linalg.norm([0.5, 0.4, 0.77])
+    x, img = rendered(tuple(light))
+    given = torch.tensor(light, dtype=torch.float64)[None]
+    flipped = x * torch.tensor([-1.0, -1.0, 1.0], dtype=torch.float64)[None, :, None, None]
+    assert float(shading_loss(x, img, light=given)) < 1e-4  # the true light explains the image
+    assert float(shading_loss(flipped, img)) < 1e-4  # free: the inversion fits the mirrored light
+    assert float(shading_loss(flipped, img, light=given)) > 0.05  # given: the inversion costs
+    assert float(shading_loss(1.7 * x, img, light=given)) < 1e-4  # strength (albedo) is still fitted
+    assert torch.equal(shading_loss(x, img, light=torch.zeros(1, 3, dtype=torch.float64)), shading_loss(x, img))
+    xg = flipped.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(shading_loss(xg, img, light=given).sum(), xg)
+    assert torch.isfinite(grad).all() and float(grad.abs().max()) > 0
+    # per image: a batch of the true normals and the inversion, with and without a light
+    both = torch.cat([x, flipped])
+    losses = shading_loss(both, img.expand(2, -1, -1, -1), light=torch.cat([given, torch.zeros(1, 3, dtype=torch.float64)]))
+    assert float(losses[0]) < 1e-4 and float(losses[1]) < 1e-4

@@ -115,7 +115,8 @@ def test_documented_schedule_files_load_and_name_what_they_say():
     light floor, ``schedule_fast_refine`` is that without its undecided-disc step, and
     ``schedule_fast_lateral`` (the light-floor candidate) is ``fast``, and the two tilt
     candidates ``schedule_fast_tilt`` / ``schedule_fast_tilt_early`` are that with the
-    light's tilt from the image in every stage / in the first two."""
+    light's tilt from the image in every stage / in the first two.  All of them predate
+    ``refine_contour_light``, which ``fast`` has and they do not."""
     from dataclasses import replace
     from pathlib import Path
 
@@ -123,16 +124,18 @@ def test_documented_schedule_files_load_and_name_what_they_say():
     if not files:
         pytest.skip("docs/results not in this checkout")
     loaded = {f.stem: load_schedule(f) for f in files}
+    assert get_preset("fast").refine_contour_light and not get_preset("paper").refine_contour_light
+    assert not any(f.refine_contour_light for f in loaded.values())
+    before = replace(get_preset("fast"), refine_contour_light=False)
     lateral = loaded["schedule_fast_lateral"]
-    assert replace(lateral, name="fast", description=get_preset("fast").description) == get_preset("fast")
+    assert replace(lateral, name="fast", description=before.description) == before
     assert all(s.shading_min_lateral == 0.5 for s in lateral.stages)
     assert not any(s.shading_tilt_from_image for s in lateral.stages)
     for stem, locked in (("schedule_fast_tilt", (True,) * 4), ("schedule_fast_tilt_early", (True, True, False, False))):
         tilt = loaded[stem]
         assert tilt.stages == tuple(replace(s, shading_tilt_from_image=k) for s, k in zip(lateral.stages, locked))
         assert replace(tilt, stages=lateral.stages, name=lateral.name, description=lateral.description) == lateral
-    fast = get_preset("fast")
-    fast = replace(fast, stages=tuple(replace(s, shading_min_lateral=0.0) for s in fast.stages))
+    fast = replace(before, stages=tuple(replace(s, shading_min_lateral=0.0) for s in before.stages))
     no_regions = tuple(replace(s, region_flips=False) for s in fast.stages)
     old = loaded["schedule_fast_no_shading"]
     assert old.stages == tuple(replace(s, shading_weight=0.0) for s in no_regions)
@@ -290,6 +293,44 @@ def test_shading_tilt_from_image_reaches_the_guidance_per_image(model, monkeypat
     assert not any(s.shading_tilt_from_image for s in get_preset("paper").stages)
     with pytest.raises(ValueError, match="shading_tilt_from_image"):
         Stage(32, 1.0, shading_tilt_from_image="yes")
+
+
+def test_shading_contour_light_reaches_the_guidance_for_objects_only(model, monkeypatch):
+    # With Stage.shading_contour_light the shading loss gets the light read off an object's
+    # occluding contour (read at the input's resolution: at a 32-px stage the contour is too
+    # short for it), and a zero row (free light) for a relief filling a non-square frame
+    # (the padding to a square is not a contour).
+    from dataclasses import replace
+
+    from mssfs.core.sfs import contour_light
+
+    seen = _spy_shading_loss(monkeypatch, "light")
+    r, c = np.mgrid[0:40, 0:56].astype(float)
+    relief = 0.5 + 0.2 * np.sin(r / 5.0 + c / 9.0)
+    base = tiny_schedule()
+    sched = replace(base, stages=tuple(replace(s, shading_weight=1.0, shading_contour_light=True) for s in base.stages))
+    sample_many([sphere_image(), relief], n=1, seed=0, model=model, schedule=sched, batch_samples=2)
+    assert seen and all(light is not None for light in seen)
+    def tilt(v):
+        return np.degrees(np.arctan2(v[1], v[0]))
+
+    truth = np.array([0.3, 0.4, 0.866])  # sphere_image's light: tilt 53 degrees
+    want = contour_light(sphere_image(), sphere_image() > 0)[0]
+    assert abs(tilt(want) - tilt(truth)) < 3 and np.degrees(np.arccos(want @ truth / np.linalg.norm(truth))) < 15
+    from mssfs.sampler.inputs import prepare_input
+
+    item = prepare_input(sphere_image())  # the image and automatic mask the sampler uses
+    used = contour_light(item.image, item.mask)[0]
+    for light in seen:  # read once, off the input at its own resolution, for every stage
+        np.testing.assert_allclose(light[0].double().numpy(), used, atol=1e-6)
+        assert torch.equal(light[1], torch.zeros(3))
+    seen.clear()
+    sample_many([relief], n=1, seed=0, model=model, schedule=replace(base, stages=tuple(
+        replace(s, shading_weight=1.0) for s in base.stages)))
+    assert seen and all(light is None for light in seen)
+    assert not any(s.shading_contour_light for s in get_preset("paper").stages)
+    with pytest.raises(ValueError, match="shading_contour_light"):
+        Stage(32, 1.0, shading_contour_light="yes")
 
 
 def test_lr_decays_cumulatively_after_late_t(model):
@@ -450,15 +491,16 @@ def test_region_flips_run_and_are_recorded(model, tmp_path):
 #: Float tolerance for results computed in batches of different composition: batched
 #: convolutions reduce in a different order (~1e-7 relative), which guidance amplifies
 #: at a few pixels (the untrained test model saturates x0 at the clip, where seam angles
-#: are near the acos clamp).  Stated tolerance: 99.9 % of stage-output components within
-#: 1e-3 and all within 5e-2 (AVX-512 kernels gave at most 2e-2; an AVX2-only CPU 2.4e-2 at
-#: one component in 2,300, the largest of the chunked test below); fused normals: 99 % of pixels within 0.1 degree and all
+#: are near the acos clamp).  Stated tolerance: 99.5 % of stage-output components within
+#: 1e-3 and all within 5e-2 (AVX-512 kernels: 99.9 % and 2e-2; an AVX2-only CPU: down to
+#: 99.87 % and up to 2.4e-2 in the first test below; a sample drawn from other noise agrees
+#: on almost no component); fused normals: 99 % of pixels within 0.1 degree and all
 #: within 2 degrees (gradient-space fusion spreads a stage's rounding to a few pixels:
 #: with one OpenMP thread up to 1.05 degrees at 8 of 942 pixels in the first test below).
 def assert_same_samples(a, b):
     for sa, sb in zip(a.stages, b.stages):
         d = np.abs(sa - sb)
-        assert np.mean(d <= 1e-3) >= 0.999 and d.max() <= 5e-2
+        assert np.mean(d <= 1e-3) >= 0.995 and d.max() <= 5e-2
     cos = np.clip((a.normals * b.normals).sum(-1)[:, a.mask], -1, 1)
     angle = np.degrees(np.arccos(cos))
     assert np.mean(angle <= 0.1) >= 0.99 and angle.max() < 2.0

@@ -29,7 +29,7 @@ from torch import nn
 from ..core.device import resolve_device
 from ..core.progress import interactive
 from ..core.resize import resize_normals_tensor
-from ..core.sfs import has_occluding_contour
+from ..core.sfs import contour_light, has_occluding_contour
 from .denoiser import SlicedDenoiser
 from .input_types import expand_inputs
 from .inputs import PreparedInput, prepare_input
@@ -270,10 +270,14 @@ def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) 
     out_region_flips = {k: [None] * n for k in range(len(items))}
     stage_seconds = np.zeros(len(per_stage))
     # the floor and the tilt of the shading loss's light are for images without an occluding
-    # contour (Stage.shading_min_lateral, Stage.shading_tilt_from_image)
+    # contour (Stage.shading_min_lateral, Stage.shading_tilt_from_image) ...
     floors = sorted({st.shading_min_lateral for st in sched.stages if st.shading_min_lateral > 0})
     tilt = any(st.shading_tilt_from_image for st in sched.stages)
-    contours = [has_occluding_contour(item.mask) if floors or tilt else False for item in items]
+    # ... and the contour's light for images with one (Stage.shading_contour_light)
+    lit = any(st.shading_contour_light and st.shading_weight > 0 for st in sched.stages)
+    contours = [has_occluding_contour(item.mask) if floors or tilt or lit else False for item in items]
+    lights = [contour_light(item.image, item.mask) if lit and contours[k] else None for k, item in enumerate(items)]
+    lights = [None if v is None else v[0] for v in lights]  # read once, at the input's own resolution
     t_start = time.perf_counter()
     for j in range(0, len(jobs), batch):
         chunk = jobs[j : j + batch]
@@ -281,6 +285,7 @@ def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) 
         res = run_vcycle(
             counter, [items[k].square for k, _ in chunk], [items[k].square_mask for k, _ in chunk],
             gens, sched, dev, progress=bar, floor_images=[not contours[k] for k, _ in chunk],
+            contour_lights=[lights[k] for k, _ in chunk],
         )
         stage_seconds += np.asarray(res.stage_seconds)
         for c, (k, i) in enumerate(chunk):

@@ -45,6 +45,7 @@ def guided_ddim(
     mask: torch.Tensor | None = None,
     callback: Callable[[StepInfo], None] | None = None,
     floor_images: torch.Tensor | None = None,
+    contour_lights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run guided DDIM over ``timesteps`` (descending) and return the clean patches.
 
@@ -58,6 +59,8 @@ def guided_ddim(
         mask: optional foreground ``(B, 1, H, W)`` for the losses.
         floor_images: optional bool ``(B,)``: the images that the stage's
             ``shading_min_lateral`` and ``shading_tilt_from_image`` apply to (None: every image).
+        contour_lights: optional ``(B, 3)`` lights read off each image's occluding contour
+            (zero rows: none), used by stages with ``shading_contour_light``.
     Returns:
         ``(B * n, 3, P, P)`` predicted clean normals after the last step (not normalised).
     """
@@ -74,6 +77,7 @@ def guided_ddim(
         tilt_axis = image_tilt_axis(image.float(), mask)  # (B, 2)
         if gate is not None:
             tilt_axis = tilt_axis * gate.to(tilt_axis.dtype)[:, None]
+    fixed_light = contour_lights if image is not None and stage.shading_contour_light else None
     for i, t in enumerate(timesteps):
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
@@ -89,7 +93,8 @@ def guided_ddim(
                 img = from_patches(x0, h, w)
                 loss = stage.seam_weight * seam_loss(img, mask)
                 if image is not None:
-                    loss = loss + stage.shading_weight * shading_loss(img, image, mask, min_lateral=min_lateral, tilt_axis=tilt_axis)
+                    loss = loss + stage.shading_weight * shading_loss(img, image, mask, min_lateral=min_lateral, tilt_axis=tilt_axis,
+                                                                          light=fixed_light)
                 if late:
                     loss = loss + stage.integrability_weight * integrability_loss(img, mask)
                 (grad,) = torch.autograd.grad(loss.sum(), x)  # per-image losses: samples stay independent

@@ -235,7 +235,8 @@ def lock_tilt(b: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
 
 
 def shading_loss(x0: torch.Tensor, image: torch.Tensor, mask=None, min_level: float = 0.02,
-                 ridge: float = 1e-3, min_lateral=0.0, tilt_axis: torch.Tensor | None = None) -> torch.Tensor:
+                 ridge: float = 1e-3, min_lateral=0.0, tilt_axis: torch.Tensor | None = None,
+                 light: torch.Tensor | None = None) -> torch.Tensor:
     """How badly one light explains the image, per image (ours; docs/method.md#shading-guidance-ours).
 
     With unit normals ``n = x0 / |x0|`` and the lit pixels (image above ``min_level``,
@@ -260,6 +261,10 @@ def shading_loss(x0: torch.Tensor, image: torch.Tensor, mask=None, min_level: fl
             a float, or a ``(B,)`` tensor with one floor per image.
         tilt_axis: optional ``(B, 2)`` axes for :func:`lock_tilt` (a zero row leaves that
             image's light free), e.g. :func:`image_tilt_axis` of the image.
+        light: optional ``(B, 3)`` unit light directions, e.g. read off an occluding
+            contour: where a row is not zero, only the light's strength is fitted
+            (``b = s l`` with ``s >= 0`` the least-squares strength) and the floor and the
+            tilt lock do not apply; a zero row leaves that image's light free.
     Returns:
         ``(B,)`` loss; 0 for an image without lit pixels.
     """
@@ -281,5 +286,12 @@ def shading_loss(x0: torch.Tensor, image: torch.Tensor, mask=None, min_level: fl
         if tilt_axis is not None:
             b = lock_tilt(b, tilt_axis)
         b = lateral_floor(b, min_lateral)
+        if light is not None:
+            l = light.to(x0.dtype)
+            shade = torch.einsum("bihw,bi->bhw", n, l)
+            strength = ((w * shade * img).flatten(1).sum(1) /
+                        ((w * shade**2).flatten(1).sum(1) + ridge * count)).clamp_min(0.0)
+            given = (l.abs().sum(1) > 0)[:, None]
+            b = torch.where(given, strength[:, None] * l, b)
     resid = torch.einsum("bihw,bi->bhw", n, b) - img
     return (w * resid**2).flatten(1).sum(1) / (w * img**2).flatten(1).sum(1).clamp_min(tiny)

@@ -90,6 +90,9 @@ class Stage:
             image's own shading axis, up to sign (ours, default off;
             :func:`mssfs.sampler.guidance.image_tilt_axis`, :func:`~mssfs.sampler.guidance.lock_tilt`).
         Both act only on images without an occluding contour (the sampler decides per image).
+        shading_contour_light: on an image with a lit occluding contour, the light that the
+            shading loss fits keeps the direction read off the contour and fits only its
+            strength (ours, default off; :func:`mssfs.core.sfs.contour_light`).
         lr_decay: 1.5.
         grad_clip: the gradient is clamped to ``[-grad_clip, grad_clip]`` (5).
     """
@@ -110,6 +113,7 @@ class Stage:
     shading_weight: float = 0.0
     shading_min_lateral: float = 0.0
     shading_tilt_from_image: bool = False
+    shading_contour_light: bool = False
     lr_decay: float = 1.5
     grad_clip: float = 5.0
 
@@ -315,7 +319,9 @@ def _fast() -> Schedule:
     # and on the fused result (docs/decisions/region-flips.md), and the reading-keeping
     # refinement of every sample and of the fused result by the shading
     # (docs/decisions/refinement.md), in which a disc-shaped region the sample reads
-    # neither way is solved from the shading (docs/decisions/undecided-regions.md).
+    # neither way is solved from the shading (docs/decisions/undecided-regions.md); on
+    # images with an occluding contour the refinement takes the contour's light
+    # (docs/decisions/contour-light.md).
     kw = dict(inner_iters_high=4, inner_iters_low=1, shading_weight=10.0, shading_min_lateral=0.5, region_flips=True)
     stages = (
         Stage(96, 15, restart_t=299, guidance_start_t=250, lighting=True, **kw),
@@ -325,9 +331,10 @@ def _fast() -> Schedule:
     )
     return Schedule(
         "fast", stages, num_steps=20, fuse_last=2, final_region_flips=True, refine=True, refine_undecided=0.1,
+        refine_contour_light=True,
         description="ours: short V-cycle, 20-step grid, shading guidance 10 (light floor 0.5 without a contour), "
                     "region flips, refinement "
-                    "(undecided discs solved from the shading)",
+                    "(undecided discs solved from the shading; objects under their contour's light)",
     )
 
 

@@ -92,6 +92,7 @@ def run_vcycle(
     noise: NoiseSchedule | None = None,
     progress=None,
     floor_images: list[bool] | None = None,
+    contour_lights: list | None = None,
 ) -> VCycleOutput:
     """Run the schedule's stages for ``B`` samples at once.
 
@@ -104,6 +105,8 @@ def run_vcycle(
             light (``Stage.shading_min_lateral``, ``Stage.shading_tilt_from_image``) apply to
             it; the sampler passes True for images without an occluding contour (None: every
             sample).
+        contour_lights: per sample, the ``(3,)`` light read off its image's occluding
+            contour, or None (no contour); for stages with ``shading_contour_light``.
     """
     noise = noise or NoiseSchedule()
     b = len(squares)
@@ -111,6 +114,13 @@ def run_vcycle(
     if floors is not None and floors.numel() != b:
         raise ValueError(f"floor_images has {floors.numel()} entries for {b} samples")
     cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    lights = None
+    if contour_lights is not None and any(st.shading_contour_light and st.shading_weight > 0 for st in schedule.stages):
+        if len(contour_lights) != b:
+            raise ValueError(f"contour_lights has {len(contour_lights)} entries for {b} samples")
+        lights = torch.tensor(np.stack([np.zeros(3) if v is None else np.asarray(v, np.float64) for v in contour_lights]),
+                              dtype=torch.float32, device=device)
 
     def at(r: int):
         if r not in cache:
@@ -142,6 +152,7 @@ def run_vcycle(
         x = guided_ddim(
             model, x, shading, noise, run.timesteps, s, run.guidance_start_t, (r, r), loss_mask,
             callback=(lambda info: progress.update(1)) if progress is not None else None, floor_images=floors,
+            contour_lights=lights,
         )
         prev = F.normalize(from_patches(x, r, r).float(), dim=1, eps=1e-6)
         im_np, m_np = img[:, 0].cpu().double().numpy(), msk[:, 0].cpu().numpy()
