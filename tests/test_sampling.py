@@ -309,8 +309,10 @@ def test_shading_contour_light_reaches_the_guidance_for_objects_only(model, monk
     relief = 0.5 + 0.2 * np.sin(r / 5.0 + c / 9.0)
     base = tiny_schedule()
     sched = replace(base, stages=tuple(replace(s, shading_weight=1.0, shading_contour_light=True) for s in base.stages))
-    sample_many([sphere_image(), relief], n=1, seed=0, model=model, schedule=sched, batch_samples=2)
+    obj, rel = sample_many([sphere_image(), relief], n=1, seed=0, model=model, schedule=sched, batch_samples=2)
     assert seen and all(light is not None for light in seen)
+    assert any("keeps the light read off the contour (shading_contour_light)" in note for note in obj.notes)
+    assert not any("contour" in note for note in rel.notes)
     def tilt(v):
         return np.degrees(np.arctan2(v[1], v[0]))
 
@@ -331,6 +333,11 @@ def test_shading_contour_light_reaches_the_guidance_for_objects_only(model, monk
     assert not any(s.shading_contour_light for s in get_preset("paper").stages)
     with pytest.raises(ValueError, match="shading_contour_light"):
         Stage(32, 1.0, shading_contour_light="yes")
+    # the refinement's contour light is noted where it applies
+    refined = replace(base, refine=True, refine_contour_light=True)
+    obj, rel = sample_many([sphere_image(), relief], n=1, seed=0, model=model, schedule=refined)
+    assert any("the refinement reads its light off the contour" in note for note in obj.notes)
+    assert not any("contour" in note for note in rel.notes)
 
 
 def test_lr_decays_cumulatively_after_late_t(model):

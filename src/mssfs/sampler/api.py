@@ -242,14 +242,24 @@ def sample_many(
     return results
 
 
-def _light_notes(floors: list[float], tilt: bool, item: PreparedInput, contour: bool) -> list[str]:
-    """Where the schedule constrains the shading guidance's light (``floors``, the non-zero
-    ``Stage.shading_min_lateral`` values; ``tilt``, any ``Stage.shading_tilt_from_image``):
-    whether it did on this input."""
+def _light_notes(floors: list[float], tilt: bool, item: PreparedInput, contour: bool, guided_light: bool,
+                 refined_light: bool) -> list[str]:
+    """Where the schedule constrains a light (``floors``, the non-zero
+    ``Stage.shading_min_lateral`` values; ``tilt``, any ``Stage.shading_tilt_from_image``;
+    ``guided_light``: the shading guidance kept the contour's light,
+    ``Stage.shading_contour_light``; ``refined_light``: the refinement took it,
+    ``refine_contour_light``): what it did on this input."""
+    if contour:
+        said = []
+        if guided_light:
+            said.append("the shading guidance keeps the light read off the contour (shading_contour_light)")
+        elif floors or tilt:
+            said.append("the shading guidance fits its light freely")
+        if refined_light:
+            said.append("the refinement reads its light off the contour, which decides the reading (refine_contour_light)")
+        return [f"{item.name}: occluding contour in the mask: " + "; ".join(said)] if said else []
     if not floors and not tilt:
         return []
-    if contour:
-        return [f"{item.name}: occluding contour in the mask: the shading guidance fits its light freely"]
     said = []
     if floors:
         share = ", ".join(f"{f:g}" for f in floors)
@@ -275,9 +285,11 @@ def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) 
     tilt = any(st.shading_tilt_from_image for st in sched.stages)
     # ... and the contour's light for images with one (Stage.shading_contour_light)
     lit = any(st.shading_contour_light and st.shading_weight > 0 for st in sched.stages)
-    contours = [has_occluding_contour(item.mask) if floors or tilt or lit else False for item in items]
-    lights = [contour_light(item.image, item.mask) if lit and contours[k] else None for k, item in enumerate(items)]
-    lights = [None if v is None else v[0] for v in lights]  # read once, at the input's own resolution
+    refinement = sched.refinement()
+    wants_contour = floors or tilt or lit or (refinement is not None and refinement.contour_light)
+    contours = [has_occluding_contour(item.mask) if wants_contour else False for item in items]
+    fitted = [contour_light(item.image, item.mask) if lit and contours[k] else None for k, item in enumerate(items)]
+    guide_lights = [None if v is None else v[0] for v in fitted]  # read once, at the input's own resolution
     t_start = time.perf_counter()
     for j in range(0, len(jobs), batch):
         chunk = jobs[j : j + batch]
@@ -285,7 +297,7 @@ def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) 
         res = run_vcycle(
             counter, [items[k].square for k, _ in chunk], [items[k].square_mask for k, _ in chunk],
             gens, sched, dev, progress=bar, floor_images=[not contours[k] for k, _ in chunk],
-            contour_lights=[lights[k] for k, _ in chunk],
+            contour_lights=[guide_lights[k] for k, _ in chunk],
         )
         stage_seconds += np.asarray(res.stage_seconds)
         for c, (k, i) in enumerate(chunk):
@@ -293,7 +305,6 @@ def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) 
             out_stages[k][i] = [st[c].permute(1, 2, 0).numpy() for st in res.stages]
             out_flips[k][i] = res.flips[c]
             out_region_flips[k][i] = res.region_flips[c]
-    refinement = sched.refinement()
     finals, refine_seconds = {}, {}
     for k, item in enumerate(items):
         t_refine = time.perf_counter()
@@ -342,7 +353,10 @@ def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) 
                 timings=timings,
                 work=work,
                 flips=out_flips[k],
-                notes=list(item.notes) + _light_notes(floors, tilt, item, contours[k]),
+                notes=list(item.notes) + _light_notes(
+                    floors, tilt, item, contours[k], guide_lights[k] is not None,
+                    refinement is not None and refinement.contour_light and contours[k]
+                    and contour_light(item.image, item.mask) is not None),
                 device=str(dev),
                 bf16=bool(bf16),
                 region_flips=out_region_flips[k],
