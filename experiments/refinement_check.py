@@ -41,8 +41,9 @@ refinement times; each against the classical baseline where it was scored::
 Objects and reliefs are the objects suite's (64 px, shape seeds from ``2**30 + first``,
 image ``i`` with seed ``--seed + i``); stimuli the four bundled ones at 128 px (seeds
 ``--seed + k``); layouts :func:`mssfs.analysis.layouts.generated_bump_dent_layout` with
-seeds ``2**30 + 2**21 + first + k`` at 128 px.  ``--preset`` chooses the schedule; its
-own refinement setting is ignored (turned off for the draw).
+seeds ``2**30 + 2**21 + first + k`` at 128 px.  ``--preset`` or ``--schedule FILE`` chooses
+the schedule; its own refinement setting is ignored (turned off for the draw), its
+refinement settings are those of the ``ref_*`` scoring.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from mssfs.evaluation.methods import build_methods, method_schedule
 from mssfs.evaluation.metrics import error_metrics, fuse_samples, score_stimulus
 from mssfs.sampler.api import sample_many
 from mssfs.sampler.refine import Refinement, refine_samples
+from mssfs.sampler.schedules import load_schedule
 
 
 def items_of(args) -> list[dict]:
@@ -143,6 +145,7 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default="fast", choices=("fast", "paper"))
+    p.add_argument("--schedule", metavar="FILE", help="a schedule file instead of --preset (its refinement settings are used)")
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--baselines", action="store_true", help="also score classical, regression and flat")
     p.add_argument("--unchecked", action="store_true",
@@ -166,7 +169,8 @@ def main(argv=None) -> int:
         p.error("--split is required (or --summary)")
     items = items_of(args)
     size = items[0]["image"].shape[0]
-    sched = replace(method_schedule("ours", args.preset, None, size), refine=False)
+    preset = load_schedule(args.schedule) if args.schedule else args.preset
+    sched = replace(method_schedule("ours", preset, None, size), refine=False)
     settings = replace(sched, refine=True).refinement()
     baselines = build_methods(["classical", "regression", "flat"])[0] if args.baselines else []
     per_call = max(1, 1024 // (args.samples * (sched.finest // 16) ** 2))
@@ -216,7 +220,7 @@ def main(argv=None) -> int:
             rows.append(row)
             print(it["name"], {k: round(v, 2) for k, v in row.items() if isinstance(v, float)}, flush=True)
     with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps({"kind": args.split, "preset": args.preset, "seed": args.seed,
+        tmp.write_text(json.dumps({"kind": args.split, "preset": args.schedule or args.preset, "seed": args.seed,
                                    "refine": asdict(settings), "items": rows}, indent=1))
     print("wrote", args.out)
     return 0

@@ -116,7 +116,8 @@ def test_documented_schedule_files_load_and_name_what_they_say():
     ``schedule_fast_lateral`` (the light-floor candidate) is ``fast``, and the two tilt
     candidates ``schedule_fast_tilt`` / ``schedule_fast_tilt_early`` are that with the
     light's tilt from the image in every stage / in the first two.  All of them predate
-    ``refine_contour_light``, which ``fast`` has and they do not."""
+    ``refine_contour_light``, which ``fast`` has and they do not, except
+    ``schedule_fast_contour_guided``: ``fast`` with ``shading_contour_light`` in every stage."""
     from dataclasses import replace
     from pathlib import Path
 
@@ -125,8 +126,12 @@ def test_documented_schedule_files_load_and_name_what_they_say():
         pytest.skip("docs/results not in this checkout")
     loaded = {f.stem: load_schedule(f) for f in files}
     assert get_preset("fast").refine_contour_light and not get_preset("paper").refine_contour_light
+    guided = loaded.pop("schedule_fast_contour_guided")
+    now = get_preset("fast")
+    assert guided.stages == tuple(replace(s, shading_contour_light=True) for s in now.stages)
+    assert replace(guided, stages=now.stages, description=now.description) == now
     assert not any(f.refine_contour_light for f in loaded.values())
-    before = replace(get_preset("fast"), refine_contour_light=False)
+    before = replace(now, refine_contour_light=False)
     lateral = loaded["schedule_fast_lateral"]
     assert replace(lateral, name="fast", description=before.description) == before
     assert all(s.shading_min_lateral == 0.5 for s in lateral.stages)
