@@ -34,9 +34,12 @@ raw sample read as a bump or a dent (disc readings) and the refinement turned.
 writes the paired comparison of scorings ``A`` and ``B`` (e.g. ``ref,ref2``): for the mean
 of N, best of N and fused errors the mean difference ``B - A`` with its standard error,
 the items where ``B`` is lower, and the two-sided Wilcoxon signed-rank p; the ratio of the
-refinement times; each against the classical baseline where it was scored::
+refinement times; each against the classical baseline where it was scored.  With
+``--versus FILE...`` scoring ``B`` comes from another run on the same items (paired by
+name), e.g. two schedules::
 
     python experiments/refinement_check.py --summary a.json b.json --pair ref,ref2 --out summary.json
+    python experiments/refinement_check.py --summary fast.json --versus candidate.json --pair ref,ref --out s.json
 
 Objects and reliefs are the objects suite's (64 px, shape seeds from ``2**30 + first``,
 image ``i`` with seed ``--seed + i``); stimuli the four bundled ones at 128 px (seeds
@@ -111,26 +114,39 @@ def score(tag: str, samples: np.ndarray, fused: np.ndarray, item: dict, grid) ->
     return row
 
 
-def summary(paths: list[str], a: str, b: str) -> dict:
-    """Paired comparison of scorings ``a`` and ``b`` over the pooled items of ``paths`` (see the module docstring)."""
+def summary(paths: list[str], a: str, b: str, versus: list[str] | None = None) -> dict:
+    """Paired comparison of scorings ``a`` and ``b`` over the pooled items of ``paths``, or,
+    with ``versus``, of ``a`` in ``paths`` against ``b`` in ``versus`` (items paired by
+    name; see the module docstring)."""
     from scipy.stats import wilcoxon
 
-    rows = [r for path in paths for r in json.loads(Path(path).read_text())["items"]]
-    out = {"files": paths, "pair": [a, b], "n": len(rows)}
+    def pooled(files):
+        return [r for path in files for r in json.loads(Path(path).read_text())["items"]]
+
+    rows = pooled(paths)
+    if versus:
+        by_name = {r["item"]: r for r in pooled(versus)}
+        missing = [r["item"] for r in rows if r["item"] not in by_name]
+        if missing or len(by_name) != len(rows):
+            raise ValueError(f"--versus files do not hold the same items (missing: {missing[:3]})")
+        others = [by_name[r["item"]] for r in rows]
+    else:
+        others = rows
+    out = {"files": paths, "versus": versus, "pair": [a, b], "n": len(rows)}
     for kind in ("mean", "best", "fused"):
         x = np.array([r[f"{a}_{kind}"] for r in rows])
-        y = np.array([r[f"{b}_{kind}"] for r in rows])
+        y = np.array([r[f"{b}_{kind}"] for r in others])
         d = y - x
         row = {a: float(x.mean()), b: float(y.mean()), "diff": float(d.mean()),
                "se": float(d.std(ddof=1) / np.sqrt(len(d))), "lower": int((d < 0).sum()),
-               "p": float(wilcoxon(y, x).pvalue)}
-        if "classical" in rows[0]:
+               "p": float(wilcoxon(y, x).pvalue) if np.any(d) else 1.0}  # identical: no difference
+        if "classical" in rows[0] and not versus:
             c = np.array([r["classical"] for r in rows])
             row.update(classical=float(c.mean()), diff_classical=float((y - c).mean()),
                        p_classical=float(wilcoxon(y, c).pvalue))
         out[kind] = row
     ta = np.mean([r["refine_s" if a == "ref" else f"refine{a[3:]}_s"] for r in rows])
-    tb = np.mean([r["refine_s" if b == "ref" else f"refine{b[3:]}_s"] for r in rows])
+    tb = np.mean([r["refine_s" if b == "ref" else f"refine{b[3:]}_s"] for r in others])
     out["time_ratio"] = float(tb / ta)
     return out
 
@@ -140,6 +156,8 @@ def main(argv=None) -> int:
     p.add_argument("--split", choices=("objects", "reliefs", "stimuli", "layouts"), help="the split to draw (required)")
     p.add_argument("--summary", nargs="+", metavar="FILE", help="summarise result files instead (with --pair)")
     p.add_argument("--pair", default="ref,ref2", help="with --summary: the two scorings to compare, A,B")
+    p.add_argument("--versus", nargs="+", metavar="FILE",
+                   help="with --summary: take scoring B from these files (another run on the same items)")
     p.add_argument("--first", type=int, default=0, help="first item (objects, reliefs, layouts)")
     p.add_argument("--count", type=int, default=40, help="number of items (objects, reliefs, layouts)")
     p.add_argument("--samples", type=int, default=4)
@@ -160,7 +178,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.summary:
         a, b = args.pair.split(",")
-        result = summary(args.summary, a, b)
+        try:
+            result = summary(args.summary, a, b, args.versus)
+        except (KeyError, ValueError) as exc:
+            p.error(f"--summary: {exc}")
         with atomic_path(args.out) as tmp:
             tmp.write_text(json.dumps(result, indent=1))
         print(json.dumps(result, indent=1))

@@ -291,3 +291,15 @@ def test_refinement_check_summary_pairs_two_scorings(tmp_path, capsys):
     assert s["time_ratio"] == pytest.approx(0.5)
     with pytest.raises(SystemExit):
         check.main(["--out", str(tmp_path / "x.json")])  # neither a split nor --summary
+    # --versus: scoring B from another run on the same items, paired by name
+    named = [dict(r, item=f"o{k}") for k, r in enumerate(rows)]
+    other = [dict(r, item=f"o{k}", ref_fused=r["ref_fused"] - 1.0 - k % 2) for k, r in enumerate(rows)][::-1]
+    (tmp_path / "a.json").write_text(json.dumps({"items": named}))
+    (tmp_path / "b.json").write_text(json.dumps({"items": other}))
+    assert check.main(["--summary", str(tmp_path / "a.json"), "--versus", str(tmp_path / "b.json"), "--pair", "ref,ref",
+                       "--out", str(tmp_path / "v.json")]) == 0
+    v = json.loads((tmp_path / "v.json").read_text())
+    assert v["fused"]["diff"] == pytest.approx(-1.5) and v["fused"]["lower"] == 8 and v["mean"]["diff"] == 0.0
+    (tmp_path / "c.json").write_text(json.dumps({"items": other[:3]}))
+    with pytest.raises(SystemExit):  # not the same items
+        check.main(["--summary", str(tmp_path / "a.json"), "--versus", str(tmp_path / "c.json"), "--out", str(tmp_path / "w.json")])
