@@ -137,7 +137,8 @@ def summary(paths: list[str], a: str, b: str, versus: list[str] | None = None) -
         x = np.array([r[f"{a}_{kind}"] for r in rows])
         y = np.array([r[f"{b}_{kind}"] for r in others])
         d = y - x
-        row = {a: float(x.mean()), b: float(y.mean()), "diff": float(d.mean()),
+        name_b = f"{b}_versus" if versus and b == a else b  # the same scoring of the other run
+        row = {a: float(x.mean()), name_b: float(y.mean()), "diff": float(d.mean()),
                "se": float(d.std(ddof=1) / np.sqrt(len(d))), "lower": int((d < 0).sum()),
                "p": float(wilcoxon(y, x).pvalue) if np.any(d) else 1.0}  # identical: no difference
         if "classical" in rows[0] and not versus:

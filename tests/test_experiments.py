@@ -300,6 +300,7 @@ def test_refinement_check_summary_pairs_two_scorings(tmp_path, capsys):
                        "--out", str(tmp_path / "v.json")]) == 0
     v = json.loads((tmp_path / "v.json").read_text())
     assert v["fused"]["diff"] == pytest.approx(-1.5) and v["fused"]["lower"] == 8 and v["mean"]["diff"] == 0.0
+    assert v["fused"]["ref_versus"] == pytest.approx(v["fused"]["ref"] - 1.5) and v["mean"]["p"] == 1.0
     (tmp_path / "c.json").write_text(json.dumps({"items": other[:3]}))
     with pytest.raises(SystemExit):  # not the same items
         check.main(["--summary", str(tmp_path / "a.json"), "--versus", str(tmp_path / "c.json"), "--out", str(tmp_path / "w.json")])
