@@ -19,7 +19,8 @@ without its reading check (``keep_passes = 0``) on the same samples (keys ``ref0
 ``sign_dist0``, ``turned_regions0``); ``--undecided T`` scores the refinement in which
 regions with mean radial tilt under ``T`` take the light's reading (keys ``ref1_*``);
 ``--contour-light`` scores the refinement under the light of the occluding contour
-(``refine_contour_light``, keys ``ref2_*``).
+(``refine_contour_light``, keys ``ref2_*``); ``--contour-integrability W`` scores it with
+``refine_contour_integrability`` W (keys ``ref3_*``).
 Every scoring includes the strict measures (``*_strict``, ``*_strict_one_region``,
 ``*_pair_share``, ``*_pair_correlation``) and ``turned_decided*``: known regions that the
 raw sample read as a bump or a dent (disc readings) and the refinement turned.
@@ -175,6 +176,8 @@ def main(argv=None) -> int:
                    help="with --undecided: only regions at least this round are freed (0: any region)")
     p.add_argument("--contour-light", action="store_true",
                    help="also score the refinement under the occluding contour's light (refine_contour_light), tag ref2")
+    p.add_argument("--contour-integrability", type=float, default=None, metavar="W",
+                   help="also score the refinement under the contour's light with refine_contour_integrability W, tag ref3")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if args.summary:
@@ -225,6 +228,12 @@ def main(argv=None) -> int:
                 ref2, fused2 = refine_samples(raw, it["image"], it["mask"], replace(settings, contour_light=True))
                 row.update(refine2_s=time.perf_counter() - t0, **score("ref2", ref2, fused2, it, grid))
                 variants["2"] = ref2
+            if args.contour_integrability is not None:
+                t0 = time.perf_counter()
+                ref3, fused3 = refine_samples(raw, it["image"], it["mask"], replace(
+                    settings, contour_light=True, contour_integrability=args.contour_integrability))
+                row.update(refine3_s=time.perf_counter() - t0, **score("ref3", ref3, fused3, it, grid))
+                variants["3"] = ref3
             for suffix, r in variants.items():
                 d = sign_distances(convexity_readings(np.concatenate([raw, r]), it["mask"]))
                 row[f"sign_dist{suffix}"] = [float(d[j, len(raw) + j]) for j in range(len(raw))]

@@ -311,3 +311,19 @@ def test_the_contour_light_leaves_images_without_a_contour_alone():
     assert np.array_equal(refine(sample, image, mask), refine(sample, image, mask, Refinement(contour_light=True)))
     with pytest.raises(ValueError, match="refine_contour_light must be true or false"):
         Refinement(contour_light=1)
+
+
+def test_contour_integrability_applies_on_the_contour_path_only():
+    truth, image, mask = sphere()
+    sample = patchy(truth)
+    half = refine(sample, image, mask, Refinement(contour_light=True))
+    none = refine(sample, image, mask, Refinement(contour_light=True, contour_integrability=0.0))
+    assert not np.allclose(half, none, atol=1e-3)  # the contour path takes its own weight
+    assert np.array_equal(refine(sample, image, mask, Refinement(contour_integrability=0.0)),
+                          refine(sample, image, mask))  # without the contour light it is unused
+    relief, r_image, r_mask, _ = bump_and_dent()
+    r_sample = patchy(relief)
+    assert np.array_equal(refine(r_sample, r_image, r_mask, Refinement(contour_light=True, contour_integrability=0.0)),
+                          refine(r_sample, r_image, r_mask))  # no contour: untouched
+    with pytest.raises(ValueError, match="refine_contour_integrability must lie in"):
+        Refinement(contour_integrability=1.0)

@@ -24,8 +24,10 @@ comes from); the image then says precisely what shape explains it under that lig
   the light is read off the contour (:func:`mssfs.core.sfs.contour_light`), where the
   normals are known, instead of off the sample.  The contour decides the reading, so this
   light is not re-estimated and the readings are not kept (next item): a sample that read
-  the object the wrong way round is turned by the shading.  Images without a lit
-  contour keep the sample's light;
+  the object the wrong way round is turned by the shading.  The integrable projection
+  then uses ``contour_integrability`` instead of ``integrability``: the Frankot-Chellappa
+  integration is made for a full frame, and on an object on a background it bends the
+  shape near the contour.  Images without a lit contour keep the sample's light;
 * **readings kept**: the weak anchor alone lets a region read against the sample's own
   light turn to the reading that light explains.  So after the solve,
   :func:`turned_pixels` compares the reading of the result with the sample's per
@@ -41,7 +43,7 @@ refined samples, refined once more with its own light).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -80,6 +82,7 @@ class Refinement:
     undecided_tilt: float = 0.0
     undecided_roundness: float = 0.8
     contour_light: bool = False
+    contour_integrability: float = 0.5
 
     def __post_init__(self):
         if self.max_resolution < 16:
@@ -96,6 +99,8 @@ class Refinement:
             raise ValueError(f"refinement undecided_roundness must lie in [0, 1], got {self.undecided_roundness}")
         if not 0 <= self.integrability < 1:
             raise ValueError(f"refinement integrability must lie in [0, 1), got {self.integrability}")
+        if not 0 <= self.contour_integrability < 1:
+            raise ValueError(f"refine_contour_integrability must lie in [0, 1), got {self.contour_integrability}")
         if not isinstance(self.contour_light, bool):
             raise ValueError(f"refine_contour_light must be true or false, got {self.contour_light!r}")
 
@@ -153,9 +158,10 @@ def refine(normals: np.ndarray, image: np.ndarray, mask: np.ndarray, settings: R
     relight = s.relight_every if has_occluding_contour(mask) else 0
     keep_passes = s.keep_passes
     fitted = contour_light(img, mask) if s.contour_light and light is None and albedo is None else None
+    integrability = s.integrability
     if fitted is not None:  # the contour fixes the light's side: its reading replaces the sample's
         light, albedo = fitted
-        relight, keep_passes = 0, 0
+        relight, keep_passes, integrability = 0, 0, s.contour_integrability
     if light is None or albedo is None:
         l0, a0 = implied_light(n0, img, mask)
         light = l0 if light is None else light
@@ -166,13 +172,15 @@ def refine(normals: np.ndarray, image: np.ndarray, mask: np.ndarray, settings: R
     regions = shading_regions(img, mask) if keep_passes or s.undecided_tilt else None
     free = undecided_regions(n0, regions, s.undecided_tilt, s.undecided_roundness)
     weight[free] = 0.0  # no reading to keep: the region takes the shape its shading asks under the light
-    n = _refine_pass(n0, img, mask, s, light, relight, weight)
+    s_used = replace(s, integrability=integrability)
+    n = _refine_pass(n0, img, mask, s_used, light, relight, weight)
     for _ in range(keep_passes):
         turned = turned_pixels(n0, n, mask, regions) & ~free
         if not turned.any():
             break
         weight = np.where(ndimage.binary_dilation(turned, iterations=2) & mask, max(s.keep_anchor, s.anchor), weight)
-        n = _refine_pass(n0, img, mask, s, light, relight, weight)
+        s_used = replace(s, integrability=integrability)
+    n = _refine_pass(n0, img, mask, s_used, light, relight, weight)
     return np.where(mask[..., None], n, 0.0).astype(np.float32)
 
 

@@ -18,6 +18,7 @@ docs/sampling.md).  A schedule file is YAML or JSON::
     refine_anchor: 0.01    # ... pulled this strongly toward the sample's reading
     refine_undecided: 0.0  # ... regions with |mean radial tilt| below this take the light's reading
     refine_contour_light: false  # ... under the light of the occluding contour, where there is one
+    refine_contour_integrability: 0.5  # ... and then with this weight of the integrable projection
     stages:
       - {resolution: 160, lr: 20, restart_t: 299, guidance_start_t: 250, lighting: true}
       - {resolution: 128, lr: 15, lighting: true}
@@ -177,7 +178,8 @@ class Schedule:
     below ``refine_undecided``) is solved from the shading alone under the sample's light
     (:func:`mssfs.sampler.refine.undecided_regions`; 0 = off); with
     ``refine_contour_light`` an image with an occluding contour is refined under the light
-    read off that contour, which also decides its reading (:mod:`mssfs.sampler.refine`).
+    read off that contour, which also decides its reading, with the integrable projection at
+    weight ``refine_contour_integrability`` (:mod:`mssfs.sampler.refine`).
     """
 
     name: str
@@ -194,6 +196,7 @@ class Schedule:
     refine_anchor: float = 0.01
     refine_undecided: float = 0.0
     refine_contour_light: bool = False
+    refine_contour_integrability: float = 0.5
     description: str = ""
 
     def __post_init__(self):
@@ -226,7 +229,8 @@ class Schedule:
         if not (self.refine or checked):
             return None
         settings = Refinement(max_resolution=self.refine_max_resolution, anchor=self.refine_anchor,
-                              undecided_tilt=self.refine_undecided, contour_light=self.refine_contour_light)
+                              undecided_tilt=self.refine_undecided, contour_light=self.refine_contour_light,
+                              contour_integrability=self.refine_contour_integrability)
         return settings if self.refine else None
 
     @property
