@@ -273,18 +273,29 @@ def test_shading_min_lateral_applies_only_to_images_without_an_occluding_contour
     assert not any("occluding contour" in note for note in plain.notes)
 
 
+def _relief(h=48, w=48):
+    """A smooth relief filling an ``(h, w)`` frame: no occluding contour."""
+    r, c = np.mgrid[0:h, 0:w].astype(float)
+    return 0.5 + 0.2 * np.sin(r / 5.0 + c / 9.0)
+
+
+def _every_stage(schedule, **stage_kw):
+    """``schedule`` with ``stage_kw`` set in every stage."""
+    from dataclasses import replace
+
+    return replace(schedule, stages=tuple(replace(s, **stage_kw) for s in schedule.stages))
+
+
 def test_shading_tilt_from_image_reaches_the_guidance_per_image(model, monkeypatch):
     # With Stage.shading_tilt_from_image the shading loss gets the image's shading axis for a
     # relief filling the frame and a zero row (free light) for an object on black.
-    from dataclasses import replace
 
     from mssfs.sampler.guidance import image_tilt_axis
 
     seen = _spy_shading_loss(monkeypatch, "tilt_axis")
-    r, c = np.mgrid[0:48, 0:48].astype(float)
-    relief = 0.5 + 0.2 * np.sin(r / 5.0 + c / 9.0)
+    relief = _relief()
     base = tiny_schedule()
-    sched = replace(base, stages=tuple(replace(s, shading_weight=1.0, shading_tilt_from_image=True) for s in base.stages))
+    sched = _every_stage(base, shading_weight=1.0, shading_tilt_from_image=True)
     obj, rel = sample_many([sphere_image(), relief], n=1, seed=0, model=model, schedule=sched, batch_samples=2)
     assert seen and all(axis is not None for axis in seen)
     want = image_tilt_axis(torch.tensor(relief, dtype=torch.float32)[None, None])[0]
@@ -294,8 +305,7 @@ def test_shading_tilt_from_image_reaches_the_guidance_per_image(model, monkeypat
     assert any("occluding contour in the mask" in note for note in obj.notes)
     assert any("shading_tilt_from_image" in note for note in rel.notes)
     seen.clear()
-    sample_many([relief], n=1, seed=0, model=model, schedule=replace(base, stages=tuple(
-        replace(s, shading_weight=1.0) for s in base.stages)))
+    sample_many([relief], n=1, seed=0, model=model, schedule=_every_stage(base, shading_weight=1.0))
     assert seen and all(axis is None for axis in seen)
     assert not any(s.shading_tilt_from_image for s in get_preset("paper").stages)
     with pytest.raises(ValueError, match="shading_tilt_from_image"):
@@ -312,10 +322,9 @@ def test_shading_contour_light_reaches_the_guidance_for_objects_only(model, monk
     from mssfs.core.sfs import contour_light
 
     seen = _spy_shading_loss(monkeypatch, "light")
-    r, c = np.mgrid[0:40, 0:56].astype(float)
-    relief = 0.5 + 0.2 * np.sin(r / 5.0 + c / 9.0)
+    relief = _relief(40, 56)
     base = tiny_schedule()
-    sched = replace(base, stages=tuple(replace(s, shading_weight=1.0, shading_contour_light=True) for s in base.stages))
+    sched = _every_stage(base, shading_weight=1.0, shading_contour_light=True)
     obj, rel = sample_many([sphere_image(), relief], n=1, seed=0, model=model, schedule=sched, batch_samples=2)
     assert seen and all(light is not None for light in seen)
     assert any("keeps the light read off the contour (shading_contour_light)" in note for note in obj.notes)
@@ -334,8 +343,7 @@ def test_shading_contour_light_reaches_the_guidance_for_objects_only(model, monk
         np.testing.assert_allclose(light[0].double().numpy(), used, atol=1e-6)
         assert torch.equal(light[1], torch.zeros(3))
     seen.clear()
-    sample_many([relief], n=1, seed=0, model=model, schedule=replace(base, stages=tuple(
-        replace(s, shading_weight=1.0) for s in base.stages)))
+    sample_many([relief], n=1, seed=0, model=model, schedule=_every_stage(base, shading_weight=1.0))
     assert seen and all(light is None for light in seen)
     assert not any(s.shading_contour_light for s in get_preset("paper").stages)
     with pytest.raises(ValueError, match="shading_contour_light"):
