@@ -109,3 +109,17 @@ def test_precision_default_is_auto():
     p = build_parser()
     assert p.parse_args(["sample", "x.png", "--out", "r"]).precision == "auto"
     assert p.parse_args(["evaluate", "--suite", "objects", "--out", "e"]).precision == "auto"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_python_api_auto_follows_the_cpu(cpu_bf16, native):
+    from test_sampling import sphere_image, tiny_model, tiny_schedule
+
+    import mssfs
+
+    cpu_bf16(native)
+    kw = dict(n=1, model=tiny_model(), schedule=tiny_schedule(num_steps=2), device="cpu", progress=False)
+    assert mssfs.sample(sphere_image(24, 24), bf16="auto", **kw).bf16 is native
+    assert mssfs.sample(sphere_image(24, 24), **kw).bf16 is False  # the default stays float32
+    with pytest.raises(ValueError, match="bf16 must be True, False or 'auto', got 'yes'"):
+        mssfs.sample(sphere_image(24, 24), bf16="yes", **kw)

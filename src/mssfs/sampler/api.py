@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.device import resolve_device
+from ..core.device import resolve_device, resolve_precision
 from ..core.progress import interactive
 from ..core.resize import resize_normals_tensor
 from ..core.sfs import contour_light, has_occluding_contour
@@ -147,7 +147,7 @@ def sample_many(
     device="auto",
     model=None,
     masks: list | None = None,
-    bf16: bool = False,
+    bf16: bool | str = False,
     schedule=None,
     resolution: int | str = "auto",
     batch_samples: int | None = None,
@@ -168,6 +168,10 @@ def sample_many(
             ``paper`` (the publication's V-cycle); ignored when ``schedule`` is given.
         device: ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
         masks: per input, None (automatic, see :func:`prepare_input`) or a mask array / file.
+        bf16: run the denoiser under bfloat16 autocast: True, False (default: float32,
+            the same numbers on every CPU) or ``"auto"`` (bf16 only on a CPU with
+            bfloat16 instructions, as ``--precision auto`` of the command line,
+            :func:`mssfs.core.device.resolve_precision`); the result's ``bf16`` says which ran.
         resolution: ``auto`` (default: the schedule, scaled down for an input smaller
             than its finest resolution), ``preset`` (as it is) or an int, the finest
             working resolution (:func:`mssfs.sampler.schedules.working_schedule`).
@@ -196,6 +200,8 @@ def sample_many(
         raise ValueError(f"the number of samples must be >= 1, got {n}")
     if workers != "auto" and int(workers) < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if not isinstance(bf16, bool) and bf16 != "auto":
+        raise ValueError(f"bf16 must be True, False or 'auto', got {bf16!r}")
     inputs, _ = expand_inputs(inputs)
     seeds = [int(seed)] * len(inputs) if np.ndim(seed) == 0 else [int(s) for s in seed]
     if len(seeds) != len(inputs):
@@ -209,6 +215,8 @@ def sample_many(
     base = resolve_schedule(schedule, preset)
     scheds = [working_schedule(base, item.square.shape[0], resolution) for item in items]
     dev = resolve_device(device)
+    if bf16 == "auto":
+        bf16 = resolve_precision("auto", dev)[0]
     if cuda_graphs and dev.type != "cuda":
         raise ValueError(f"CUDA graphs need a CUDA device, got {dev}")
     net, info = resolve_model(model, dev)
@@ -374,7 +382,7 @@ def sample(
     device="auto",
     model=None,
     mask=None,
-    bf16: bool = False,
+    bf16: bool | str = False,
     schedule=None,
     resolution: int | str = "auto",
     batch_samples: int | None = None,
@@ -402,7 +410,7 @@ def sample(
         mask: foreground ``(H, W)`` array or mask file (a list of them, or None, for
             several inputs); None = automatic (the image's alpha channel when it has
             transparent pixels, else the black background; see :func:`prepare_input`).
-        bf16: run the denoiser under bfloat16 autocast.
+        bf16: True, False (default) or ``"auto"``, as in :func:`sample_many`.
         schedule: a :class:`Schedule`, dict, or YAML/JSON file path.
         resolution, batch_samples, progress, chunk_patches, workers, cuda_graphs: as in
             :func:`sample_many`.
