@@ -20,7 +20,10 @@ without its reading check (``keep_passes = 0``) on the same samples (keys ``ref0
 regions with mean radial tilt under ``T`` take the light's reading (keys ``ref1_*``);
 ``--contour-light`` scores the refinement under the light of the occluding contour
 (``refine_contour_light``, keys ``ref2_*``); ``--contour-integrability W`` scores it with
-``refine_contour_integrability`` W (keys ``ref3_*``).
+``refine_contour_integrability`` W (keys ``ref3_*``); ``--contour-fuse T`` scores the
+schedule's refinement with ``refine_contour_fuse`` T, the fused result weighted by the
+samples' shading residuals under the contour's light (keys ``ref4_*``; the refined samples
+are those of ``ref``, only the fused result differs).
 Every scoring includes the strict measures (``*_strict``, ``*_strict_one_region``,
 ``*_pair_share``, ``*_pair_correlation``) and ``turned_decided*``: known regions that the
 raw sample read as a bump or a dent (disc readings) and the refinement turned.
@@ -178,6 +181,8 @@ def main(argv=None) -> int:
                    help="also score the refinement under the occluding contour's light (refine_contour_light), tag ref2")
     p.add_argument("--contour-integrability", type=float, default=None, metavar="W",
                    help="also score the refinement under the contour's light with refine_contour_integrability W, tag ref3")
+    p.add_argument("--contour-fuse", type=float, default=None, metavar="T",
+                   help="also score the refinement with refine_contour_fuse T (shading-weighted fusion), tag ref4")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if args.summary:
@@ -234,6 +239,10 @@ def main(argv=None) -> int:
                     settings, contour_light=True, contour_integrability=args.contour_integrability))
                 row.update(refine3_s=time.perf_counter() - t0, **score("ref3", ref3, fused3, it, grid))
                 variants["3"] = ref3
+            if args.contour_fuse is not None:
+                t0 = time.perf_counter()
+                ref4, fused4 = refine_samples(raw, it["image"], it["mask"], replace(settings, contour_fuse=args.contour_fuse))
+                row.update(refine4_s=time.perf_counter() - t0, **score("ref4", ref4, fused4, it, grid))
             for suffix, r in variants.items():
                 d = sign_distances(convexity_readings(np.concatenate([raw, r]), it["mask"]))
                 row[f"sign_dist{suffix}"] = [float(d[j, len(raw) + j]) for j in range(len(raw))]

@@ -327,3 +327,46 @@ def test_contour_integrability_applies_on_the_contour_path_only():
                           refine(r_sample, r_image, r_mask))  # no contour: untouched
     with pytest.raises(ValueError, match="refine_contour_integrability must lie in"):
         Refinement(contour_integrability=1.0)
+
+
+def test_shading_residual_and_fusion_weights():
+    from mssfs.sampler.refine import fusion_weights, shading_residual
+
+    truth, image, mask = sphere()
+    assert shading_residual(truth, image, mask, LIGHT / np.linalg.norm(LIGHT), 0.8) < 1e-6  # the truth renders it
+    flat = np.where(mask[..., None], np.array([0.0, 0.0, 1.0]), 0.0)
+    assert shading_residual(flat, image, mask, LIGHT / np.linalg.norm(LIGHT), 0.8) > 0.05
+    w = fusion_weights([0.02, 0.01, 0.03], 0.5)
+    assert w[1] == 1 and np.allclose(w[[0, 2]], np.exp([-2.0, -4.0]))  # exp(-(r - r_min) / (0.5 r_min))
+    assert np.array_equal(fusion_weights([0.02, 0.01], 0.0), [1.0, 1.0])  # 0: the plain mean
+    assert np.array_equal(fusion_weights([0.0, 0.01, 0.0], 0.2), [1.0, 0.0, 1.0])  # exact renderings only
+    with pytest.raises(ValueError, match="refine_contour_fuse must be >= 0"):
+        Refinement(contour_fuse=-0.1)
+
+
+def test_contour_fuse_weights_the_samples_that_explain_the_image():
+    """On the contour path the fused result leans toward the refined sample that renders the
+    image best; with 0 it is the plain mean, and without a contour nothing changes."""
+    from dataclasses import replace
+
+    from mssfs.core.frame import normalize
+    from mssfs.sampler.refine import fuse_mean, refine_samples, shading_residual
+
+    truth, image, mask = sphere()
+    good = patchy(truth)
+    bad = patchy(normalize(truth + np.array([0.6, -0.4, 0.0])) * mask[..., None])  # a tilted, wrong shape
+    samples = np.stack([good, bad, bad])
+    base = Refinement(contour_light=True, contour_integrability=0.0)
+    refined, plain = refine_samples(samples, image, mask, base)
+    _, weighted = refine_samples(samples, image, mask, replace(base, contour_fuse=0.2))
+    err = lambda n: angular_error(n, truth, mask)[mask].mean()
+    assert err(weighted) < err(plain) - 1  # the two bad samples no longer outvote the good one
+    assert np.array_equal(plain, refine(fuse_mean(refined, mask), image, mask, base))
+    light = LIGHT / np.linalg.norm(LIGHT)
+    res = [shading_residual(r, image, mask, light, 0.8) for r in refined]
+    assert res[0] < min(res[1:])
+    relief, r_image, r_mask, _ = bump_and_dent()
+    r_samples = np.stack([patchy(relief), patchy(relief * np.array([-1.0, -1.0, 1.0]))])
+    for a, b in zip(refine_samples(r_samples, r_image, r_mask, replace(base, contour_fuse=0.2)),
+                    refine_samples(r_samples, r_image, r_mask, base)):
+        assert np.array_equal(a, b)  # no contour: the plain mean

@@ -28,6 +28,12 @@ comes from); the image then says precisely what shape explains it under that lig
   then uses ``contour_integrability`` instead of ``integrability``: the Frankot-Chellappa
   integration is made for a full frame, and on an object on a background it bends the
   shape near the contour.  Images without a lit contour keep the sample's light;
+* **fused by the shading** (``contour_fuse``): on that path the fused result is the mean
+  of the refined samples weighted by how well each explains the image under the contour's
+  light, ``w_i = exp(-(r_i - r_min) / (contour_fuse * r_min))`` with ``r_i`` the RMS
+  shading residual (:func:`shading_residual`, :func:`fusion_weights`); 0 gives the plain
+  mean.  The contour fixes the light, so a sample whose shape renders the image worse is
+  a worse shape, not another reading;
 * **readings kept**: the weak anchor alone lets a region read against the sample's own
   light turn to the reading that light explains.  So after the solve,
   :func:`turned_pixels` compares the reading of the result with the sample's per
@@ -38,7 +44,7 @@ comes from); the image then says precisely what shape explains it under that lig
 
 :func:`refine_samples` refines ``N`` samples at the output resolution (the image's larger
 side, at most ``max_resolution``) and the fused result (the renormalised mean of the
-refined samples, refined once more with its own light).
+refined samples, weighted on the contour path as above, refined once more).
 """
 
 from __future__ import annotations
@@ -59,8 +65,8 @@ from ..core.sfs import (
 )
 from .lighting import shading_regions
 
-__all__ = ["Refinement", "fuse_mean", "implied_light", "refine", "refine_samples", "refinement_shape", "region_roundness",
-           "turned_pixels", "undecided_regions"]
+__all__ = ["Refinement", "fuse_mean", "fusion_weights", "implied_light", "refine", "refine_samples", "refinement_shape",
+           "region_roundness", "shading_residual", "turned_pixels", "undecided_regions"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,7 @@ class Refinement:
     undecided_roundness: float = 0.8
     contour_light: bool = False
     contour_integrability: float = 0.5
+    contour_fuse: float = 0.0
 
     def __post_init__(self):
         if self.max_resolution < 16:
@@ -101,6 +108,8 @@ class Refinement:
             raise ValueError(f"refinement integrability must lie in [0, 1), got {self.integrability}")
         if not 0 <= self.contour_integrability < 1:
             raise ValueError(f"refine_contour_integrability must lie in [0, 1), got {self.contour_integrability}")
+        if not self.contour_fuse >= 0:
+            raise ValueError(f"refine_contour_fuse must be >= 0 (0: the plain mean), got {self.contour_fuse}")
         if not isinstance(self.contour_light, bool):
             raise ValueError(f"refine_contour_light must be true or false, got {self.contour_light!r}")
 
@@ -279,10 +288,35 @@ def turned_pixels(sample: np.ndarray, refined: np.ndarray, mask: np.ndarray,
     return turned & mask
 
 
-def fuse_mean(samples: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Renormalised mean of ``(N, H, W, 3)`` samples, ``(0, 0, 1)`` where they cancel, 0 outside ``mask``."""
-    fused = normalize(np.asarray(samples, np.float64).mean(0))
-    return _facing(fused, np.asarray(mask, bool))
+def fuse_mean(samples: np.ndarray, mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Renormalised mean of ``(N, H, W, 3)`` samples (weighted by ``(N,)`` ``weights`` when
+    given), ``(0, 0, 1)`` where they cancel, 0 outside ``mask``."""
+    x = np.asarray(samples, np.float64)
+    mean = x.mean(0) if weights is None else np.tensordot(np.asarray(weights, np.float64), x, axes=1)
+    return _facing(normalize(mean), np.asarray(mask, bool))
+
+
+def shading_residual(normals: np.ndarray, image: np.ndarray, mask: np.ndarray, light: np.ndarray,
+                     albedo: float) -> float:
+    """RMS over ``mask`` of ``albedo * max(0, n . light) - image``: how well ``(H, W, 3)``
+    normals render the ``(H, W)`` image under a ``(3,)`` unit light."""
+    m = np.asarray(mask, bool)
+    n = np.asarray(normals, np.float64)[m]
+    r = float(albedo) * np.clip(n @ np.asarray(light, np.float64), 0.0, None) - np.asarray(image, np.float64)[m]
+    return float(np.sqrt(np.mean(r**2))) if r.size else 0.0
+
+
+def fusion_weights(residuals, temperature: float) -> np.ndarray:
+    """``(N,)`` weights ``exp(-(r - r_min) / (temperature * r_min))`` of residuals ``r``
+    (``(N,)``, >= 0), largest 1; all 1 when ``temperature`` is 0 (the plain mean); only the
+    samples at ``r_min`` when ``r_min`` is 0 (they render the image exactly)."""
+    r = np.asarray(residuals, np.float64)
+    if temperature <= 0:
+        return np.ones_like(r)
+    lo = r.min()
+    if lo <= 0:
+        return (r <= lo).astype(np.float64)
+    return np.exp(-(r - lo) / (temperature * lo))
 
 
 def refinement_shape(shape: tuple[int, int], max_resolution: int) -> tuple[int, int]:
@@ -316,7 +350,12 @@ def refine_samples(samples: np.ndarray, image: np.ndarray, mask: np.ndarray,
     else:
         im_r, x_r, m_r = img, x, mask
     refined = np.stack([refine(n, im_r, m_r, s) for n in x_r])
-    fused = refine(fuse_mean(refined, m_r), im_r, m_r, s)
+    weights = None
+    if s.contour_light and s.contour_fuse > 0:
+        fitted = contour_light(im_r, m_r)
+        if fitted is not None:
+            weights = fusion_weights([shading_residual(r, im_r, m_r, *fitted) for r in refined], s.contour_fuse)
+    fused = refine(fuse_mean(refined, m_r, weights), im_r, m_r, s)
     if shape != img.shape:
         refined = resize_normals_array(refined, img.shape, m_r)[0]
         fused = resize_normals_array(fused, img.shape, m_r)[0]

@@ -19,6 +19,7 @@ docs/sampling.md).  A schedule file is YAML or JSON::
     refine_undecided: 0.0  # ... regions with |mean radial tilt| below this take the light's reading
     refine_contour_light: false  # ... under the light of the occluding contour, where there is one
     refine_contour_integrability: 0.5  # ... and then with this weight of the integrable projection
+    refine_contour_fuse: 0.0  # ... and fuses the samples weighted by their shading residual (0: plain mean)
     stages:
       - {resolution: 160, lr: 20, restart_t: 299, guidance_start_t: 250, lighting: true}
       - {resolution: 128, lr: 15, lighting: true}
@@ -179,7 +180,9 @@ class Schedule:
     (:func:`mssfs.sampler.refine.undecided_regions`; 0 = off); with
     ``refine_contour_light`` an image with an occluding contour is refined under the light
     read off that contour, which also decides its reading, with the integrable projection at
-    weight ``refine_contour_integrability`` (:mod:`mssfs.sampler.refine`).
+    weight ``refine_contour_integrability``, and with ``refine_contour_fuse`` > 0 the fused
+    result there weights each refined sample by how well it renders the image under that
+    light (:func:`mssfs.sampler.refine.fusion_weights`; 0 = the plain mean).
     """
 
     name: str
@@ -197,6 +200,7 @@ class Schedule:
     refine_undecided: float = 0.0
     refine_contour_light: bool = False
     refine_contour_integrability: float = 0.5
+    refine_contour_fuse: float = 0.0
     description: str = ""
 
     def __post_init__(self):
@@ -230,7 +234,8 @@ class Schedule:
             return None
         settings = Refinement(max_resolution=self.refine_max_resolution, anchor=self.refine_anchor,
                               undecided_tilt=self.refine_undecided, contour_light=self.refine_contour_light,
-                              contour_integrability=self.refine_contour_integrability)
+                              contour_integrability=self.refine_contour_integrability,
+                              contour_fuse=self.refine_contour_fuse)
         return settings if self.refine else None
 
     @property
