@@ -129,11 +129,14 @@ def test_documented_schedule_files_load_and_name_what_they_say():
     guided = loaded.pop("schedule_fast_contour_guided")
     now = get_preset("fast")
     assert guided.stages == tuple(replace(s, shading_contour_light=True) for s in now.stages)
-    # the guided candidate was written before fast's refinement dropped its integrable projection on objects
+    # the guided candidate was written before fast's refinement dropped its integrable projection
+    # on objects and took the shading-weighted fusion
     assert now.refine_contour_integrability == 0.0 and guided.refine_contour_integrability == 0.5
-    assert replace(guided, stages=now.stages, description=now.description, refine_contour_integrability=0.0) == now
+    assert now.refine_contour_fuse == 0.2 and guided.refine_contour_fuse == 0.0
+    assert replace(guided, stages=now.stages, description=now.description, refine_contour_integrability=0.0,
+                   refine_contour_fuse=0.2) == now
     assert not any(f.refine_contour_light for f in loaded.values())
-    before = replace(now, refine_contour_light=False, refine_contour_integrability=0.5)
+    before = replace(now, refine_contour_light=False, refine_contour_integrability=0.5, refine_contour_fuse=0.0)
     lateral = loaded["schedule_fast_lateral"]
     assert replace(lateral, name="fast", description=before.description) == before
     assert all(s.shading_min_lateral == 0.5 for s in lateral.stages)
@@ -349,9 +352,14 @@ def test_shading_contour_light_reaches_the_guidance_for_objects_only(model, monk
     with pytest.raises(ValueError, match="shading_contour_light"):
         Stage(32, 1.0, shading_contour_light="yes")
     # the refinement's contour light is noted where it applies
-    refined = replace(base, refine=True, refine_contour_light=True)
+    refined = replace(base, refine=True, refine_contour_light=True, refine_contour_fuse=0.0)
     obj, rel = sample_many([sphere_image(), relief], n=1, seed=0, model=model, schedule=refined)
     assert any("the refinement reads its light off the contour" in note for note in obj.notes)
+    assert not any("refine_contour_fuse" in note for note in obj.notes)
+    assert not any("contour" in note for note in rel.notes)
+    obj, rel = sample_many([sphere_image(), relief], n=2, seed=0, model=model,
+                           schedule=replace(refined, refine_contour_fuse=0.2))
+    assert any("weights the refined samples by how well they render the image" in note for note in obj.notes)
     assert not any("contour" in note for note in rel.notes)
 
 

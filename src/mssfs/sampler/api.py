@@ -251,12 +251,13 @@ def sample_many(
 
 
 def _light_notes(floors: list[float], tilt: bool, item: PreparedInput, contour: bool, guided_light: bool,
-                 refined_light: bool) -> list[str]:
+                 refined_light: bool, fused_by_shading: bool = False) -> list[str]:
     """Where the schedule constrains a light (``floors``, the non-zero
     ``Stage.shading_min_lateral`` values; ``tilt``, any ``Stage.shading_tilt_from_image``;
     ``guided_light``: the shading guidance kept the contour's light,
     ``Stage.shading_contour_light``; ``refined_light``: the refinement took it,
-    ``refine_contour_light``): what it did on this input."""
+    ``refine_contour_light``, and ``fused_by_shading``: weighted the fusion by it,
+    ``refine_contour_fuse``): what it did on this input."""
     if contour:
         said = []
         if guided_light:
@@ -265,6 +266,9 @@ def _light_notes(floors: list[float], tilt: bool, item: PreparedInput, contour: 
             said.append("the shading guidance fits its light freely")
         if refined_light:
             said.append("the refinement reads its light off the contour, which decides the reading (refine_contour_light)")
+            if fused_by_shading:
+                said.append("the fused result weights the refined samples by how well they render the image "
+                            "under that light (refine_contour_fuse)")
         return [f"{item.name}: occluding contour in the mask: " + "; ".join(said)] if said else []
     if not floors and not tilt:
         return []
@@ -324,6 +328,8 @@ def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) 
         finals[k] = normals, fused
         refine_seconds[k] = time.perf_counter() - t_refine if refinement is not None else 0.0
     total = time.perf_counter() - t_start
+    refined_light = [refinement is not None and refinement.contour_light and contours[k]
+                     and contour_light(item.image, item.mask) is not None for k, item in enumerate(items)]
     results = []
     for k, item in enumerate(items):
         normals, fused = finals[k]
@@ -362,9 +368,8 @@ def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) 
                 work=work,
                 flips=out_flips[k],
                 notes=list(item.notes) + _light_notes(
-                    floors, tilt, item, contours[k], guide_lights[k] is not None,
-                    refinement is not None and refinement.contour_light and contours[k]
-                    and contour_light(item.image, item.mask) is not None),
+                    floors, tilt, item, contours[k], guide_lights[k] is not None, refined_light[k],
+                    refined_light[k] and refinement.contour_fuse > 0),
                 device=str(dev),
                 bf16=bool(bf16),
                 region_flips=out_region_flips[k],

@@ -330,7 +330,8 @@ def _fast() -> Schedule:
     # (docs/decisions/refinement.md), in which a disc-shaped region the sample reads
     # neither way is solved from the shading (docs/decisions/undecided-regions.md); on
     # images with an occluding contour the refinement takes the contour's light, without
-    # the integrable projection (docs/decisions/contour-light.md).
+    # the integrable projection (docs/decisions/contour-light.md), and fuses the refined
+    # samples weighted by how well they render the image (docs/decisions/shading-weighted-fusion.md).
     kw = dict(inner_iters_high=4, inner_iters_low=1, shading_weight=10.0, shading_min_lateral=0.5, region_flips=True)
     stages = (
         Stage(96, 15, restart_t=299, guidance_start_t=250, lighting=True, **kw),
@@ -340,11 +341,11 @@ def _fast() -> Schedule:
     )
     return Schedule(
         "fast", stages, num_steps=20, fuse_last=2, final_region_flips=True, refine=True, refine_undecided=0.1,
-        refine_contour_light=True, refine_contour_integrability=0.0,
+        refine_contour_light=True, refine_contour_integrability=0.0, refine_contour_fuse=0.2,
         description="ours: short V-cycle, 20-step grid, shading guidance 10 (light floor 0.5 without a contour), "
                     "region flips, refinement "
                     "(undecided discs solved from the shading; objects under their contour's light, "
-                    "without the integrable projection)",
+                    "without the integrable projection, fused by their shading residuals)",
     )
 
 
