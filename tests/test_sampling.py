@@ -117,7 +117,8 @@ def test_documented_schedule_files_load_and_name_what_they_say():
     candidates ``schedule_fast_tilt`` / ``schedule_fast_tilt_early`` are that with the
     light's tilt from the image in every stage / in the first two.  All of them predate
     ``refine_contour_light``, which ``fast`` has and they do not, except
-    ``schedule_fast_contour_guided``: ``fast`` with ``shading_contour_light`` in every stage."""
+    ``schedule_fast_contour_guided``: ``fast`` with ``shading_contour_light`` in every stage,
+    and ``schedule_fast_contour_guided_fused``: the same for ``fast`` as it is now."""
     from dataclasses import replace
     from pathlib import Path
 
@@ -128,6 +129,10 @@ def test_documented_schedule_files_load_and_name_what_they_say():
     assert get_preset("fast").refine_contour_light and not get_preset("paper").refine_contour_light
     guided = loaded.pop("schedule_fast_contour_guided")
     now = get_preset("fast")
+    guided_fused = loaded.pop("schedule_fast_contour_guided_fused")  # the candidate against fast as it is now
+    assert replace(guided_fused, name="fast", description=now.description,
+                   stages=tuple(replace(s, shading_contour_light=False) for s in guided_fused.stages)) == now
+    assert all(s.shading_contour_light for s in guided_fused.stages)
     assert guided.stages == tuple(replace(s, shading_contour_light=True) for s in now.stages)
     # the guided candidate was written before fast's refinement dropped its integrable projection
     # on objects and took the shading-weighted fusion
