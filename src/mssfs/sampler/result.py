@@ -38,7 +38,9 @@ class SampleResult(ResultMethods):
         flips, region_flips: per sample, the patches flipped at each lighting step and
             the regions flipped at each region step.
         fused: ``(H, W, 3)`` float32, the renormalised mean of the samples (refined by
-            the shading when the schedule refines; :mod:`mssfs.sampler.refine`).
+            the shading when the schedule refines, and on an image with an occluding
+            contour weighted by how well each renders the image with
+            ``refine_contour_fuse``; :mod:`mssfs.sampler.refine`).
         quality: seam index and one-region consistency (:func:`output_quality`), computed
             on first use (saving computes it for ``meta.json``) and kept.
     """
