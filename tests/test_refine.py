@@ -370,3 +370,16 @@ def test_contour_fuse_weights_the_samples_that_explain_the_image():
     for a, b in zip(refine_samples(r_samples, r_image, r_mask, replace(base, contour_fuse=0.2)),
                     refine_samples(r_samples, r_image, r_mask, base)):
         assert np.array_equal(a, b)  # no contour: the plain mean
+
+
+def test_a_contour_light_read_once_gives_what_refine_reads_itself():
+    from mssfs.core.sfs import contour_light
+
+    truth, image, mask = sphere()
+    sample = patchy(truth)
+    s = Refinement(contour_light=True, contour_integrability=0.0)
+    fitted = contour_light(image, mask)
+    assert np.array_equal(refine(sample, image, mask, s, contour=fitted), refine(sample, image, mask, s))
+    # False: no lit contour, so the sample's own light, as without the contour light
+    assert np.array_equal(refine(sample, image, mask, s, contour=False),
+                          refine(sample, image, mask, Refinement(contour_integrability=0.0)))

@@ -146,13 +146,17 @@ def _facing(n: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def refine(normals: np.ndarray, image: np.ndarray, mask: np.ndarray, settings: Refinement | None = None,
-           light: np.ndarray | None = None, albedo: float | None = None) -> np.ndarray:
+           light: np.ndarray | None = None, albedo: float | None = None, *,
+           contour: tuple[np.ndarray, float] | bool | None = None) -> np.ndarray:
     """Refine one sample (module docstring).
 
     Args:
         normals: ``(H, W, 3)`` sample; image: ``(H, W)`` in [0, 1]; mask: ``(H, W)`` bool.
         light, albedo: default the contour's light with ``settings.contour_light`` on an
             image with a lit occluding contour, else :func:`implied_light` of the sample.
+        contour: the contour's ``(light, albedo)`` already read for this image and mask by
+            :func:`mssfs.core.sfs.contour_light`, or False where it found none (what
+            :func:`refine_samples` passes, reading it once per image); None reads it here.
     Returns:
         ``(H, W, 3)`` float32 unit normals, 0 outside the mask.
     """
@@ -166,7 +170,9 @@ def refine(normals: np.ndarray, image: np.ndarray, mask: np.ndarray, settings: R
         raise ValueError("refine: the mask is empty")
     relight = s.relight_every if has_occluding_contour(mask) else 0
     keep_passes = s.keep_passes
-    fitted = contour_light(img, mask) if s.contour_light and light is None and albedo is None else None
+    fitted = None
+    if s.contour_light and light is None and albedo is None:
+        fitted = contour_light(img, mask) if contour is None else (contour or None)
     integrability = s.integrability
     if fitted is not None:  # the contour fixes the light's side: its reading replaces the sample's
         light, albedo = fitted
@@ -349,13 +355,12 @@ def refine_samples(samples: np.ndarray, image: np.ndarray, mask: np.ndarray,
         x_r, m_r = resize_normals_array(x, shape, mask)
     else:
         im_r, x_r, m_r = img, x, mask
-    refined = np.stack([refine(n, im_r, m_r, s) for n in x_r])
+    fitted = (contour_light(im_r, m_r) or False) if s.contour_light else None  # read once for every solve
+    refined = np.stack([refine(n, im_r, m_r, s, contour=fitted) for n in x_r])
     weights = None
-    if s.contour_light and s.contour_fuse > 0:
-        fitted = contour_light(im_r, m_r)
-        if fitted is not None:
-            weights = fusion_weights([shading_residual(r, im_r, m_r, *fitted) for r in refined], s.contour_fuse)
-    fused = refine(fuse_mean(refined, m_r, weights), im_r, m_r, s)
+    if fitted and s.contour_fuse > 0:
+        weights = fusion_weights([shading_residual(r, im_r, m_r, *fitted) for r in refined], s.contour_fuse)
+    fused = refine(fuse_mean(refined, m_r, weights), im_r, m_r, s, contour=fitted)
     if shape != img.shape:
         refined = resize_normals_array(refined, img.shape, m_r)[0]
         fused = resize_normals_array(fused, img.shape, m_r)[0]
