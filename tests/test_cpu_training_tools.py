@@ -109,6 +109,38 @@ def test_every_variant_names_known_train_options(study):
         assert args.command == "train", name
 
 
+def test_precision_reaches_training_and_every_suite(study):
+    from mssfs.cli import build_parser
+
+    parser = build_parser()
+    for precision in study.PRECISIONS:
+        args = parser.parse_args(["train", *study.variant_options("base", precision), "--out", "x"])
+        assert args.opt_precision == precision
+        for suite, options in study.suite_args(precision).items():
+            parsed = parser.parse_args(["evaluate", *options, "--out", "x"])
+            assert parsed.precision == precision, suite
+            assert len(options) == len(study.SUITE_ARGS[suite])  # only the value changed
+    assert study.SUITE_ARGS["objects"][study.SUITE_ARGS["objects"].index("--precision") + 1] == "bf16"  # not mutated
+
+
+def test_only_the_driver_that_trains_base_scores_the_shipped_weights(study, tmp_path, monkeypatch):
+    scored, trained = [], []
+    monkeypatch.setattr(study, "evaluate", lambda name, run, milestone, out, log, precision="bf16":
+                        scored.append((name, milestone, precision)))
+
+    def chunk(options, run, minutes, log):
+        trained.append((run.name, options[options.index("--precision") + 1]))
+        cpu_budget.book(run, minutes)
+
+    monkeypatch.setattr(study, "train_chunk", chunk)
+    study.main(["--root", str(tmp_path / "a"), "--variants", "v,x0", "--milestones", "30", "--chunk", "15"])
+    assert [s[0] for s in scored] == ["v", "x0"] and {s[2] for s in scored} == {"fp32"}
+    assert sorted(trained) == [("v", "fp32"), ("v", "fp32"), ("x0", "fp32"), ("x0", "fp32")]
+    scored.clear()
+    study.main(["--root", str(tmp_path / "b"), "--variants", "base", "--milestones", "15", "--precision", "bf16"])
+    assert scored == [("shipped", 0, "bf16"), ("base", 15, "bf16")]
+
+
 def _objects(errors):
     return {"items": {"ours": [{"item": f"o{i}", "kind": "objects", "n": 4, "mean": {"mean": e + 5},
                                 "best": {"mean": e - 5}, "fused": {"mean": e}} for i, e in enumerate(errors)]},
