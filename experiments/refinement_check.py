@@ -45,6 +45,15 @@ name), e.g. two schedules::
     python experiments/refinement_check.py --summary a.json b.json --pair ref,ref2 --out summary.json
     python experiments/refinement_check.py --summary fast.json --versus candidate.json --pair ref,ref --out s.json
 
+A file given as ``FILE@TAG`` has its scoring ``TAG`` read as the pair's first scoring, so
+that runs which scored one setting under different tags pool; e.g. ``fast``'s objects
+against the classical baseline over the 120 objects of docs/results.md (``ref4`` where
+the shading-weighted fusion was the candidate, ``ref`` where ``fast`` already had it)::
+
+    cd docs/results && python ../../experiments/refinement_check.py --pair ref,ref --out pooled.json \
+        --summary objects40_fast_fuse_0-19.json@ref4 objects40_fast_fuse_20-39.json@ref4 fuse_objects_260-279.json@ref4 \
+        fuse_objects_280-299.json@ref4 contour_guided_fused_fast_300-319.json contour_guided_fused_fast_320-339.json
+
 Objects and reliefs are the objects suite's (64 px, shape seeds from ``2**30 + first``,
 image ``i`` with seed ``--seed + i``); stimuli the four bundled ones at 128 px (seeds
 ``--seed + k``); layouts :func:`mssfs.analysis.layouts.generated_bump_dent_layout` with
@@ -118,6 +127,31 @@ def score(tag: str, samples: np.ndarray, fused: np.ndarray, item: dict, grid) ->
     return row
 
 
+def time_key(tag: str) -> str:
+    """The key of scoring ``tag``'s refinement time (``ref``: ``refine_s``, ``ref4``: ``refine4_s``)."""
+    return "refine_s" if tag == "ref" else f"refine{tag[3:]}_s"
+
+
+def file_rows(spec: str, a: str) -> list[dict]:
+    """The items of one result file, ``spec`` a path or ``PATH@TAG``: then the file's scoring
+    ``TAG`` is read under the name ``a`` (its ``TAG_*`` keys and time replace ``a``'s), so
+    that files whose setting of interest carries different tags pool into one scoring."""
+    path, _, tag = spec.partition("@")
+    rows = json.loads(Path(path).read_text())["items"]
+    if not tag or tag == a:
+        return rows
+    if not any(k.startswith(f"{tag}_") for k in rows[0]):
+        raise ValueError(f"{path} has no scoring {tag!r}")
+    renamed = []
+    for row in rows:
+        kept = {k: v for k, v in row.items() if not k.startswith(f"{a}_") and k != time_key(a)}
+        kept.update({f"{a}_{k[len(tag) + 1:]}": v for k, v in row.items() if k.startswith(f"{tag}_")})
+        if time_key(tag) in row:
+            kept[time_key(a)] = row[time_key(tag)]
+        renamed.append(kept)
+    return renamed
+
+
 def summary(paths: list[str], a: str, b: str, versus: list[str] | None = None) -> dict:
     """Paired comparison of scorings ``a`` and ``b`` over the pooled items of ``paths``, or,
     with ``versus``, of ``a`` in ``paths`` against ``b`` in ``versus`` (items paired by
@@ -125,7 +159,7 @@ def summary(paths: list[str], a: str, b: str, versus: list[str] | None = None) -
     from scipy.stats import wilcoxon
 
     def pooled(files):
-        return [r for path in files for r in json.loads(Path(path).read_text())["items"]]
+        return [row for spec in files for row in file_rows(spec, a)]
 
     rows = pooled(paths)
     if versus:
@@ -147,11 +181,13 @@ def summary(paths: list[str], a: str, b: str, versus: list[str] | None = None) -
                "p": float(wilcoxon(y, x).pvalue) if np.any(d) else 1.0}  # identical: no difference
         if "classical" in rows[0] and not versus:
             c = np.array([r["classical"] for r in rows])
-            row.update(classical=float(c.mean()), diff_classical=float((y - c).mean()),
+            dc = y - c
+            row.update(classical=float(c.mean()), diff_classical=float(dc.mean()),
+                       se_classical=float(dc.std(ddof=1) / np.sqrt(len(dc))), lower_classical=int((dc < 0).sum()),
                        p_classical=float(wilcoxon(y, c).pvalue))
         out[kind] = row
-    ta = np.mean([r["refine_s" if a == "ref" else f"refine{a[3:]}_s"] for r in rows])
-    tb = np.mean([r["refine_s" if b == "ref" else f"refine{b[3:]}_s"] for r in others])
+    ta = np.mean([r[time_key(a)] for r in rows])
+    tb = np.mean([r[time_key(b)] for r in others])
     out["time_ratio"] = float(tb / ta)
     return out
 
@@ -159,7 +195,7 @@ def summary(paths: list[str], a: str, b: str, versus: list[str] | None = None) -
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--split", choices=("objects", "reliefs", "stimuli", "layouts"), help="the split to draw (required)")
-    p.add_argument("--summary", nargs="+", metavar="FILE", help="summarise result files instead (with --pair)")
+    p.add_argument("--summary", nargs="+", metavar="FILE", help="summarise result files instead (with --pair); FILE@TAG reads scoring TAG of FILE as the pair's first")
     p.add_argument("--pair", default="ref,ref2", help="with --summary: the two scorings to compare, A,B")
     p.add_argument("--versus", nargs="+", metavar="FILE",
                    help="with --summary: take scoring B from these files (another run on the same items)")
@@ -189,7 +225,7 @@ def main(argv=None) -> int:
         a, b = args.pair.split(",")
         try:
             result = summary(args.summary, a, b, args.versus)
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, OSError) as exc:
             p.error(f"--summary: {exc}")
         with atomic_path(args.out) as tmp:
             tmp.write_text(json.dumps(result, indent=1))
@@ -212,36 +248,36 @@ def main(argv=None) -> int:
         for it, res in zip(group, results):
             raw = res.normals
             t0 = time.perf_counter()
-            ref, fused = refine_samples(raw, it["image"], it["mask"], settings)
+            ref, fused, _ = refine_samples(raw, it["image"], it["mask"], settings)
             grid = output_grid(it["mask"].shape, sched.stages[-1].resolution)
             row = {"item": it["name"], "n": len(raw), "refine_s": time.perf_counter() - t0,
                    **score("raw", raw, fuse_samples(raw, it["mask"]), it, grid), **score("ref", ref, fused, it, grid)}
             variants = {"": ref}
             if args.unchecked:
                 t0 = time.perf_counter()
-                ref0, fused0 = refine_samples(raw, it["image"], it["mask"], replace(settings, keep_passes=0))
+                ref0, fused0, _ = refine_samples(raw, it["image"], it["mask"], replace(settings, keep_passes=0))
                 row.update(refine0_s=time.perf_counter() - t0, **score("ref0", ref0, fused0, it, grid))
                 variants["0"] = ref0
             if args.undecided:
                 t0 = time.perf_counter()
-                ref1, fused1 = refine_samples(raw, it["image"], it["mask"], replace(settings, undecided_tilt=args.undecided,
+                ref1, fused1, _ = refine_samples(raw, it["image"], it["mask"], replace(settings, undecided_tilt=args.undecided,
                                                                                  undecided_roundness=args.undecided_roundness))
                 row.update(refine1_s=time.perf_counter() - t0, **score("ref1", ref1, fused1, it, grid))
                 variants["1"] = ref1
             if args.contour_light:
                 t0 = time.perf_counter()
-                ref2, fused2 = refine_samples(raw, it["image"], it["mask"], replace(settings, contour_light=True))
+                ref2, fused2, _ = refine_samples(raw, it["image"], it["mask"], replace(settings, contour_light=True))
                 row.update(refine2_s=time.perf_counter() - t0, **score("ref2", ref2, fused2, it, grid))
                 variants["2"] = ref2
             if args.contour_integrability is not None:
                 t0 = time.perf_counter()
-                ref3, fused3 = refine_samples(raw, it["image"], it["mask"], replace(
+                ref3, fused3, _ = refine_samples(raw, it["image"], it["mask"], replace(
                     settings, contour_light=True, contour_integrability=args.contour_integrability))
                 row.update(refine3_s=time.perf_counter() - t0, **score("ref3", ref3, fused3, it, grid))
                 variants["3"] = ref3
             if args.contour_fuse is not None:
                 t0 = time.perf_counter()
-                ref4, fused4 = refine_samples(raw, it["image"], it["mask"], replace(settings, contour_fuse=args.contour_fuse))
+                ref4, fused4, _ = refine_samples(raw, it["image"], it["mask"], replace(settings, contour_fuse=args.contour_fuse))
                 row.update(refine4_s=time.perf_counter() - t0, **score("ref4", ref4, fused4, it, grid))
             for suffix, r in variants.items():
                 d = sign_distances(convexity_readings(np.concatenate([raw, r]), it["mask"]))

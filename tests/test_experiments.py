@@ -3,6 +3,7 @@ export exactly as its run's own validation did."""
 
 import re
 
+import numpy as np
 import pytest
 from repo_files import load_repo_module
 
@@ -304,3 +305,16 @@ def test_refinement_check_summary_pairs_two_scorings(tmp_path, capsys):
     (tmp_path / "c.json").write_text(json.dumps({"items": other[:3]}))
     with pytest.raises(SystemExit):  # not the same items
         check.main(["--summary", str(tmp_path / "a.json"), "--versus", str(tmp_path / "c.json"), "--out", str(tmp_path / "w.json")])
+    # FILE@TAG: that file's scoring TAG pools as the pair's first scoring
+    assert check.main(["--summary", f"{files[0]}@ref2", str(files[1]), "--pair", "ref,ref",
+                       "--out", str(tmp_path / "p.json")]) == 0
+    p = json.loads((tmp_path / "p.json").read_text())
+    expected = [r["ref2_fused"] for r in rows[:5]] + [r["ref_fused"] for r in rows[5:]]
+    assert p["fused"]["ref"] == pytest.approx(np.mean(expected))
+    assert p["fused"]["diff_classical"] == pytest.approx(np.mean(expected) - np.mean([r["classical"] for r in rows]))
+    assert p["fused"]["lower_classical"] == 0 and p["fused"]["se_classical"] > 0
+    assert p["time_ratio"] == 1.0
+    for bad in (f"{files[0]}@ref9", str(tmp_path / "nowhere.json")):  # no such scoring; no such file
+        with pytest.raises(SystemExit):
+            check.main(["--summary", bad, "--pair", "ref,ref", "--out", str(tmp_path / "q.json")])
+    assert not (tmp_path / "q.json").exists()

@@ -153,7 +153,8 @@ def test_refine_samples_runs_at_the_capped_resolution_and_returns_the_input_size
     samples = np.stack([np.kron(patchy(truth, seed=s), np.ones((2, 2, 1)))[:90, :96] for s in range(2)])
     settings = Refinement(max_resolution=48, coarse_iters=20, fine_iters=5)
     assert refinement_shape(big_image.shape, 48) == (45, 48)
-    refined, fused = refine_samples(samples, big_image, big_mask, settings)
+    refined, fused, read = refine_samples(samples, big_image, big_mask, settings)
+    assert read is None  # no contour light asked for
     assert refined.shape == samples.shape and fused.shape == samples.shape[1:]
     assert not refined[:, ~big_mask].any() and not fused[~big_mask].any()
     assert np.allclose(np.linalg.norm(refined[:, big_mask], axis=-1), 1, atol=1e-3)
@@ -192,7 +193,7 @@ def test_a_refining_schedule_refines_every_sample_and_records_the_quality(tmp_pa
     plain = sample(img, n=2, seed=3, model=model, schedule=tiny_schedule())
     sched = replace(tiny_schedule(), refine=True, refine_max_resolution=32)
     res = sample(img, n=2, seed=3, model=model, schedule=sched)
-    expected, fused = refine_samples(plain.normals, plain.image, plain.mask, sched.refinement())
+    expected, fused, _ = refine_samples(plain.normals, plain.image, plain.mask, sched.refinement())
     assert res.normals.shape == plain.normals.shape
     assert np.allclose(res.normals, expected, atol=1e-4) and np.allclose(res.fused, fused, atol=1e-4)
     assert not np.allclose(res.normals, plain.normals, atol=1e-2)
@@ -350,6 +351,7 @@ def test_contour_fuse_weights_the_samples_that_explain_the_image():
     from dataclasses import replace
 
     from mssfs.core.frame import normalize
+    from mssfs.core.sfs import contour_light
     from mssfs.sampler.refine import fuse_mean, refine_samples, shading_residual
 
     truth, image, mask = sphere()
@@ -357,8 +359,9 @@ def test_contour_fuse_weights_the_samples_that_explain_the_image():
     bad = patchy(normalize(truth + np.array([0.6, -0.4, 0.0])) * mask[..., None])  # a tilted, wrong shape
     samples = np.stack([good, bad, bad])
     base = Refinement(contour_light=True, contour_integrability=0.0)
-    refined, plain = refine_samples(samples, image, mask, base)
-    _, weighted = refine_samples(samples, image, mask, replace(base, contour_fuse=0.2))
+    refined, plain, read = refine_samples(samples, image, mask, base)
+    weighted = refine_samples(samples, image, mask, replace(base, contour_fuse=0.2)).fused
+    assert read is not None and np.allclose(read[0], contour_light(image, mask)[0])  # the light it used, said
     err = lambda n: angular_error(n, truth, mask)[mask].mean()
     assert err(weighted) < err(plain) - 1  # the two bad samples no longer outvote the good one
     assert np.array_equal(plain, refine(fuse_mean(refined, mask), image, mask, base))
@@ -367,9 +370,9 @@ def test_contour_fuse_weights_the_samples_that_explain_the_image():
     assert res[0] < min(res[1:])
     relief, r_image, r_mask, _ = bump_and_dent()
     r_samples = np.stack([patchy(relief), patchy(relief * np.array([-1.0, -1.0, 1.0]))])
-    for a, b in zip(refine_samples(r_samples, r_image, r_mask, replace(base, contour_fuse=0.2)),
-                    refine_samples(r_samples, r_image, r_mask, base)):
-        assert np.array_equal(a, b)  # no contour: the plain mean
+    weighted, plain = (refine_samples(r_samples, r_image, r_mask, replace(base, contour_fuse=t)) for t in (0.2, 0.0))
+    assert weighted.contour is None and plain.contour is None  # no lit contour to read ...
+    assert np.array_equal(weighted.refined, plain.refined) and np.array_equal(weighted.fused, plain.fused)  # ... so the plain mean
 
 
 def test_a_contour_light_read_once_gives_what_refine_reads_itself():
@@ -380,6 +383,6 @@ def test_a_contour_light_read_once_gives_what_refine_reads_itself():
     s = Refinement(contour_light=True, contour_integrability=0.0)
     fitted = contour_light(image, mask)
     assert np.array_equal(refine(sample, image, mask, s, contour=fitted), refine(sample, image, mask, s))
-    # False: no lit contour, so the sample's own light, as without the contour light
-    assert np.array_equal(refine(sample, image, mask, s, contour=False),
+    # None: no lit contour, so the sample's own light, as without the contour light
+    assert np.array_equal(refine(sample, image, mask, s, contour=None),
                           refine(sample, image, mask, Refinement(contour_integrability=0.0)))

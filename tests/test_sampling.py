@@ -138,6 +138,10 @@ def test_documented_schedule_files_load_and_name_what_they_say():
     # on objects and took the shading-weighted fusion
     assert now.refine_contour_integrability == 0.0 and guided.refine_contour_integrability == 0.5
     assert now.refine_contour_fuse == 0.2 and guided.refine_contour_fuse == 0.0
+    # which schedules guide by the contour's light: a stage needs the key and a shading weight
+    assert guided_fused.guides_by_contour_light and not now.guides_by_contour_light
+    assert not replace(guided_fused, stages=tuple(replace(s, shading_weight=0.0) for s in guided_fused.stages)
+                       ).guides_by_contour_light
     assert replace(guided, stages=now.stages, description=now.description, refine_contour_integrability=0.0,
                    refine_contour_fuse=0.2) == now
     assert not any(f.refine_contour_light for f in loaded.values())

@@ -296,7 +296,7 @@ def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) 
     floors = sorted({st.shading_min_lateral for st in sched.stages if st.shading_min_lateral > 0})
     tilt = any(st.shading_tilt_from_image for st in sched.stages)
     # ... and the contour's light for images with one (Stage.shading_contour_light)
-    lit = any(st.shading_contour_light and st.shading_weight > 0 for st in sched.stages)
+    lit = sched.guides_by_contour_light
     refinement = sched.refinement()
     wants_contour = floors or tilt or lit or (refinement is not None and refinement.contour_light)
     contours = [has_occluding_contour(item.mask) if wants_contour else False for item in items]
@@ -317,19 +317,18 @@ def _sample_group(items, seeds, n, sched, dev, counter, info, batch, bar, bf16) 
             out_stages[k][i] = [st[c].permute(1, 2, 0).numpy() for st in res.stages]
             out_flips[k][i] = res.flips[c]
             out_region_flips[k][i] = res.region_flips[c]
-    finals, refine_seconds = {}, {}
+    finals, refine_seconds, refined_light = {}, {}, {}
     for k, item in enumerate(items):
         t_refine = time.perf_counter()
         normals = np.stack(out_normals[k])
         if refinement is not None:
-            normals, fused = refine_samples(normals, item.image, item.mask, refinement)
+            normals, fused, read = refine_samples(normals, item.image, item.mask, refinement)
         else:
-            fused = fuse_mean(normals, item.mask).astype(np.float32)
+            fused, read = fuse_mean(normals, item.mask).astype(np.float32), None
         finals[k] = normals, fused
+        refined_light[k] = read is not None  # the refinement took the contour's light
         refine_seconds[k] = time.perf_counter() - t_refine if refinement is not None else 0.0
     total = time.perf_counter() - t_start
-    refined_light = [refinement is not None and refinement.contour_light and contours[k]
-                     and contour_light(item.image, item.mask) is not None for k, item in enumerate(items)]
     results = []
     for k, item in enumerate(items):
         normals, fused = finals[k]

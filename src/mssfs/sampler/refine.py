@@ -44,12 +44,14 @@ comes from); the image then says precisely what shape explains it under that lig
 
 :func:`refine_samples` refines ``N`` samples at the output resolution (the image's larger
 side, at most ``max_resolution``) and the fused result (the renormalised mean of the
-refined samples, weighted on the contour path as above, refined once more).
+refined samples, weighted on the contour path as above, refined once more), and says
+which light it used (:class:`RefinedSamples`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -65,7 +67,7 @@ from ..core.sfs import (
 )
 from .lighting import shading_regions
 
-__all__ = ["Refinement", "fuse_mean", "fusion_weights", "implied_light", "refine", "refine_samples", "refinement_shape",
+__all__ = ["READ", "RefinedSamples", "Refinement", "fuse_mean", "fusion_weights", "implied_light", "refine", "refine_samples", "refinement_shape",
            "region_roundness", "shading_residual", "turned_pixels", "undecided_regions"]
 
 
@@ -145,18 +147,23 @@ def _facing(n: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return n
 
 
+#: ``refine(contour=READ)``: read the contour's light in the call (the default)
+READ = "read"
+
+
 def refine(normals: np.ndarray, image: np.ndarray, mask: np.ndarray, settings: Refinement | None = None,
            light: np.ndarray | None = None, albedo: float | None = None, *,
-           contour: tuple[np.ndarray, float] | bool | None = None) -> np.ndarray:
+           contour: tuple[np.ndarray, float] | None | str = READ) -> np.ndarray:
     """Refine one sample (module docstring).
 
     Args:
         normals: ``(H, W, 3)`` sample; image: ``(H, W)`` in [0, 1]; mask: ``(H, W)`` bool.
         light, albedo: default the contour's light with ``settings.contour_light`` on an
             image with a lit occluding contour, else :func:`implied_light` of the sample.
-        contour: the contour's ``(light, albedo)`` already read for this image and mask by
-            :func:`mssfs.core.sfs.contour_light`, or False where it found none (what
-            :func:`refine_samples` passes, reading it once per image); None reads it here.
+        contour: with ``settings.contour_light``, the contour's ``(light, albedo)`` as
+            :func:`mssfs.core.sfs.contour_light` reads it for this image and mask: the
+            reading, or None where it found no lit contour (what :func:`refine_samples`
+            passes, reading it once per image); :data:`READ` (the default) reads it here.
     Returns:
         ``(H, W, 3)`` float32 unit normals, 0 outside the mask.
     """
@@ -172,7 +179,7 @@ def refine(normals: np.ndarray, image: np.ndarray, mask: np.ndarray, settings: R
     keep_passes = s.keep_passes
     fitted = None
     if s.contour_light and light is None and albedo is None:
-        fitted = contour_light(img, mask) if contour is None else (contour or None)
+        fitted = contour_light(img, mask) if isinstance(contour, str) and contour == READ else contour
     integrability = s.integrability
     if fitted is not None:  # the contour fixes the light's side: its reading replaces the sample's
         light, albedo = fitted
@@ -332,14 +339,25 @@ def refinement_shape(shape: tuple[int, int], max_resolution: int) -> tuple[int, 
     return max(1, round(h * k)), max(1, round(w * k))
 
 
+class RefinedSamples(NamedTuple):
+    """What :func:`refine_samples` returns."""
+
+    #: ``(N, H, W, 3)`` float32, the refined samples, 0 outside the mask
+    refined: np.ndarray
+    #: ``(H, W, 3)`` float32, their fused result, 0 outside the mask
+    fused: np.ndarray
+    #: the contour's ``(light, albedo)`` that every solve and the fusion weights used
+    #: (``refine_contour_light`` on an image with a lit occluding contour, read at the
+    #: refinement's resolution); None where each sample kept its own light
+    contour: tuple[np.ndarray, float] | None
+
+
 def refine_samples(samples: np.ndarray, image: np.ndarray, mask: np.ndarray,
-                   settings: Refinement | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   settings: Refinement | None = None) -> RefinedSamples:
     """Refine ``(N, H, W, 3)`` samples of one image and their fused result.
 
     Runs at :func:`refinement_shape` (the image resized when it is larger than
     ``settings.max_resolution``; the results are resized back).
-    Returns:
-        ``(refined (N, H, W, 3), fused (H, W, 3))`` float32, 0 outside ``mask``.
     """
     s = settings or Refinement()
     x = np.asarray(samples, np.float32)
@@ -355,7 +373,7 @@ def refine_samples(samples: np.ndarray, image: np.ndarray, mask: np.ndarray,
         x_r, m_r = resize_normals_array(x, shape, mask)
     else:
         im_r, x_r, m_r = img, x, mask
-    fitted = (contour_light(im_r, m_r) or False) if s.contour_light else None  # read once for every solve
+    fitted = contour_light(im_r, m_r) if s.contour_light else None  # read once for every solve
     refined = np.stack([refine(n, im_r, m_r, s, contour=fitted) for n in x_r])
     weights = None
     if fitted and s.contour_fuse > 0:
@@ -366,4 +384,4 @@ def refine_samples(samples: np.ndarray, image: np.ndarray, mask: np.ndarray,
         fused = resize_normals_array(fused, img.shape, m_r)[0]
         refined = np.stack([_facing(r.astype(np.float64), mask) for r in refined])
         fused = _facing(fused.astype(np.float64), mask)
-    return refined.astype(np.float32), fused.astype(np.float32)
+    return RefinedSamples(refined.astype(np.float32), fused.astype(np.float32), fitted)

@@ -239,6 +239,12 @@ class Schedule:
         return settings if self.refine else None
 
     @property
+    def guides_by_contour_light(self) -> bool:
+        """Whether a stage's shading guidance keeps the light read off an occluding contour
+        (``shading_contour_light`` with a non-zero ``shading_weight``)."""
+        return any(st.shading_contour_light and st.shading_weight > 0 for st in self.stages)
+
+    @property
     def finest(self) -> int:
         """Resolution of the fused output: the largest of the fused stages."""
         return max(s.resolution for s in self.stages[-self.fuse_last :])

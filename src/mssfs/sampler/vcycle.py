@@ -116,7 +116,7 @@ def run_vcycle(
     cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     lights = None
-    if contour_lights is not None and any(st.shading_contour_light and st.shading_weight > 0 for st in schedule.stages):
+    if contour_lights is not None and schedule.guides_by_contour_light:
         if len(contour_lights) != b:
             raise ValueError(f"contour_lights has {len(contour_lights)} entries for {b} samples")
         lights = torch.tensor(np.stack([np.zeros(3) if v is None else np.asarray(v, np.float64) for v in contour_lights]),
