@@ -383,6 +383,8 @@ def test_a_contour_light_read_once_gives_what_refine_reads_itself():
     s = Refinement(contour_light=True, contour_integrability=0.0)
     fitted = contour_light(image, mask)
     assert np.array_equal(refine(sample, image, mask, s, contour=fitted), refine(sample, image, mask, s))
+    with pytest.raises(ValueError, match="contour must be"):
+        refine(sample, image, mask, s, contour="yes")
     # None: no lit contour, so the sample's own light, as without the contour light
     assert np.array_equal(refine(sample, image, mask, s, contour=None),
                           refine(sample, image, mask, Refinement(contour_integrability=0.0)))

@@ -175,11 +175,13 @@ def refine(normals: np.ndarray, image: np.ndarray, mask: np.ndarray, settings: R
         raise ValueError(f"refine: normals {n0.shape}, image {img.shape} and mask {mask.shape} do not match")
     if not mask.any():
         raise ValueError("refine: the mask is empty")
+    if isinstance(contour, str) and contour != READ:
+        raise ValueError(f"refine: contour must be a (light, albedo) reading, None or {READ!r}, got {contour!r}")
     relight = s.relight_every if has_occluding_contour(mask) else 0
     keep_passes = s.keep_passes
     fitted = None
     if s.contour_light and light is None and albedo is None:
-        fitted = contour_light(img, mask) if isinstance(contour, str) and contour == READ else contour
+        fitted = contour_light(img, mask) if isinstance(contour, str) else contour
     integrability = s.integrability
     if fitted is not None:  # the contour fixes the light's side: its reading replaces the sample's
         light, albedo = fitted
