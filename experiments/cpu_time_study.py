@@ -38,6 +38,7 @@ from mssfs.core.fileio import save_json
 from mssfs.model.weights import DEFAULT_DIR
 from mssfs.train.cpu_budget import cpu_minutes, run_mssfs, score_export, train_chunk, trained_minutes
 from mssfs.train.recipes import recipes
+from mssfs.train.runlog import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = str(DEFAULT_DIR)
@@ -147,6 +148,19 @@ def summary_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def status(root: Path, names: list[str], milestones: list[int]) -> list[dict]:
+    """Per variant: CPU minutes booked, training steps logged, and the milestones scored
+    (a result file under ``root/results``) — where a resumed study stands."""
+    out = root / "results"
+    rows = []
+    for name in names:
+        log = read_log(root / name / "log.csv")
+        rows.append({"variant": name, "cpu_min": round(cpu_minutes(root / name), 1),
+                     "steps": int(log[-1]["step"]) if log else 0,
+                     "scored": [m for m in milestones if (out / f"{name}_{m}min.json").exists()]})
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default="runs/cpu_study", help="run folders, exports and evaluations")
@@ -159,6 +173,8 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=None, help="result JSON folder (default ROOT/results)")
     p.add_argument("--summary", action="store_true", help="print the results so far (JSON lines) and stop")
     p.add_argument("--markdown", action="store_true", help="with --summary: one Markdown table instead")
+    p.add_argument("--status", action="store_true",
+                   help="print each variant's CPU minutes, steps and scored milestones (JSON lines) and stop")
     args = p.parse_args(argv)
     root = Path(args.root)
     out = Path(args.results) if args.results else root / "results"
@@ -171,6 +187,9 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     milestones = sorted(int(m) for m in args.milestones.split(","))
+    if args.status:
+        print("\n".join(json.dumps(row) for row in status(root, names, milestones)))
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     with (root / "study.log").open("a") as log:
         if "base" in names:  # the reference of the rule, scored once by the driver that trains base

@@ -141,6 +141,21 @@ def test_only_the_driver_that_trains_base_scores_the_shipped_weights(study, tmp_
     assert scored == [("shipped", 0, "bf16"), ("base", 15, "bf16")]
 
 
+
+def test_status_says_where_each_variant_stands(study, tmp_path, capsys):
+    root = tmp_path / "study"
+    _log(root / "v", [60.0, 120.0])  # two log rows, steps 10 and 20
+    cpu_budget.book(root / "v", 1.5)
+    (root / "results").mkdir()
+    (root / "results" / "v_60min.json").write_text("{}")
+    rows = study.status(root, ["v", "x0"], [60, 180])
+    assert rows == [{"variant": "v", "cpu_min": 1.5, "steps": 20, "scored": [60]},
+                    {"variant": "x0", "cpu_min": 0.0, "steps": 0, "scored": []}]
+    assert study.main(["--root", str(root), "--variants", "v,x0", "--status"]) == 0
+    assert [json.loads(line)["variant"] for line in capsys.readouterr().out.splitlines()] == ["v", "x0"]
+    assert not (root / "x0").exists() and not (root / "study.log").exists()  # nothing trained or written
+
+
 def _objects(errors):
     return {"items": {"ours": [{"item": f"o{i}", "kind": "objects", "n": 4, "mean": {"mean": e + 5},
                                 "best": {"mean": e - 5}, "fused": {"mean": e}} for i, e in enumerate(errors)]},
