@@ -77,7 +77,7 @@ def suite_args(precision: str) -> dict[str, list[str]]:
             for suite, args in SUITE_ARGS.items()}
 
 
-def evaluate(name: str, run: Path, milestone: int, out: Path, log, precision: str = "bf16") -> None:
+def evaluate(name: str, run: Path, milestone: int, out: Path, log, precision: str) -> None:
     """Export the run's latest checkpoint and score it on the tuning suites in ``precision``
     (``name`` ``shipped``: the shipped weights themselves, the start of every continued variant)."""
     target = out / f"{name}_{milestone}min.json"

@@ -45,8 +45,8 @@ name), e.g. two schedules::
     python experiments/refinement_check.py --summary a.json b.json --pair ref,ref2 --out summary.json
     python experiments/refinement_check.py --summary fast.json --versus candidate.json --pair ref,ref --out s.json
 
-A file given as ``FILE@TAG`` has its scoring ``TAG`` read as the pair's first scoring, so
-that runs which scored one setting under different tags pool; e.g. ``fast``'s objects
+A file given as ``FILE@TAG`` has its scoring ``TAG`` read as the pair's first scoring (a
+``--versus`` file: as its second), so that runs which scored one setting under different tags pool; e.g. ``fast``'s objects
 against the classical baseline over the 120 objects of docs/results.md (``ref4`` where
 the shading-weighted fusion was the candidate, ``ref`` where ``fast`` already had it)::
 
@@ -158,12 +158,12 @@ def summary(paths: list[str], a: str, b: str, versus: list[str] | None = None) -
     name; see the module docstring)."""
     from scipy.stats import wilcoxon
 
-    def pooled(files):
-        return [row for spec in files for row in file_rows(spec, a)]
+    def pooled(files, name):
+        return [row for spec in files for row in file_rows(spec, name)]
 
-    rows = pooled(paths)
+    rows = pooled(paths, a)
     if versus:
-        by_name = {r["item"]: r for r in pooled(versus)}
+        by_name = {r["item"]: r for r in pooled(versus, b)}
         missing = [r["item"] for r in rows if r["item"] not in by_name]
         if missing or len(by_name) != len(rows):
             raise ValueError(f"--versus files do not hold the same items (missing: {missing[:3]})")
@@ -195,7 +195,8 @@ def summary(paths: list[str], a: str, b: str, versus: list[str] | None = None) -
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--split", choices=("objects", "reliefs", "stimuli", "layouts"), help="the split to draw (required)")
-    p.add_argument("--summary", nargs="+", metavar="FILE", help="summarise result files instead (with --pair); FILE@TAG reads scoring TAG of FILE as the pair's first")
+    p.add_argument("--summary", nargs="+", metavar="FILE", help="summarise result files instead (with --pair); FILE@TAG reads scoring TAG of FILE as "
+                        "the pair's first (in --versus files: its second)")
     p.add_argument("--pair", default="ref,ref2", help="with --summary: the two scorings to compare, A,B")
     p.add_argument("--versus", nargs="+", metavar="FILE",
                    help="with --summary: take scoring B from these files (another run on the same items)")
@@ -261,7 +262,7 @@ def main(argv=None) -> int:
             if args.undecided:
                 t0 = time.perf_counter()
                 ref1, fused1, _ = refine_samples(raw, it["image"], it["mask"], replace(settings, undecided_tilt=args.undecided,
-                                                                                 undecided_roundness=args.undecided_roundness))
+                                                                                    undecided_roundness=args.undecided_roundness))
                 row.update(refine1_s=time.perf_counter() - t0, **score("ref1", ref1, fused1, it, grid))
                 variants["1"] = ref1
             if args.contour_light:

@@ -125,7 +125,7 @@ def test_precision_reaches_training_and_every_suite(study):
 
 def test_only_the_driver_that_trains_base_scores_the_shipped_weights(study, tmp_path, monkeypatch):
     scored, trained = [], []
-    monkeypatch.setattr(study, "evaluate", lambda name, run, milestone, out, log, precision="bf16":
+    monkeypatch.setattr(study, "evaluate", lambda name, run, milestone, out, log, precision:
                         scored.append((name, milestone, precision)))
 
     def chunk(options, run, minutes, log):

@@ -314,6 +314,12 @@ def test_refinement_check_summary_pairs_two_scorings(tmp_path, capsys):
     assert p["fused"]["diff_classical"] == pytest.approx(np.mean(expected) - np.mean([r["classical"] for r in rows]))
     assert p["fused"]["lower_classical"] == 0 and p["fused"]["se_classical"] > 0
     assert p["time_ratio"] == 1.0
+    # in a --versus file the tag stands for the pair's second scoring
+    assert check.main(["--summary", str(tmp_path / "a.json"), "--versus", f"{tmp_path / 'b.json'}@ref2",
+                       "--pair", "ref,ref", "--out", str(tmp_path / "t.json")]) == 0
+    t = json.loads((tmp_path / "t.json").read_text())
+    assert t["fused"]["ref_versus"] == pytest.approx(np.mean([r["ref2_fused"] for r in other]))
+    assert t["fused"]["ref"] == pytest.approx(np.mean([r["ref_fused"] for r in named]))
     for bad in (f"{files[0]}@ref9", str(tmp_path / "nowhere.json")):  # no such scoring; no such file
         with pytest.raises(SystemExit):
             check.main(["--summary", bad, "--pair", "ref,ref", "--out", str(tmp_path / "q.json")])
