@@ -55,8 +55,8 @@ METHOD = "no-refine"
 #: on a split of held-out items that the release checks never use
 SUITE_ARGS = {
     "objects": ["--suite", "objects", "--first", "5000", "--n-objects", "20", "--n-reliefs", "10", "--size", "64", "--samples", "4",
-                "--seed", "0", "--precision", "bf16", "--preset", "fast", "--methods", METHOD],
-    "stimuli": ["--suite", "stimuli", "--samples", "8", "--size", "128", "--seed", "0", "--precision", "bf16",
+                "--seed", "0", "--preset", "fast", "--methods", METHOD],
+    "stimuli": ["--suite", "stimuli", "--samples", "8", "--size", "128", "--seed", "0",
                 "--preset", "fast", "--methods", METHOD, "--n-layouts", "0"],
 }
 
@@ -72,9 +72,8 @@ def variant_options(name: str, precision: str) -> list[str]:
 
 
 def suite_args(precision: str) -> dict[str, list[str]]:
-    """:data:`SUITE_ARGS` with every suite scored in ``precision``."""
-    return {suite: [precision if prev == "--precision" else a for prev, a in zip(["", *args], args)]
-            for suite, args in SUITE_ARGS.items()}
+    """The ``mssfs evaluate`` options of every suite in :data:`SUITE_ARGS`, scored in ``precision``."""
+    return {suite: [*args, "--precision", precision] for suite, args in SUITE_ARGS.items()}
 
 
 def evaluate(name: str, run: Path, milestone: int, out: Path, log, precision: str) -> None:
