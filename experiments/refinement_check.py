@@ -127,6 +127,17 @@ def score(tag: str, samples: np.ndarray, fused: np.ndarray, item: dict, grid) ->
     return row
 
 
+def baseline_scores(item: dict, baselines) -> dict:
+    """The baselines' error (where the truth is known) and seam index on one item."""
+    row = {}
+    for b in baselines:
+        pred = b.run(item["image"], item["mask"], 1, 0)[0]
+        if item["truth"] is not None:
+            row[b.name] = float(error_metrics(pred, item["truth"], item["mask"])["mean"])
+        row[f"seam_{b.name}"] = float(seam_index(pred, item["mask"]))
+    return row
+
+
 def time_key(tag: str) -> str:
     """The key of scoring ``tag``'s refinement time (``ref``: ``refine_s``, ``ref4``: ``refine4_s``)."""
     return "refine_s" if tag == "ref" else f"refine{tag[3:]}_s"
@@ -202,7 +213,7 @@ def main(argv=None) -> int:
                    help="with --summary: take scoring B from these files (another run on the same items)")
     p.add_argument("--first", type=int, default=0, help="first item (objects, reliefs, layouts)")
     p.add_argument("--count", type=int, default=40, help="number of items (objects, reliefs, layouts)")
-    p.add_argument("--samples", type=int, default=4)
+    p.add_argument("--samples", type=int, default=4, help="samples per item (0 with --baselines: the baselines alone)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default="fast", choices=("fast", "paper"))
     p.add_argument("--schedule", metavar="FILE", help="a schedule file instead of --preset (its refinement settings are used)")
@@ -235,6 +246,15 @@ def main(argv=None) -> int:
     if args.split is None:
         p.error("--split is required (or --summary)")
     items = items_of(args)
+    if args.samples == 0:  # the baselines alone
+        if not args.baselines:
+            p.error("--samples 0 scores the baselines alone: add --baselines")
+        baselines = build_methods(["classical", "regression", "flat"])[0]
+        rows = [{"item": it["name"], **baseline_scores(it, baselines)} for it in items]
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(json.dumps({"kind": args.split, "baselines_only": True, "items": rows}, indent=1))
+        print(json.dumps(rows, indent=1))
+        return 0
     size = items[0]["image"].shape[0]
     preset = load_schedule(args.schedule) if args.schedule else args.preset
     sched = replace(method_schedule("ours", preset, None, size), refine=False)
@@ -289,11 +309,7 @@ def main(argv=None) -> int:
                     # regions the raw sample read as a bump or a dent (disc readings) and the refinement turned
                     decided = disc_readings(raw, it["regions"]) != 0
                     row[f"turned_decided{suffix}"] = [int(t) for t in (turned & decided).sum(1)]
-            for b in baselines:
-                pred = b.run(it["image"], it["mask"], 1, 0)[0]
-                if it["truth"] is not None:
-                    row[b.name] = float(error_metrics(pred, it["truth"], it["mask"])["mean"])
-                row[f"seam_{b.name}"] = float(seam_index(pred, it["mask"]))
+            row.update(baseline_scores(it, baselines))
             rows.append(row)
             print(it["name"], {k: round(v, 2) for k, v in row.items() if isinstance(v, float)}, flush=True)
     with atomic_path(args.out) as tmp:

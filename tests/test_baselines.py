@@ -4,6 +4,7 @@ from test_geometry import sphere
 
 from mssfs.analysis.layouts import generated_bump_dent_layout
 from mssfs.core.frame import normalize
+from mssfs.core.integrate import normals_from_depth
 from mssfs.core.render import render
 from mssfs.evaluation.baselines import classical_sfs, estimate_light_from_image, flat_normals
 from mssfs.evaluation.metrics import error_metrics
@@ -66,6 +67,23 @@ def test_statistics_light_estimate_on_relief_up_to_the_flip(seed):
     flipped = L.light * np.array([-1, -1, 1])
     # Measured about 1 degree from the light or its convex/concave flip.
     assert min(angle(est.light, L.light), angle(est.light, flipped)) < 5
+
+
+def test_statistics_light_without_a_sign_in_the_image_is_taken_from_above():
+    # bump and dent on flat ground inside the frame, lit from below: the gradients sum to the
+    # flat edge's, so the mean gradient holds no sign and only rounding would pick one
+    rows, cols = np.meshgrid(np.arange(64.0), np.arange(64.0), indexing="ij")
+    z = np.zeros((64, 64))
+    for (cy, cx), s in (((20, 22), 1.0), ((42, 40), -1.0)):
+        r = np.hypot(rows - cy, cols - cx)
+        z += s * 6.0 * np.clip(1 - (r / 11) ** 2, 0, None) ** 2
+    light = normalize(np.array([0.3, -0.5, 0.8]))
+    img = np.clip(normals_from_depth(z) @ light, 0, None)
+    mask = np.ones(img.shape, bool)
+    for noise in (0.0, 1e-10, -1e-10):
+        est = estimate_light_from_image(img + noise * np.sin(cols), mask)
+        assert est.method == "statistics" and est.light[1] >= 0
+        assert angle(est.light, light * np.array([-1, -1, 1])) < 5  # the flip of the true light
 
 
 def test_errors():

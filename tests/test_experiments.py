@@ -324,3 +324,30 @@ def test_refinement_check_summary_pairs_two_scorings(tmp_path, capsys):
         with pytest.raises(SystemExit):
             check.main(["--summary", bad, "--pair", "ref,ref", "--out", str(tmp_path / "q.json")])
     assert not (tmp_path / "q.json").exists()
+
+
+def test_refinement_check_scores_the_baselines_alone(tmp_path):
+    import json
+
+    from mssfs.analysis.layouts import generated_bump_dent_layout
+    from mssfs.analysis.seams import seam_index
+    from mssfs.data.shapes import HELDOUT_SEED_BASE
+    from mssfs.evaluation.baselines import classical_sfs
+    from mssfs.evaluation.items import LAYOUT_SEED_OFFSET
+    from mssfs.evaluation.metrics import error_metrics
+
+    check = _load_experiment("refinement_check")
+    out = tmp_path / "b.json"
+    with pytest.raises(SystemExit):  # nothing to score without --baselines
+        check.main(["--split", "layouts", "--first", "3", "--count", "1", "--samples", "0", "--out", str(out)])
+    assert not out.exists()
+    assert check.main(["--split", "layouts", "--first", "3", "--count", "1", "--samples", "0", "--baselines", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["baselines_only"] and len(data["items"]) == 1
+    row = data["items"][0]
+    lay = generated_bump_dent_layout(HELDOUT_SEED_BASE + LAYOUT_SEED_OFFSET + 3, 128)
+    assert row["item"] == f"layout-{HELDOUT_SEED_BASE + LAYOUT_SEED_OFFSET + 3}"
+    pred = classical_sfs(lay.image, lay.mask)
+    assert row["classical"] == pytest.approx(error_metrics(pred, lay.normals, lay.mask)["mean"])
+    assert row["seam_classical"] == pytest.approx(seam_index(pred, lay.mask))
+    assert row["flat"] > 0 and "seam_flat" in row and not any(k.startswith(("raw_", "ref_")) for k in row)

@@ -253,6 +253,54 @@ def test_image_tilt_axis_finds_the_light_tilt_of_round_bumps_up_to_sign(dtype, d
     assert torch.equal(axes[2].cpu(), torch.zeros(2, dtype=dtype))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_signed_image_tilt_axis_follows_the_mean_gradient_and_else_the_light_above(dtype, device):
+    rows, cols = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    for deg in (0.0, 60.0, 180.0, -100.0, -30.0):  # a shading ramp: the gradient is its direction
+        t = np.radians(deg)
+        ramp = (0.5 + 0.01 * (np.cos(t) * cols - np.sin(t) * rows)).to(dtype)[None, None].to(device)
+        for frame_edge in (False, True):
+            axis = image_tilt_axis(ramp, frame_edge=frame_edge, signed=True)[0].cpu()
+            assert axis.dtype == dtype and abs(float(axis[0]) - np.cos(t)) < 1e-4 and abs(float(axis[1]) - np.sin(t)) < 1e-4
+    # bumps on flat ground inside the frame: the gradients sum to the flat edge's, zero, so the
+    # image says no sign and the light is taken from above, whichever side it comes from
+    r = np.hypot(*np.meshgrid(np.arange(48.0) - 23.5, np.arange(48.0) - 23.5, indexing="ij"))
+    z = 6.0 * np.clip(1 - (r / 12) ** 2, 0, None) ** 2  # a bump with a rim, flat ground around it
+    t = np.radians(-120.0)
+    light = np.array([0.6 * np.cos(t), 0.6 * np.sin(t), 0.8])
+    img = torch.tensor(np.clip(normals_from_depth(z) @ light, 0, None), dtype=dtype)[None, None]
+    for noise in (0.0, 1e-9):
+        jitter = noise * torch.randn(img.shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
+        axis = image_tilt_axis((img + jitter).to(device), frame_edge=True, signed=True)[0].cpu()
+        assert float(axis[1]) >= 0 and axis_error_deg(axis, -120.0) < 5
+
+
+def test_image_tilt_axis_at_the_frame_edge_is_the_principal_axis_of_numpys_gradient():
+    img, _ = bumps_image(35.0, dtype=torch.float64)
+    img = img + 0.02 * torch.linspace(0, 1, 64, dtype=torch.float64)  # shading that reaches the edge
+    mask = np.ones((64, 64), bool)
+    mask[20:30, 5:15] = False  # a hole: its rim and the pixels next to it are left out
+    g_row, g_col = np.gradient(img[0, 0].numpy())
+    inner = mask.copy()
+    inner[1:] &= mask[:-1]
+    inner[:-1] &= mask[1:]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    grad = np.stack([g_col[inner], -g_row[inner]], -1)
+    want = np.linalg.eigh(grad.T @ grad)[1][:, -1]
+    got = image_tilt_axis(img, torch.from_numpy(mask), frame_edge=True)[0].numpy()
+    assert abs(abs(float(got @ want)) - 1) < 1e-12
+    assert abs(abs(float(image_tilt_axis(img, frame_edge=True)[0].numpy() @ want)) - 1) > 1e-9  # the hole counts
+
+
+def test_image_tilt_axis_has_a_gradient():
+    img, _ = bumps_image(35.0, dtype=torch.float64)
+    img = img[..., 20:36, 20:36].clone().requires_grad_(True)
+    for frame_edge in (False, True):
+        assert torch.autograd.gradcheck(lambda x, e=frame_edge: image_tilt_axis(x, frame_edge=e, signed=True), (img,))
+
+
 def test_image_tilt_axis_reads_only_inside_the_mask():
     img, _ = bumps_image(80.0)
     planted = img.clone()

@@ -33,7 +33,10 @@
   image-plane direction), its sign the one the mean gradient points to (bumps assumed to
   outweigh dents; the other sign is the convex/concave flip, which the image cannot
   decide), and the slant from ``cos s = median(I) / rho`` (the typical surface element of a
-  relief faces the viewer).
+  relief faces the viewer).  The axis and its sign are
+  :func:`mssfs.sampler.guidance.image_tilt_axis` (``frame_edge=True, signed=True``): where
+  the image gives no sign (flat ground all round the frame, on which the gradients sum to
+  zero), the light is taken from above.
 """
 
 from __future__ import annotations
@@ -41,10 +44,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+import torch
 
 from ..core.frame import normalize
 from ..core.sfs import brooks_horn_level, contour_light, pyramid_shapes, resize_map
+from ..sampler.guidance import image_tilt_axis
 
 __all__ = ["LightEstimate", "classical_sfs", "estimate_light_from_image", "flat_normals"]
 
@@ -85,16 +89,9 @@ def estimate_light_from_image(image: np.ndarray, mask: np.ndarray | None = None)
     if fitted is not None:
         return LightEstimate(fitted[0], fitted[1], "contour")
     rho = float(np.percentile(img[mask], 99.5)) or 1.0
-    # No contour (a relief filling the frame): image statistics.
-    g_row, g_col = np.gradient(img)
-    inner = ndimage.binary_erosion(mask, border_value=1)
-    sel = inner if inner.any() else mask
-    grad = np.stack([g_col[sel], -g_row[sel]], -1)  # (d/dx, d/dy), y up
-    _, vecs = np.linalg.eigh(grad.T @ grad)
-    axis = vecs[:, -1]  # principal gradient direction = light tilt axis
-    mean = grad.mean(0)
-    if axis @ mean < 0:  # Lee-Rosenfeld sign: the mean gradient points toward the light
-        axis = -axis
+    # No contour (a relief filling the frame): image statistics, the signed shading axis.
+    axis = image_tilt_axis(torch.from_numpy(img)[None, None], torch.from_numpy(mask)[None, None],
+                           frame_edge=True, signed=True)[0].numpy()
     cos_s = float(np.clip(np.median(img[mask]) / rho, 0.05, 1.0))
     sin_s = np.sqrt(max(0.0, 1 - cos_s**2))
     light = np.array([sin_s * axis[0], sin_s * axis[1], cos_s])

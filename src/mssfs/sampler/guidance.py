@@ -14,6 +14,7 @@ counts (the publication's behaviour for images without background).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ..core.patches import PATCH
 
@@ -177,37 +178,67 @@ def lateral_floor(b: torch.Tensor, min_lateral) -> torch.Tensor:
     return torch.cat([b[:, :2] * scale, bz], dim=1)
 
 
-def image_tilt_axis(image: torch.Tensor, mask=None) -> torch.Tensor:
-    """The image-plane axis along which the shading varies most, per image (up to sign).
+#: below this ratio of the mean gradient along the axis to its root mean square, the sign
+#: of :func:`image_tilt_axis` (``signed``) is not read from the image: on an image whose
+#: frame edge is flat ground the gradients sum to the edge's differences, zero up to rounding
+_SIGN_TOLERANCE = 1e-6
 
-    The principal axis of the covariance of the image gradient (central differences, x right,
-    y up, over pixels whose four neighbours lie inside ``mask``).  Under one distant light a
-    surface without a preferred direction shades most strongly along the light's tilt, so
-    the axis estimates the tilt up to its sign (the classical estimate from image statistics);
-    the sign is what tells a reading from its inversion, and the axis leaves it open.
+
+def image_tilt_axis(image: torch.Tensor, mask=None, *, frame_edge: bool = False, signed: bool = False) -> torch.Tensor:
+    """The image-plane axis along which the shading varies most, per image.
+
+    The principal axis of the covariance of the image gradient (x right, y up).  Under one
+    distant light a surface without a preferred direction shades most strongly along the
+    light's tilt, so the axis estimates the tilt up to its sign (the classical estimate from
+    image statistics); the sign is what tells a reading from its inversion, and the axis
+    leaves it open unless ``signed``.
+
+    Which pixels count: by default (the shading guidance's light lock) central differences
+    over the pixels whose four neighbours lie inside the frame and ``mask``.  With
+    ``frame_edge`` (the classical baseline's light) also the pixels on the frame's edge,
+    with one-sided differences there as :func:`torch.gradient` takes them, over the pixels
+    of ``mask`` whose in-frame neighbours lie in ``mask`` (every pixel of ``mask`` where no
+    such pixel exists).
 
     Args:
         image: ``(B, 1, H, W)`` shading.
         mask: optional foreground ``(B, 1, H, W)`` / ``(H, W)``.
+        frame_edge: read the frame's edge pixels too (see above).
+        signed: orient each axis along the mean gradient (Lee and Rosenfeld's sign: toward
+            the light where bumps outweigh dents); otherwise ``y >= 0``.
     Returns:
-        ``(B, 2)`` unit axes ``(x, y)`` with ``y >= 0`` (``(1, 0)`` for ``y = 0``); zero for an
-        image without gradient (no axis).
+        ``(B, 2)`` unit axes ``(x, y)`` (unsigned: ``y >= 0``, ``(1, 0)`` for ``y = 0``); zero
+        for an image without gradient (no axis).
     """
     if image.ndim != 4 or image.shape[1] != 1:
         raise ValueError(f"image must be (B, 1, H, W), got {tuple(image.shape)}")
     img = image[:, 0]
-    gx = (img[:, 1:-1, 2:] - img[:, 1:-1, :-2]) / 2
-    gy = (img[:, :-2, 1:-1] - img[:, 2:, 1:-1]) / 2  # rows run downwards; y is up
     m = _as_mask(mask, image)
-    w = torch.ones_like(gx)
-    if m is not None:
-        m = m[:, 0].to(img.dtype)
-        w = m[:, 1:-1, 2:] * m[:, 1:-1, :-2] * m[:, :-2, 1:-1] * m[:, 2:, 1:-1]
+    if frame_edge:
+        g_row, g_col = torch.gradient(img, dim=(1, 2))
+        gx, gy = g_col, -g_row  # rows run downwards; y is up
+        w = torch.ones_like(img) if m is None else m[:, 0].expand_as(img).to(img.dtype)
+        if m is not None:
+            pad = F.pad(w, (1, 1, 1, 1), value=1.0)
+            inner = w * pad[:, :-2, 1:-1] * pad[:, 2:, 1:-1] * pad[:, 1:-1, :-2] * pad[:, 1:-1, 2:]
+            w = torch.where(inner.flatten(1).sum(1)[:, None, None] > 0, inner, w)
+    else:
+        gx = (img[:, 1:-1, 2:] - img[:, 1:-1, :-2]) / 2
+        gy = (img[:, :-2, 1:-1] - img[:, 2:, 1:-1]) / 2  # rows run downwards; y is up
+        w = torch.ones_like(gx)
+        if m is not None:
+            m = m[:, 0].to(img.dtype)
+            w = m[:, 1:-1, 2:] * m[:, 1:-1, :-2] * m[:, :-2, 1:-1] * m[:, 2:, 1:-1]
     cxx, cyy, cxy = ((w * u * v).flatten(1).sum(1) for u, v in ((gx, gx), (gy, gy), (gx, gy)))
     angle = 0.5 * torch.atan2(2 * cxy, cxx - cyy)  # in (-pi/2, pi/2]
     axis = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
     axis = torch.where(axis[:, 1:] < 0, -axis, axis)
     axis = torch.where((axis[:, 1:] == 0) & (axis[:, :1] < 0), -axis, axis)
+    if signed:  # Lee and Rosenfeld: the mean gradient points toward the light
+        along = axis[:, :1, None] * gx + axis[:, 1:, None] * gy  # the gradient along the axis
+        mean = (w * along).flatten(1).sum(1)
+        rms = ((w * along * along).flatten(1).sum(1) * w.flatten(1).sum(1)).sqrt()  # both times the weight
+        axis = torch.where((mean < -_SIGN_TOLERANCE * rms)[:, None], -axis, axis)
     has = (cxx + cyy) > 0
     return axis * has[:, None].to(axis.dtype)
 
