@@ -130,6 +130,12 @@ def test_documented_schedule_files_load_and_name_what_they_say():
     guided = loaded.pop("schedule_fast_contour_guided")
     now = get_preset("fast")
     guided_fused = loaded.pop("schedule_fast_contour_guided_fused")  # the candidate against fast as it is now
+    # the fifth question's candidates: fast with the contour's light in some stages only
+    for name, stages in (("first", {0}), ("down", {0, 1}), ("last", {3})):
+        part = loaded.pop(f"schedule_fast_contour_guided_{name}")
+        assert [s.shading_contour_light for s in part.stages] == [i in stages for i in range(len(now.stages))], name
+        assert replace(part, name="fast", description=now.description,
+                       stages=tuple(replace(s, shading_contour_light=False) for s in part.stages)) == now, name
     assert replace(guided_fused, name="fast", description=now.description,
                    stages=tuple(replace(s, shading_contour_light=False) for s in guided_fused.stages)) == now
     assert all(s.shading_contour_light for s in guided_fused.stages)
