@@ -129,15 +129,21 @@ def test_documented_schedule_files_load_and_name_what_they_say():
     assert get_preset("fast").refine_contour_light and not get_preset("paper").refine_contour_light
     guided = loaded.pop("schedule_fast_contour_guided")
     now = get_preset("fast")
-    guided_fused = loaded.pop("schedule_fast_contour_guided_fused")  # the candidate against fast as it is now
+    # fast guides under the contour's light on the way down (its first two stages);
+    # ``free`` is fast with the guidance's light free everywhere, as the candidates before it
+    assert [s.shading_contour_light for s in now.stages] == [True, True, False, False]
+    free = replace(now, stages=tuple(replace(s, shading_contour_light=False) for s in now.stages))
+    guided_fused = loaded.pop("schedule_fast_contour_guided_fused")  # the fourth question's: every stage
     # the fifth question's candidates: fast with the contour's light in some stages only
+    parts = {name: loaded.pop(f"schedule_fast_contour_guided_{name}") for name in ("first", "down", "last")}
     for name, stages in (("first", {0}), ("down", {0, 1}), ("last", {3})):
-        part = loaded.pop(f"schedule_fast_contour_guided_{name}")
+        part = parts[name]
         assert [s.shading_contour_light for s in part.stages] == [i in stages for i in range(len(now.stages))], name
         assert replace(part, name="fast", description=now.description,
-                       stages=tuple(replace(s, shading_contour_light=False) for s in part.stages)) == now, name
+                       stages=tuple(replace(s, shading_contour_light=False) for s in part.stages)) == free, name
+    assert replace(parts["down"], name="fast", description=now.description) == now  # the one adopted
     assert replace(guided_fused, name="fast", description=now.description,
-                   stages=tuple(replace(s, shading_contour_light=False) for s in guided_fused.stages)) == now
+                   stages=tuple(replace(s, shading_contour_light=False) for s in guided_fused.stages)) == free
     assert all(s.shading_contour_light for s in guided_fused.stages)
     assert guided.stages == tuple(replace(s, shading_contour_light=True) for s in now.stages)
     # the guided candidate was written before fast's refinement dropped its integrable projection
@@ -145,13 +151,13 @@ def test_documented_schedule_files_load_and_name_what_they_say():
     assert now.refine_contour_integrability == 0.0 and guided.refine_contour_integrability == 0.5
     assert now.refine_contour_fuse == 0.2 and guided.refine_contour_fuse == 0.0
     # which schedules guide by the contour's light: a stage needs the key and a shading weight
-    assert guided_fused.guides_by_contour_light and not now.guides_by_contour_light
+    assert guided_fused.guides_by_contour_light and now.guides_by_contour_light and not free.guides_by_contour_light
     assert not replace(guided_fused, stages=tuple(replace(s, shading_weight=0.0) for s in guided_fused.stages)
                        ).guides_by_contour_light
     assert replace(guided, stages=now.stages, description=now.description, refine_contour_integrability=0.0,
                    refine_contour_fuse=0.2) == now
     assert not any(f.refine_contour_light for f in loaded.values())
-    before = replace(now, refine_contour_light=False, refine_contour_integrability=0.5, refine_contour_fuse=0.0)
+    before = replace(free, refine_contour_light=False, refine_contour_integrability=0.5, refine_contour_fuse=0.0)
     lateral = loaded["schedule_fast_lateral"]
     assert replace(lateral, name="fast", description=before.description) == before
     assert all(s.shading_min_lateral == 0.5 for s in lateral.stages)

@@ -337,11 +337,13 @@ def _fast() -> Schedule:
     # neither way is solved from the shading (docs/decisions/undecided-regions.md); on
     # images with an occluding contour the refinement takes the contour's light, without
     # the integrable projection (docs/decisions/contour-light.md), and fuses the refined
-    # samples weighted by how well they render the image (docs/decisions/shading-weighted-fusion.md).
+    # samples weighted by how well they render the image (docs/decisions/shading-weighted-fusion.md);
+    # on the V-cycle's way down (its first two stages) the shading guidance keeps the light
+    # read off an object's contour (docs/decisions/contour-light.md, fifth question).
     kw = dict(inner_iters_high=4, inner_iters_low=1, shading_weight=10.0, shading_min_lateral=0.5, region_flips=True)
     stages = (
-        Stage(96, 15, restart_t=299, guidance_start_t=250, lighting=True, **kw),
-        Stage(64, 10, **kw),
+        Stage(96, 15, restart_t=299, guidance_start_t=250, lighting=True, shading_contour_light=True, **kw),
+        Stage(64, 10, shading_contour_light=True, **kw),
         Stage(96, 15, **kw),
         Stage(128, 20, **kw),
     )
@@ -351,7 +353,8 @@ def _fast() -> Schedule:
         description="ours: short V-cycle, 20-step grid, shading guidance 10 (light floor 0.5 without a contour), "
                     "region flips, refinement "
                     "(undecided discs solved from the shading; objects under their contour's light, "
-                    "without the integrable projection, fused by their shading residuals)",
+                    "without the integrable projection, fused by their shading residuals); objects "
+                    "guided under their contour's light on the way down",
     )
 
 
