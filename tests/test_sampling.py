@@ -142,6 +142,7 @@ def test_documented_schedule_files_load_and_name_what_they_say():
         assert replace(part, name="fast", description=now.description,
                        stages=tuple(replace(s, shading_contour_light=False) for s in part.stages)) == free, name
     assert replace(parts["down"], name="fast", description=now.description) == now  # the one adopted
+    assert replace(loaded.pop("schedule_fast_free_light"), name="fast", description=now.description) == free
     assert replace(guided_fused, name="fast", description=now.description,
                    stages=tuple(replace(s, shading_contour_light=False) for s in guided_fused.stages)) == free
     assert all(s.shading_contour_light for s in guided_fused.stages)
