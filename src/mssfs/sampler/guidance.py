@@ -205,7 +205,9 @@ def image_tilt_axis(image: torch.Tensor, mask=None, *, frame_edge: bool = False,
         mask: optional foreground ``(B, 1, H, W)`` / ``(H, W)``.
         frame_edge: read the frame's edge pixels too (see above).
         signed: orient each axis along the mean gradient (Lee and Rosenfeld's sign: toward
-            the light where bumps outweigh dents); otherwise ``y >= 0``.
+            the light where bumps outweigh dents); where that mean along the axis is below
+            1e-6 of the gradient's root mean square along it, the image gives no sign and
+            the axis keeps ``y >= 0`` (the light from above).  Otherwise ``y >= 0``.
     Returns:
         ``(B, 2)`` unit axes ``(x, y)`` (unsigned: ``y >= 0``, ``(1, 0)`` for ``y = 0``); zero
         for an image without gradient (no axis).
