@@ -245,11 +245,13 @@ def main(argv=None) -> int:
         return 0
     if args.split is None:
         p.error("--split is required (or --summary)")
+    if args.samples < 0:
+        p.error(f"--samples must be 0 or more, got {args.samples}")
+    if args.samples == 0 and not args.baselines:
+        p.error("--samples 0 scores the baselines alone: add --baselines")
     items = items_of(args)
+    baselines = build_methods(["classical", "regression", "flat"])[0] if args.baselines else []
     if args.samples == 0:  # the baselines alone
-        if not args.baselines:
-            p.error("--samples 0 scores the baselines alone: add --baselines")
-        baselines = build_methods(["classical", "regression", "flat"])[0]
         rows = [{"item": it["name"], **baseline_scores(it, baselines)} for it in items]
         with atomic_path(args.out) as tmp:
             tmp.write_text(json.dumps({"kind": args.split, "baselines_only": True, "items": rows}, indent=1))
@@ -259,7 +261,6 @@ def main(argv=None) -> int:
     preset = load_schedule(args.schedule) if args.schedule else args.preset
     sched = replace(method_schedule("ours", preset, None, size), refine=False)
     settings = replace(sched, refine=True).refinement()
-    baselines = build_methods(["classical", "regression", "flat"])[0] if args.baselines else []
     per_call = max(1, 1024 // (args.samples * (sched.finest // 16) ** 2))
     rows = []
     for a in range(0, len(items), per_call):

@@ -1,5 +1,6 @@
 """``mssfs demo``: the request runner, the missing-extra message, and the whole page end to
-end in a headless browser against a local server with the package's weights."""
+end in a headless browser against a local server (loading an exported tiny denoiser with
+``--model``: the page, the preset and the output are under test here, not the network)."""
 
 import json
 import os
@@ -12,6 +13,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from faults_support import tiny_export
 from headless import canvas_pixels, chrome, drag, need_module, severe_logs, wait_for
 from PIL import Image
 from test_sampling import sphere_image, tiny_model, tiny_schedule
@@ -94,7 +96,7 @@ def test_demo_end_to_end_in_headless_chromium(tmp_path):
     with chrome(1400, 1200) as d, open(log, "w") as logf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mssfs", "demo", "--host", "127.0.0.1", "--port", str(port), "--precision", "bf16",
-             "--workdir", str(runs)],
+             "--model", str(tiny_export(tmp_path / "model")), "--workdir", str(runs)],
             stdout=logf, stderr=subprocess.STDOUT, env=env,
         )
         try:

@@ -340,6 +340,9 @@ def test_refinement_check_scores_the_baselines_alone(tmp_path):
     out = tmp_path / "b.json"
     with pytest.raises(SystemExit):  # nothing to score without --baselines
         check.main(["--split", "layouts", "--first", "3", "--count", "1", "--samples", "0", "--out", str(out)])
+    with pytest.raises(SystemExit):  # a negative count is refused, not read as none
+        check.main(["--split", "layouts", "--first", "3", "--count", "1", "--samples", "-1", "--baselines",
+                    "--out", str(out)])
     assert not out.exists()
     assert check.main(["--split", "layouts", "--first", "3", "--count", "1", "--samples", "0", "--baselines", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
