@@ -24,6 +24,15 @@ exists is not evaluated again::
         --variants base,gpu-recipe,x0,v,quarter,figures --milestones 60,180 &
     python experiments/cpu_time_study.py --root runs/cpu_study --summary --markdown   # table so far
 
+Once every variant has its last milestone, ``--choose`` applies the rule's first part
+(:func:`choose`: the candidate from the tuning suites) and ``--adopt`` its second
+(:func:`adopt`: the candidate against ``base`` on the release split; ``--sampler-src``
+scores with the study's own checkout of the package, so that every number of the study
+comes from one sampler)::
+
+    python experiments/cpu_time_study.py --root runs/cpu_study --choose
+    OMP_NUM_THREADS=1 python experiments/cpu_time_study.py --root runs/cpu_study --adopt --sampler-src ../study/src
+
 The variants are compared at equal CPU time, not at equal patch samples; ``summary``
 reports both.
 """
@@ -32,11 +41,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from mssfs.core.fileio import save_json
 from mssfs.model.weights import DEFAULT_DIR
-from mssfs.train.cpu_budget import cpu_minutes, run_mssfs, score_export, train_chunk, trained_minutes
+from mssfs.train.cpu_budget import (
+    cpu_minutes,
+    fused_difference,
+    run_mssfs,
+    score_export,
+    stimulus_item,
+    train_chunk,
+    trained_minutes,
+)
 from mssfs.train.recipes import recipes
 from mssfs.train.runlog import read_log
 
@@ -59,6 +79,22 @@ SUITE_ARGS = {
     "stimuli": ["--suite", "stimuli", "--samples", "8", "--size", "128", "--seed", "0",
                 "--preset", "fast", "--methods", METHOD, "--n-layouts", "0"],
 }
+
+#: the rule's second part, the held-out check of the candidate against ``base`` (the
+#: release split: the 40 held-out objects; the circles at seeds 100-115), scored by the
+#: study's sampler
+RELEASE_ARGS = {
+    "objects": ["--suite", "objects", "--n-objects", "40", "--n-reliefs", "0", "--size", "64", "--samples", "4",
+                "--seed", "0", "--preset", "fast", "--methods", METHOD],
+    "circles": ["--suite", "stimuli", "--stimuli", "circles", "--n-layouts", "0", "--samples", "16", "--size", "128",
+                "--seed", "100", "--preset", "fast", "--methods", METHOD],
+}
+
+#: the rule's margins against ``base`` (docs/decisions/cpu-time-study.md): reliefs fused
+#: error at most + 0.5 deg, circles consistent share at least - 1/8, modes per stimulus at
+#: most + 1; the held-out objects' paired test at p < 0.05
+RELIEFS_MARGIN, CIRCLES_SLACK, MODES_MARGIN, ALPHA = 0.5, 1 / 8, 1, 0.05
+STIMULI = ("circles", "rings", "star", "snake")
 
 #: the arithmetic of training and scoring (``--precision``): ``fp32`` gives the same numbers
 #: on every CPU and is the fast one on a CPU without bfloat16 instructions; the first
@@ -160,6 +196,75 @@ def status(root: Path, names: list[str], milestones: list[int]) -> list[dict]:
     return rows
 
 
+def choose(rows: list[dict], milestone: int, names: list[str]) -> dict:
+    """The rule's first part on the summary rows at ``milestone``: among the variants
+    ``names`` (``base`` among them) that keep ``base``'s reliefs, circles and modes within
+    the margins, the one with the lowest objects fused error is the candidate, if that
+    error is below ``base``'s; else there is none (``base`` stays the recipe).
+
+    Returns ``{"milestone", "candidate": name or None, "variants": {name: {"objects_fused",
+    "fails": [reasons]}}}``. Raises :class:`ValueError` naming the variants without a row
+    at ``milestone`` (the rule compares them all at the same CPU time)."""
+    at = {r["variant"]: r for r in rows if r["milestone_min"] == milestone}
+    missing = [n for n in ["base", *names] if n not in at]
+    if missing:
+        raise ValueError(f"not yet scored at {milestone} CPU minutes: {', '.join(dict.fromkeys(missing))}")
+    base = at["base"]
+    verdicts = {}
+    for name in names:
+        if name == "base":
+            continue
+        row, fails = at[name], []
+        if row["reliefs_fused"] > base["reliefs_fused"] + RELIEFS_MARGIN:
+            fails.append(f"reliefs fused {row['reliefs_fused']:.2f} > base's {base['reliefs_fused']:.2f} + {RELIEFS_MARGIN}")
+        if row["circles_consistent"] < base["circles_consistent"] - CIRCLES_SLACK:
+            fails.append(f"circles consistent {row['circles_consistent']:.3f} < base's "
+                         f"{base['circles_consistent']:.3f} - {CIRCLES_SLACK:.3f}")
+        for stim in STIMULI:
+            if row[f"{stim}_modes"] > base[f"{stim}_modes"] + MODES_MARGIN:
+                fails.append(f"{stim} modes {row[f'{stim}_modes']} > base's {base[f'{stim}_modes']} + {MODES_MARGIN}")
+        if row["objects_fused"] >= base["objects_fused"]:
+            fails.append(f"objects fused {row['objects_fused']:.2f} not below base's {base['objects_fused']:.2f}")
+        verdicts[name] = {"objects_fused": row["objects_fused"], "fails": fails}
+    passing = [n for n, v in verdicts.items() if not v["fails"]]
+    candidate = min(passing, key=lambda n: verdicts[n]["objects_fused"]) if passing else None
+    return {"milestone": milestone, "base_objects_fused": base["objects_fused"], "candidate": candidate,
+            "variants": verdicts}
+
+
+def adopt(root: Path, name: str, milestone: int, precision: str, log) -> dict:
+    """The rule's second part: ``name``'s and ``base``'s exports at ``milestone`` scored on
+    the release split (:data:`RELEASE_ARGS` in ``precision``; scorings kept under
+    ``root/eval/release_*``). ``name`` is adopted when its fused error over the 40 objects
+    is lower than ``base``'s (paired Wilcoxon p < 0.05) and its circles consistent share
+    is at least ``base``'s - 1/8. The outcome is written to
+    ``root/results/adoption/{name}_{milestone}min.json`` and returned."""
+    suites = {suite: [*args, "--precision", precision] for suite, args in RELEASE_ARGS.items()}
+    scores = {}
+    for variant in ("base", name):
+        export = root / "exports" / f"{variant}_{milestone}min"
+        if not (export / "model.safetensors").exists():
+            raise ValueError(f"{export}: no export; score the milestone first (run the study to {milestone} minutes)")
+        scores[variant] = score_export(export, suites, root / "eval" / f"release_{variant}_{milestone}min", log)
+    fused = fused_difference(scores["base"]["objects"], scores[name]["objects"], METHOD, METHOD)
+    circles = {v: stimulus_item(scores[v]["circles"], "circles", METHOD)["consistent"] for v in scores}
+    checks = {"objects_fused_lower": fused["diff"] < 0 and fused["p"] < ALPHA,
+              "circles_not_worse": circles[name] >= circles["base"] - CIRCLES_SLACK}
+    record = {"variant": name, "milestone_min": milestone, "precision": precision, "adopted": all(checks.values()),
+              "checks": checks, "objects_fused": fused, "circles_consistent": circles,
+              "sampler": str(Path(_package_dir()).resolve())}
+    (root / "results" / "adoption").mkdir(parents=True, exist_ok=True)
+    save_json(root / "results" / "adoption" / f"{name}_{milestone}min.json", record)
+    return record
+
+
+def _package_dir() -> str:
+    """Where the scoring children import ``mssfs`` from (their ``PYTHONPATH`` first)."""
+    out = subprocess.run([sys.executable, "-c", "import mssfs, os; print(os.path.dirname(mssfs.__file__))"],
+                         check=False, capture_output=True, text=True, env=dict(os.environ))
+    return out.stdout.strip() or "unknown"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default="runs/cpu_study", help="run folders, exports and evaluations")
@@ -174,6 +279,13 @@ def main(argv=None) -> int:
     p.add_argument("--markdown", action="store_true", help="with --summary: one Markdown table instead")
     p.add_argument("--status", action="store_true",
                    help="print each variant's CPU minutes, steps and scored milestones (JSON lines) and stop")
+    p.add_argument("--choose", action="store_true",
+                   help="apply the rule's first part at the last milestone (tuning suites) and print the outcome")
+    p.add_argument("--adopt", action="store_true",
+                   help="apply both parts of the rule: the chosen candidate against base on the release split "
+                   "(writes ROOT/results/adoption/)")
+    p.add_argument("--sampler-src", default=None, metavar="DIR",
+                   help="with --adopt: score with the mssfs package under DIR (the study's fixed checkout's src/)")
     args = p.parse_args(argv)
     root = Path(args.root)
     out = Path(args.results) if args.results else root / "results"
@@ -188,6 +300,26 @@ def main(argv=None) -> int:
     milestones = sorted(int(m) for m in args.milestones.split(","))
     if args.status:
         print("\n".join(json.dumps(row) for row in status(root, names, milestones)))
+        return 0
+    if args.choose or args.adopt:
+        try:
+            chosen = choose(summary(out), milestones[-1], names)
+        except ValueError as exc:
+            p.error(str(exc))
+        print(json.dumps(chosen, indent=1))
+        if not args.adopt or chosen["candidate"] is None:
+            return 0
+        if args.sampler_src:
+            if not (Path(args.sampler_src) / "mssfs" / "__init__.py").exists():
+                p.error(f"--sampler-src {args.sampler_src}: no mssfs package there")
+            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(args.sampler_src).resolve()),
+                                                                     os.environ.get("PYTHONPATH")]))
+        try:
+            with (root / "study.log").open("a") as log:
+                record = adopt(root, chosen["candidate"], milestones[-1], args.precision, log)
+        except ValueError as exc:
+            p.error(str(exc))
+        print(json.dumps(record, indent=1))
         return 0
     out.mkdir(parents=True, exist_ok=True)
     with (root / "study.log").open("a") as log:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sys
 
 import pytest
@@ -179,6 +180,101 @@ def test_gate_passes_only_a_clear_improvement(keep):
     assert not checks["circles_bar"] and not checks["circles_not_worse"]
     one_reading = dict(better, circles=_circles(0.9, inverted=0.0))
     assert not keep.gate(one_reading, ref)["passed"]
+
+
+def _row(variant, milestone=180, fused=30.0, reliefs=20.0, circles=0.875, modes=(3, 4, 4, 4)):
+    return {"variant": variant, "milestone_min": milestone, "objects_fused": fused, "reliefs_fused": reliefs,
+            "circles_consistent": circles, **{f"{s}_modes": m for s, m in zip(("circles", "rings", "star", "snake"), modes)}}
+
+
+def test_choose_applies_the_rules_guards_then_the_lowest_objects_error(study):
+    names = ["base", "x0", "v", "figures", "quarter"]
+    rows = [_row("base"), _row("base", milestone=60, fused=10.0),  # another milestone is not read
+            _row("x0", fused=27.0, reliefs=20.6),          # lowest error, reliefs past the margin
+            _row("v", fused=28.0, circles=0.75),           # circles at base's - 1/8: allowed
+            _row("figures", fused=27.5, modes=(3, 6, 4, 4)),  # rings: two modes more than base
+            _row("quarter", fused=29.0, reliefs=20.5)]     # reliefs at the margin: allowed
+    out = study.choose(rows, 180, names)
+    assert out["candidate"] == "v" and out["base_objects_fused"] == 30.0
+    assert out["variants"]["v"]["fails"] == [] and out["variants"]["quarter"]["fails"] == []
+    assert [f.split()[0] for f in out["variants"]["x0"]["fails"]] == ["reliefs"]
+    assert [f.split()[0] for f in out["variants"]["figures"]["fails"]] == ["rings"]
+    worse_circles = [r if r["variant"] != "v" else _row("v", fused=28.0, circles=0.625) for r in rows]
+    assert study.choose(worse_circles, 180, names)["candidate"] == "quarter"
+    # no variant below base's objects error: base stays the recipe
+    level = [_row("base"), _row("x0", fused=30.0), _row("v", fused=31.0)]
+    assert study.choose(level, 180, ["base", "x0", "v"])["candidate"] is None
+    # every variant must have the milestone; the error names the missing ones
+    with pytest.raises(ValueError, match="180 CPU minutes: x0"):
+        study.choose([_row("base"), _row("v")], 180, ["base", "x0", "v"])
+
+
+def test_adopt_needs_a_clear_gain_on_the_release_split(study, tmp_path, monkeypatch):
+    from mssfs.cli import build_parser
+
+    parser = build_parser()
+    for suite, options in study.RELEASE_ARGS.items():  # the held-out split, scored by the study's sampler
+        parsed = parser.parse_args(["evaluate", *options, "--out", "x"])
+        assert parsed.methods == study.METHOD and parsed.preset == "fast" and parsed.first == 0, suite
+    assert "40" in study.RELEASE_ARGS["objects"] and "100" in study.RELEASE_ARGS["circles"]
+
+    def results(errors, circles):
+        obj = _objects(errors)
+        return {"objects": {"items": {study.METHOD: obj["items"]["ours"]}},
+                "circles": {"items": {study.METHOD: _circles(circles)["items"]["ours"]}}}
+
+    fake = {"base": results([30.0 + (i % 5) for i in range(40)], 0.875)}
+    scored = []
+
+    def score(export, suites, dest, log):
+        scored.append((export.name, suites["objects"][suites["objects"].index("--precision") + 1], dest.name))
+        return fake[export.name.split("_")[0]]
+
+    monkeypatch.setattr(study, "score_export", score)
+    root = tmp_path / "study"
+    with pytest.raises(ValueError, match="no export"):
+        study.adopt(root, "x0", 180, "fp32", None)
+    for name in ("base", "x0"):
+        (root / "exports" / f"{name}_180min").mkdir(parents=True)
+        (root / "exports" / f"{name}_180min" / "model.safetensors").write_bytes(b"")
+    fake["x0"] = results([28.0 + (i % 5) for i in range(40)], 0.75)
+    record = study.adopt(root, "x0", 180, "fp32", None)
+    assert record["adopted"] and record["objects_fused"]["diff"] == pytest.approx(-2.0)
+    assert scored[-2:] == [("base_180min", "fp32", "release_base_180min"), ("x0_180min", "fp32", "release_x0_180min")]
+    assert json.loads((root / "results" / "adoption" / "x0_180min.json").read_text())["adopted"] is True
+    assert study.summary(root / "results") == []  # the adoption record is not a milestone's row
+    fake["x0"] = results([28.0 + (i % 5) for i in range(40)], 0.625)  # circles below base's - 1/8
+    record = study.adopt(root, "x0", 180, "fp32", None)
+    assert not record["adopted"] and record["checks"] == {"objects_fused_lower": True, "circles_not_worse": False}
+    # lower on average (-0.075 deg) but not clearly (differences spread both ways)
+    fake["x0"] = results([30.0 + (i % 5) + ((i * 7) % 11 - 5) * 0.5 - 0.1 for i in range(40)], 0.875)
+    record = study.adopt(root, "x0", 180, "fp32", None)
+    assert record["objects_fused"]["diff"] < 0 and record["objects_fused"]["p"] > 0.05
+    assert not record["checks"]["objects_fused_lower"] and not record["adopted"]
+
+
+def test_choose_and_adopt_from_the_command_line(study, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "study" / "results"
+    out.mkdir(parents=True)
+    monkeypatch.setattr(study, "summary", lambda folder: [_row("base"), _row("x0", fused=28.0)])
+    assert study.main(["--root", str(tmp_path / "study"), "--variants", "base,x0", "--choose"]) == 0
+    assert json.loads(capsys.readouterr().out)["candidate"] == "x0"
+    adopted = []
+    monkeypatch.setattr(study, "adopt", lambda root, name, milestone, precision, log:
+                        adopted.append((name, milestone, os.environ.get("PYTHONPATH"))) or {"adopted": False})
+    src = tmp_path / "checkout" / "src"
+    with pytest.raises(SystemExit):  # not a package source folder: a one-line error, nothing scored
+        study.main(["--root", str(tmp_path / "study"), "--variants", "base,x0", "--adopt", "--sampler-src", str(src)])
+    assert adopted == [] and "no mssfs package" in capsys.readouterr().err
+    (src / "mssfs").mkdir(parents=True)
+    (src / "mssfs" / "__init__.py").write_text("")
+    monkeypatch.setenv("PYTHONPATH", "")
+    assert study.main(["--root", str(tmp_path / "study"), "--variants", "base,x0", "--adopt", "--sampler-src", str(src)]) == 0
+    assert adopted == [("x0", 180, str(src.resolve()))]
+    monkeypatch.setattr(study, "summary", lambda folder: [_row("base")])
+    with pytest.raises(SystemExit):
+        study.main(["--root", str(tmp_path / "study"), "--variants", "base,x0", "--choose"])
+    assert "not yet scored at 180 CPU minutes: x0" in capsys.readouterr().err
 
 
 def test_recipe_starts_from_the_last_passing_export(keep, tmp_path, monkeypatch):

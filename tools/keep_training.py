@@ -44,7 +44,15 @@ from pathlib import Path
 from mssfs.core.device import resolve_precision
 from mssfs.core.fileio import save_json
 from mssfs.model.weights import DEFAULT_DIR
-from mssfs.train.cpu_budget import checkpoints, cpu_minutes, run_mssfs, score_export, train_chunk
+from mssfs.train.cpu_budget import (
+    checkpoints,
+    cpu_minutes,
+    fused_difference,
+    run_mssfs,
+    score_export,
+    stimulus_item,
+    train_chunk,
+)
 from mssfs.train.recipes import recipes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,21 +188,11 @@ def reference(run: Path, log) -> dict:
                         log)
 
 
-def circles_row(results: dict) -> dict:
-    return next(x for x in results["items"]["ours"] if x["item"] == "circles")
-
-
 def gate(candidate: dict, ref: dict) -> dict:
     """The rule's checks for one candidate's gate suites against the reference's."""
-    from mssfs.evaluation.compare import compare_runs
-
-    def items(res, method):
-        return [x for x in res["items"][method] if x["kind"] == "objects"]
-
-    fused = next(r for r in compare_runs(items(ref["objects"], "ours"), items(candidate["objects"], "ours"))
-                 if r["scoring"] == "fused")
+    fused = fused_difference(ref["objects"], candidate["objects"])
     regression = ref["objects"]["summary"]["regression"]["objects"]["mean"]["mean"]
-    c, c0 = circles_row(candidate["circles"]), circles_row(ref["circles"])
+    c, c0 = stimulus_item(candidate["circles"], "circles"), stimulus_item(ref["circles"], "circles")
     checks = {
         "objects_fused_lower": fused["diff"] < 0 and fused["p"] < ALPHA,
         "objects_fused_at_most_regression": fused["b"] <= regression,

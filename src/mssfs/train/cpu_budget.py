@@ -99,3 +99,23 @@ def score_export(export: Path, suites: dict[str, list[str]], dest: Path, log) ->
             run_mssfs("evaluate", *args, "--model", str(export), "--out", str(folder), "-q", log=log)
         out[suite] = json.loads((folder / "results.json").read_text())
     return out
+
+
+def fused_difference(reference: dict, candidate: dict, method_ref: str = "ours", method_cand: str = "ours") -> dict:
+    """Paired fused error of two objects-suite ``results.json`` contents over their objects
+    images (not the reliefs): the ``fused`` row of
+    :func:`mssfs.evaluation.compare.compare_runs`, with ``diff`` = candidate - reference and
+    its Wilcoxon ``p``."""
+    from ..evaluation.compare import compare_runs
+
+    def objects(results: dict, method: str) -> list[dict]:
+        return [x for x in results["items"][method] if x["kind"] == "objects"]
+
+    rows = compare_runs(objects(reference, method_ref), objects(candidate, method_cand))
+    return next(r for r in rows if r["scoring"] == "fused")
+
+
+def stimulus_item(results: dict, name: str, method: str = "ours") -> dict:
+    """The entry of stimulus ``name`` (``circles``, ...) for ``method`` in a stimuli-suite
+    ``results.json``'s contents (consistent share, readings, modes)."""
+    return next(x for x in results["items"][method] if x["item"] == name)
