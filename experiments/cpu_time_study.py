@@ -301,6 +301,10 @@ def main(argv=None) -> int:
     if args.status:
         print("\n".join(json.dumps(row) for row in status(root, names, milestones)))
         return 0
+    if args.sampler_src and not args.adopt:
+        p.error("--sampler-src applies to --adopt only")
+    if args.sampler_src and not (Path(args.sampler_src) / "mssfs" / "__init__.py").exists():
+        p.error(f"--sampler-src {args.sampler_src}: no mssfs package there")
     if args.choose or args.adopt:
         try:
             chosen = choose(summary(out), milestones[-1], names)
@@ -310,8 +314,6 @@ def main(argv=None) -> int:
         if not args.adopt or chosen["candidate"] is None:
             return 0
         if args.sampler_src:
-            if not (Path(args.sampler_src) / "mssfs" / "__init__.py").exists():
-                p.error(f"--sampler-src {args.sampler_src}: no mssfs package there")
             os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(args.sampler_src).resolve()),
                                                                      os.environ.get("PYTHONPATH")]))
         try:

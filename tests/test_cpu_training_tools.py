@@ -266,6 +266,9 @@ def test_choose_and_adopt_from_the_command_line(study, tmp_path, capsys, monkeyp
     with pytest.raises(SystemExit):  # not a package source folder: a one-line error, nothing scored
         study.main(["--root", str(tmp_path / "study"), "--variants", "base,x0", "--adopt", "--sampler-src", str(src)])
     assert adopted == [] and "no mssfs package" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        study.main(["--root", str(tmp_path / "study"), "--variants", "base,x0", "--choose", "--sampler-src", str(src)])
+    assert "applies to --adopt only" in capsys.readouterr().err
     (src / "mssfs").mkdir(parents=True)
     (src / "mssfs" / "__init__.py").write_text("")
     monkeypatch.setenv("PYTHONPATH", "")
