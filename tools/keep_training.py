@@ -8,7 +8,7 @@ stop it from slowing multi-threaded work. It survives any interruption: started 
 last checkpoint; on a fresh machine (no run folder) it starts from the last export that
 passed the gate (``candidates/continued/``, committed with the repository) or, before the
 first one, from the package weights. The recipe is one of the CPU-time study's
-(:mod:`mssfs.train.recipes`; the one the study's rule adopted, ``base`` until then).
+(:mod:`mssfs.train.recipes`; ``base`` by default, which the study's rule kept).
 
 Every ``--gate-every`` CPU minutes the latest checkpoint is exported and gated against the
 package weights on the release split (docs/decisions/cpu-time-study.md, rule 3):
