@@ -245,7 +245,8 @@ def main(argv=None) -> int:
     p.add_argument("--recipe", default="base", choices=sorted(recipes(CPU_CONFIG, SHIPPED, SHIPPED)),
                    help="the CPU-time study variant to train (default base)")
     p.add_argument("--chunk", type=float, default=30.0, help="CPU minutes per training chunk (default 30)")
-    p.add_argument("--gate-every", type=float, default=360.0, help="CPU minutes between gates (default 360)")
+    p.add_argument("--gate-every", type=float, default=90.0,
+                   help="CPU minutes between gates (default 90: a gate before a machine is replaced)")
     p.add_argument("--stop-after", type=float, default=0.0, help="stop after this many CPU minutes (0: never)")
     p.add_argument("--busy", type=float, default=0.5,
                    help="pause training while other processes use more than this many cores (0: never pause)")
