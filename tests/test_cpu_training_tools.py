@@ -357,3 +357,65 @@ def test_courtesy_measures_other_processes_not_its_own_child(keep):
     own = [(b1 - b0) / tick / (t1 - t0) - o1 for (t0, b0, _), (t1, b1, o1) in itertools.pairwise(seen) if o1 is not None]
     assert own, "no measurement after the first poll"
     assert 0.25 < sum(own) / len(own) < 1.2 and courtesy.events == []
+
+
+def test_courtesy_continues_a_quarter_core_under_its_busy_threshold(keep):
+    assert keep.Courtesy().quiet == pytest.approx(0.25)
+    assert keep.Courtesy(busy=1.5).quiet == pytest.approx(1.25)  # beside one single-threaded job on 2 cores
+    assert keep.Courtesy(busy=0.2).quiet == pytest.approx(0.1)  # never above busy, never negative
+    assert keep.Courtesy(busy=1.5, quiet=0.3).quiet == 0.3
+
+
+def test_a_run_keeps_its_name_and_recipe_and_refuses_another_recipe(keep, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    os.utime(run / "config.json", (0, 1_700_000_000))  # 2023-11-14 22:13 UTC
+    identity = keep.run_identity(run, "figures")
+    assert identity["name"] == "figures-2023-11-14T2213Z" and identity["recipe"] == "figures"
+    assert keep.run_identity(run, "base") == identity  # read back, not made again
+    monkeypatch.setattr(keep, "train_chunk", lambda *a, **k: pytest.fail("must not train"))
+    with pytest.raises(SystemExit):
+        keep.main(["--run", str(run), "--recipe", "base", "--busy", "0"])
+    assert "trains recipe 'figures'" in capsys.readouterr().err
+    fresh = keep.run_identity(tmp_path / "new", "base")  # a new run is named at its first start
+    assert fresh["name"].startswith("base-") and (tmp_path / "new" / "run.json").exists()
+
+
+def _gate_record(run, cpu_min, fused, ref_fused, p, circles, passed, patches=None):
+    return {"run": run, "recipe": run.split("-")[0], "checkpoint": "step_1", "cpu_min": cpu_min,
+            "patches_seen": patches, "passed": passed,
+            "objects_fused": {"a": ref_fused, "b": fused, "diff": fused - ref_fused, "p": p},
+            "circles": {"consistent": circles}, "circles_reference": {"consistent": 1.0}}
+
+
+def test_gate_records_are_tabled_and_plotted_per_run(keep, tmp_path, monkeypatch):
+    records = tmp_path / "records"
+    records.mkdir()
+    old = _gate_record("x", 360, 13.0, 12.6, 0.3, 0.75, False)
+    del old["run"], old["recipe"]  # written before records named their run
+    rows = [old, _gate_record("base-2026-12-07T1904Z", 90, 12.9, 12.6, 0.41, 0.9375, False, 2_000_000),
+            _gate_record("figures-2026-12-07T1918Z", 90, 11.1, 12.6, 0.004, 0.875, True)]
+    (records / "gates.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    gates = keep.read_gates(records / "gates.jsonl")
+    assert (gates[0]["run"], gates[0]["recipe"]) == ("unnamed", "base")
+    table = keep.gates_table(gates).splitlines()
+    assert len(table) == 2 + 3
+    assert table[3] == ("| base-2026-12-07T1904Z | 90 | 2,000,000 | 12.90° / 12.60° (+0.30°, p = 0.41) | "
+                        "0.938 / 1.000 | no |")
+    assert table[4].endswith("| 0.875 / 1.000 | yes |") and "11.10° / 12.60° (-1.50°, p = 0.004)" in table[4]
+    keep.report(records)
+    assert (records / "gates.md").read_text() == keep.gates_table(gates)
+    assert (records / "gates.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    monkeypatch.setattr(keep, "RECORDS", records)
+    assert keep.main(["--report"]) == 0
+
+
+def test_each_run_publishes_its_log_to_its_own_folder(keep, tmp_path, monkeypatch):
+    monkeypatch.setattr(keep, "RECORDS", tmp_path / "records")
+    for name in ("a", "b"):
+        run = tmp_path / name
+        _log(run, [1.0, 2.0])
+        keep.publish_log(run, {"name": f"base-{name}"})
+    assert sorted(p.name for p in (tmp_path / "records").iterdir()) == ["base-a", "base-b"]
+    assert (tmp_path / "records" / "base-b" / "log.csv").read_text() == (tmp_path / "b" / "log.csv").read_text()
