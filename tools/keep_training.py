@@ -74,6 +74,9 @@ GATE_SUITES = {
                 "--seed", "100", "--precision", GATE_PRECISION, "--preset", "fast", "--methods", "ours"],
 }
 ALPHA, CIRCLES_BAR, CIRCLES_SLACK = 0.05, 0.8, 1 / 8
+#: the plot's objects axis spans at least this many degrees, so that differences the 40
+#: objects do not resolve (about 1.3 deg) do not fill it
+OBJECTS_SPAN = 4.0
 RETRY_S = 60
 
 
@@ -312,7 +315,10 @@ def plot_gates(gates: list[dict], png: Path) -> None:
             if g["passed"]:
                 ax_o.plot(g["cpu_min"], g["objects_fused"]["b"], "*", markerfacecolor="none",
                           markeredgecolor="goldenrod", markersize=18)  # passed
+    values = [g["objects_fused"][k] for g in gates for k in ("a", "b")]
+    middle, half = (max(values) + min(values)) / 2, max((max(values) - min(values)) / 2 + 0.5, OBJECTS_SPAN / 2)
     ax_o.set(xlabel="CPU minutes trained", ylabel="objects fused error (deg)", xlim=(0, None),
+             ylim=(middle - half, middle + half),
              title="40 held-out objects (dashes: package; star: passed)")
     ax_c.axhline(CIRCLES_BAR, color="grey", lw=0.8)
     ax_c.set(xlabel="CPU minutes trained", ylabel="consistent share", ylim=(-0.05, 1.05), xlim=(0, None),
