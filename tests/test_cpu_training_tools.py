@@ -419,3 +419,44 @@ def test_each_run_publishes_its_log_to_its_own_folder(keep, tmp_path, monkeypatc
         keep.publish_log(run, {"name": f"base-{name}"})
     assert sorted(p.name for p in (tmp_path / "records").iterdir()) == ["base-a", "base-b"]
     assert (tmp_path / "records" / "base-b" / "log.csv").read_text() == (tmp_path / "b" / "log.csv").read_text()
+
+
+def test_a_passing_gate_keeps_the_export_with_a_noted_model_card_and_a_failing_one_keeps_nothing(
+        keep, tmp_path, monkeypatch):
+    run, records, continued = tmp_path / "run", tmp_path / "records", tmp_path / "continued"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "step_00000020.safetensors").write_bytes(b"ckpt")
+    cpu_budget.book(run, 91.0)
+    exports = []
+
+    def fake_mssfs(command, source, *args, log=None):  # `mssfs export SOURCE --out DIR [--note TEXT]`
+        out = args[args.index("--out") + 1]
+        os.makedirs(out)
+        with open(os.path.join(out, "model.safetensors"), "w") as f:
+            f.write(source)
+        with open(os.path.join(out, "config.json"), "w") as f:
+            json.dump({"training": {"patches_seen": 1234}}, f)
+        exports.append((source, args[args.index("--note") + 1] if "--note" in args else None))
+
+    ref = {"objects": _objects([30.0 + (i % 5) for i in range(40)]), "circles": _circles(0.875)}
+    monkeypatch.setattr(keep, "run_mssfs", fake_mssfs)
+    monkeypatch.setattr(keep, "reference", lambda run, log: ref)
+    monkeypatch.setattr(keep, "RECORDS", records)
+    monkeypatch.setattr(keep, "CONTINUED", continued)
+    identity = {"name": "base-x", "recipe": "base"}
+
+    monkeypatch.setattr(keep, "score_export", lambda *a: {"objects": ref["objects"], "circles": _circles(0.875)})
+    record = keep.run_gate(run, None, identity)
+    assert not record["passed"] and not continued.exists()
+    assert [src for src, _ in exports] == [str(run)]  # the gate's own export only
+
+    better = {"objects": _objects([27.0 + (i % 5) for i in range(40)]), "circles": _circles(0.875)}
+    monkeypatch.setattr(keep, "score_export", lambda *a: better)
+    record = keep.run_gate(run, None, identity)
+    assert record["passed"] and (record["run"], record["recipe"], record["patches_seen"]) == ("base-x", "base", 1234)
+    source, note = exports[-1]
+    assert source.endswith("step_00000020.safetensors") and "Passed the continued-training gate at 91.0 CPU" in note
+    assert (continued / "model.safetensors").read_text() == source
+    assert not continued.with_name("continued.new").exists()
+    assert [json.loads(line)["passed"] for line in (records / "gates.jsonl").read_text().splitlines()] == [False, True]
+    assert json.loads((run / "last_gate.json").read_text()) == {"cpu_min": 91.0, "passed": True}
