@@ -375,6 +375,7 @@ def test_a_run_keeps_its_name_and_recipe_and_refuses_another_recipe(keep, tmp_pa
     assert identity["name"] == "figures-2023-11-14T2213Z" and identity["recipe"] == "figures"
     assert keep.run_identity(run, "base") == identity  # read back, not made again
     monkeypatch.setattr(keep, "train_chunk", lambda *a, **k: pytest.fail("must not train"))
+    monkeypatch.setattr(keep.os, "nice", lambda n: pytest.fail("refused before it lowers its priority"))
     with pytest.raises(SystemExit):
         keep.main(["--run", str(run), "--recipe", "base", "--busy", "0"])
     assert "trains recipe 'figures'" in capsys.readouterr().err

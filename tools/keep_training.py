@@ -368,12 +368,12 @@ def main(argv=None) -> int:
         print(json.dumps({"run": identity and identity["name"], "cpu_min": round(cpu_minutes(run), 1),
                           "checkpoints": len(checkpoints(run)), "starts_from": start_from(), "last_gate": last}))
         return 0
-    courtesy = Courtesy(busy=args.busy, busy_s=args.busy_s) if args.busy > 0 else None
-    os.nice(19)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     identity = run_identity(run, args.recipe)
     if identity["recipe"] != args.recipe:
         p.error(f"{run} trains recipe {identity['recipe']!r}, not {args.recipe!r}: give that recipe or another --run")
+    courtesy = Courtesy(busy=args.busy, busy_s=args.busy_s) if args.busy > 0 else None
+    os.nice(19)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     with (run / "keep.log").open("a") as log:
         while not args.stop_after or cpu_minutes(run) < args.stop_after:
             try:
